@@ -1,0 +1,9 @@
+//! Gregor's deterministic core: Kafka wire codecs, RecordBatch v2, one
+//! partition's log as decisions, and the cluster metadata image. No sockets,
+//! files, clocks or runtime here (DESIGN.md §1): everything is unit- and
+//! property-testable, and `shards` drives it with real I/O.
+
+pub mod log;
+pub mod metadata;
+pub mod protocol;
+pub mod record;

@@ -1,0 +1,15 @@
+//! One partition's log as decisions: segments, sparse indexes, append and read
+//! planning, roll, recovery scanning. No I/O here: the shard that owns the
+//! partition reads and writes the files and reports back.
+
+mod index;
+mod partition_log;
+mod read;
+mod recovery;
+mod segment;
+
+pub use index::*;
+pub use partition_log::*;
+pub use read::*;
+pub use recovery::*;
+pub use segment::*;

@@ -1,0 +1,111 @@
+//! One segment's bookkeeping: where its batches are, its offsets and
+//! timestamps, and its sparse indexes. The bytes live in `%020d.log`.
+
+use super::index::{OffsetIndex, OffsetIndexEntry, TimeIndex, TimeIndexEntry};
+use crate::record::BatchHeader;
+
+/// File name stem of a segment: the base offset, zero-padded like Kafka's.
+pub fn segment_file_stem(base_offset: i64) -> String {
+    format!("{base_offset:020}")
+}
+
+/// Parses `00000000000000000042.log` style names back to the base offset.
+pub fn parse_segment_file_name(name: &str, extension: &str) -> Option<i64> {
+    let stem = name.strip_suffix(extension)?.strip_suffix('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub base_offset: i64,
+    /// Bytes of complete, valid batches.
+    pub size_bytes: u64,
+    /// Offset after the last batch; `base_offset` while empty.
+    pub next_offset: i64,
+    /// Largest batch maxTimestamp, -1 while empty.
+    pub max_timestamp_ms: i64,
+    /// When the first batch was appended (broker clock), for `segment.ms`.
+    pub first_append_ms: Option<i64>,
+    pub offset_index: OffsetIndex,
+    pub time_index: TimeIndex,
+    bytes_since_index_entry: u64,
+}
+
+impl Segment {
+    pub fn new(base_offset: i64) -> Segment {
+        assert!(base_offset >= 0);
+        Segment {
+            base_offset,
+            size_bytes: 0,
+            next_offset: base_offset,
+            max_timestamp_ms: -1,
+            first_append_ms: None,
+            offset_index: OffsetIndex::default(),
+            time_index: TimeIndex::default(),
+            bytes_since_index_entry: 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size_bytes == 0
+    }
+
+    /// Offset relative to the segment base, as stored in the indexes.
+    pub fn relative_offset(&self, offset: i64) -> u32 {
+        let relative = offset - self.base_offset;
+        assert!((0..=u32::MAX as i64).contains(&relative));
+        relative as u32
+    }
+
+    /// Whether a batch ending at `last_offset` still fits the index's 32-bit
+    /// relative offsets (Kafka rolls a segment before it overflows).
+    pub fn can_hold_offset(&self, last_offset: i64) -> bool {
+        last_offset - self.base_offset <= i32::MAX as i64
+    }
+
+    /// Accounts one batch written at the end of the segment and adds index
+    /// entries every `index_interval_bytes`.
+    pub fn record_batch(&mut self, header: &BatchHeader, index_interval_bytes: u64, now_ms: i64) {
+        assert!(
+            header.base_offset >= self.next_offset,
+            "offsets go backwards"
+        );
+        assert!(self.can_hold_offset(header.last_offset()));
+        let position = self.size_bytes;
+        let batch_bytes = header.total_bytes() as u64;
+        assert!(
+            position + batch_bytes <= u32::MAX as u64,
+            "segment over 4 GiB"
+        );
+        // Index the first batch of a segment only implicitly (position 0); later
+        // batches once enough bytes have passed since the last entry.
+        if position > 0 && self.bytes_since_index_entry >= index_interval_bytes {
+            self.offset_index.push(OffsetIndexEntry {
+                relative_offset: self.relative_offset(header.base_offset),
+                position: position as u32,
+            });
+            self.bytes_since_index_entry = 0;
+        }
+        if header.max_timestamp > self.max_timestamp_ms {
+            self.max_timestamp_ms = header.max_timestamp;
+            self.time_index.push_if_newer(TimeIndexEntry {
+                timestamp_ms: header.max_timestamp,
+                relative_offset: self.relative_offset(header.base_offset),
+            });
+        }
+        self.bytes_since_index_entry += batch_bytes;
+        self.size_bytes += batch_bytes;
+        self.next_offset = header.next_offset();
+        self.first_append_ms.get_or_insert(now_ms);
+    }
+
+    /// Installs indexes read back from disk for a closed segment.
+    pub fn with_indexes(mut self, offset_index: OffsetIndex, time_index: TimeIndex) -> Segment {
+        self.offset_index = offset_index;
+        self.time_index = time_index;
+        self
+    }
+}

@@ -1,0 +1,23 @@
+//! Kafka error codes the broker answers with. Clients decide to retry,
+//! refresh metadata or fail on these exact numbers.
+
+pub type ErrorCode = i16;
+
+pub const NONE: ErrorCode = 0;
+pub const UNKNOWN_SERVER_ERROR: ErrorCode = -1;
+pub const OFFSET_OUT_OF_RANGE: ErrorCode = 1;
+pub const CORRUPT_MESSAGE: ErrorCode = 2;
+pub const UNKNOWN_TOPIC_OR_PARTITION: ErrorCode = 3;
+pub const LEADER_NOT_AVAILABLE: ErrorCode = 5;
+pub const NOT_LEADER_OR_FOLLOWER: ErrorCode = 6;
+pub const REQUEST_TIMED_OUT: ErrorCode = 7;
+pub const MESSAGE_TOO_LARGE: ErrorCode = 10;
+pub const INVALID_TOPIC_EXCEPTION: ErrorCode = 17;
+pub const INVALID_REQUIRED_ACKS: ErrorCode = 21;
+pub const UNSUPPORTED_VERSION: ErrorCode = 35;
+pub const TOPIC_ALREADY_EXISTS: ErrorCode = 36;
+pub const INVALID_PARTITIONS: ErrorCode = 37;
+pub const INVALID_REPLICATION_FACTOR: ErrorCode = 38;
+pub const INVALID_REQUEST: ErrorCode = 42;
+pub const KAFKA_STORAGE_ERROR: ErrorCode = 56;
+pub const UNKNOWN_TOPIC_ID: ErrorCode = 100;

@@ -1,0 +1,8 @@
+//! RecordBatch v2: header view, CRC-32C validation, offset/epoch patching and
+//! record iteration. Batches are stored exactly as they arrive on the wire.
+
+mod batch;
+mod records;
+
+pub use batch::*;
+pub use records::*;
