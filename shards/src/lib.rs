@@ -1,1 +1,27 @@
+//! Gregor's thread-per-core runtime: one glommio executor per core drives the
+//! deterministic `engine` with real sockets and files (DESIGN.md §1–3).
+//!
+//! The only crate that knows glommio and io_uring exist.
 
+mod broker;
+mod config;
+mod connection;
+mod controller;
+mod group_commit;
+mod handlers;
+mod mesh;
+mod partition;
+mod partition_files;
+mod shard;
+mod shutdown;
+
+pub use broker::{run, BrokerError};
+pub use config::BrokerConfig;
+
+/// Milliseconds since the Unix epoch: Kafka's clock for timestamps.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,1 +1,125 @@
-fn main() {}
+//! `gregor`: the single binary. `gregor serve` runs the broker; the operator
+//! CLI (topic, produce, consume, group, cluster) comes with issue 7.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "gregor",
+    version,
+    about = "Kafka-compatible event streaming, thread-per-core on io_uring"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Directory for segments, indexes and metadata.
+    #[arg(long, env = "GREGOR_DATA_DIR", default_value = "./gregor-data")]
+    data_dir: PathBuf,
+    /// Kafka listener address.
+    #[arg(long, env = "GREGOR_LISTEN", default_value = "127.0.0.1:9092")]
+    listen: String,
+    /// Address clients are told to use (host:port); defaults to --listen.
+    #[arg(long, env = "GREGOR_ADVERTISE")]
+    advertise: Option<String>,
+    /// Number of shards (one executor pinned per core); default: all cores.
+    #[arg(long, env = "GREGOR_SHARDS")]
+    shards: Option<usize>,
+    /// This broker's node id.
+    #[arg(long, env = "GREGOR_NODE_ID", default_value_t = 0)]
+    node_id: i32,
+    /// auto.create.topics.enable
+    #[arg(long, env = "GREGOR_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    auto_create_topics: bool,
+    /// num.partitions: partitions of an auto-created topic.
+    #[arg(long, env = "GREGOR_NUM_PARTITIONS", default_value_t = 1)]
+    num_partitions: u32,
+    /// log.segment.bytes
+    #[arg(long, env = "GREGOR_SEGMENT_BYTES", default_value_t = 1 << 30)]
+    segment_bytes: u64,
+    /// log.segment.ms
+    #[arg(long, env = "GREGOR_SEGMENT_MS", default_value_t = 7 * 24 * 3600 * 1000)]
+    segment_ms: i64,
+    /// message.max.bytes: largest record set a producer may send.
+    #[arg(long, env = "GREGOR_MESSAGE_MAX_BYTES", default_value_t = 1_048_588)]
+    message_max_bytes: usize,
+    /// socket.request.max.bytes
+    #[arg(long, env = "GREGOR_SOCKET_REQUEST_MAX_BYTES", default_value_t = 100 * 1024 * 1024)]
+    socket_request_max_bytes: usize,
+}
+
+fn parse_host_port(text: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .with_context(|| format!("'{text}' is not host:port"))?;
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("bad port in '{text}'"))?;
+    Ok((host.trim_matches(['[', ']']).to_string(), port))
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let listen: SocketAddr = args
+        .listen
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve --listen {}", args.listen))?
+        .next()
+        .with_context(|| format!("--listen {} resolves to nothing", args.listen))?;
+    let shard_count = match args.shards {
+        Some(0) => bail!("--shards must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+    };
+    if args.segment_bytes < 1024 {
+        bail!("--segment-bytes must be at least 1024");
+    }
+    let mut config = shards::BrokerConfig::with_defaults(args.data_dir, listen, shard_count);
+    if let Some(advertise) = args.advertise {
+        let (host, port) = parse_host_port(&advertise)?;
+        config.advertise_host = host;
+        config.advertise_port = port;
+    }
+    config.node_id = args.node_id;
+    config.auto_create_topics = args.auto_create_topics;
+    config.default_partitions = args.num_partitions.max(1);
+    config.log.segment_bytes_max = args.segment_bytes;
+    config.log.segment_ms = args.segment_ms;
+    config.log.message_bytes_max = args.message_max_bytes;
+    config.request_bytes_max = args.socket_request_max_bytes;
+    shards::run(config)?;
+    Ok(())
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                // glommio logs a harmless ERROR while probing iopoll support.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,glommio=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+    };
+    if let Err(e) = result {
+        eprintln!("gregor: {e:#}");
+        std::process::exit(1);
+    }
+}

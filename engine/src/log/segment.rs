@@ -102,10 +102,27 @@ impl Segment {
         self.first_append_ms.get_or_insert(now_ms);
     }
 
-    /// Installs indexes read back from disk for a closed segment.
-    pub fn with_indexes(mut self, offset_index: OffsetIndex, time_index: TimeIndex) -> Segment {
-        self.offset_index = offset_index;
-        self.time_index = time_index;
-        self
+    /// A segment restored from its files without a scan: its indexes were
+    /// read back and the rest comes from a checkpoint or its neighbours.
+    pub fn restored(
+        base_offset: i64,
+        size_bytes: u64,
+        next_offset: i64,
+        max_timestamp_ms: i64,
+        offset_index: OffsetIndex,
+        time_index: TimeIndex,
+    ) -> Segment {
+        assert!(next_offset >= base_offset);
+        assert!(size_bytes > 0 || next_offset == base_offset);
+        Segment {
+            base_offset,
+            size_bytes,
+            next_offset,
+            max_timestamp_ms,
+            first_append_ms: None,
+            offset_index,
+            time_index,
+            bytes_since_index_entry: 0,
+        }
     }
 }

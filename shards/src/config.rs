@@ -1,0 +1,46 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use engine::log::LogConfig;
+
+/// Everything a broker needs to start. Built by `gregor serve` from flags and
+/// `GREGOR_*` variables.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Host and port clients are told to connect to (Metadata responses).
+    pub advertise_host: String,
+    pub advertise_port: u16,
+    pub shard_count: usize,
+    pub node_id: i32,
+    /// `auto.create.topics.enable`
+    pub auto_create_topics: bool,
+    /// `num.partitions`: partitions of an auto-created topic.
+    pub default_partitions: u32,
+    /// `socket.request.max.bytes`
+    pub request_bytes_max: usize,
+    /// `log.segment.bytes`, `log.segment.ms`, `log.index.interval.bytes`,
+    /// `message.max.bytes` as the defaults of every partition.
+    pub log: LogConfig,
+    /// Bound on produce bytes queued per partition before producers wait.
+    pub partition_queue_bytes_max: usize,
+}
+
+impl BrokerConfig {
+    pub fn with_defaults(data_dir: PathBuf, listen: SocketAddr, shard_count: usize) -> Self {
+        BrokerConfig {
+            data_dir,
+            listen,
+            advertise_host: listen.ip().to_string(),
+            advertise_port: listen.port(),
+            shard_count,
+            node_id: 0,
+            auto_create_topics: true,
+            default_partitions: 1,
+            request_bytes_max: engine::protocol::REQUEST_BYTES_MAX_DEFAULT,
+            log: LogConfig::default(),
+            partition_queue_bytes_max: 64 << 20,
+        }
+    }
+}

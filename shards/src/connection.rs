@@ -1,0 +1,98 @@
+//! One client connection: read size-prefixed frames, start each request in
+//! arrival order, and write the responses back in that same order (Kafka
+//! clients pipeline requests and match responses by position).
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use engine::protocol::{parse_frame_size, FrameError};
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel;
+use glommio::net::{TcpListener, TcpStream};
+use tracing::{debug, warn};
+
+use crate::handlers::{start_request, RequestError};
+use crate::shard::Shard;
+
+/// Requests started but not yet answered, per connection; when full the
+/// connection stops reading (backpressure onto the client).
+const IN_FLIGHT_REQUESTS_MAX: usize = 64;
+
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let shard = shard.clone();
+                glommio::spawn_local(async move { serve(shard, stream).await }).detach();
+            }
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
+    debug!(shard = shard.id, %peer, "connection opened");
+    let (mut reader, mut writer) = stream.split();
+    let (queue, responses) = local_channel::new_bounded::<glommio::task::JoinHandle<Option<Vec<u8>>>>(
+        IN_FLIGHT_REQUESTS_MAX,
+    );
+    let writer_peer = peer.clone();
+    let writer_task = glommio::spawn_local(async move {
+        while let Some(response) = responses.recv().await {
+            let Some(Some(bytes)) = response.await else {
+                continue;
+            };
+            if let Err(e) = writer.write_all(&bytes).await {
+                debug!(peer = %writer_peer, error = %e, "write failed; closing");
+                return Some(writer);
+            }
+        }
+        let _ = writer.flush().await;
+        Some(writer)
+    });
+    let request_bytes_max = shard.config.request_bytes_max;
+    loop {
+        let mut prefix = [0u8; 4];
+        if reader.read_exact(&mut prefix).await.is_err() {
+            break;
+        }
+        let size = match parse_frame_size(prefix, request_bytes_max) {
+            Ok(size) => size,
+            Err(e @ FrameError::TooLarge { .. }) | Err(e @ FrameError::TooSmall(_)) => {
+                warn!(%peer, error = %e, "closing connection: bad frame");
+                break;
+            }
+        };
+        let mut frame = vec![0u8; size];
+        if reader.read_exact(&mut frame).await.is_err() {
+            break;
+        }
+        match start_request(&shard, bytes::Bytes::from(frame)).await {
+            Ok(response) => {
+                let handle = glommio::spawn_local(response).detach();
+                if queue.send(handle).await.is_err() {
+                    break;
+                }
+            }
+            Err(RequestError::Close(reason)) => {
+                warn!(%peer, %reason, "closing connection");
+                break;
+            }
+        }
+    }
+    drop(queue);
+    // Answer what was already started, then close.
+    if let Some(mut writer) = writer_task.await {
+        let _ = writer.close().await;
+    }
+    debug!(shard = shard.id, %peer, "connection closed");
+}

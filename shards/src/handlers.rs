@@ -1,0 +1,726 @@
+//! Kafka API handlers. `start_request` decodes a frame and does the part of
+//! the work that must happen in arrival order (dispatching appends), and
+//! returns a future that finishes the request and encodes the response.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use engine::protocol::kafka_protocol::messages::{
+    self as km, ApiKey, RequestHeader, ResponseHeader,
+};
+use engine::protocol::kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use engine::protocol::{
+    self as codes, decode_legacy_produce, encode_legacy_produce_rejection, is_version_served,
+    ErrorCode, SUPPORTED_APIS,
+};
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use tracing::{debug, warn};
+
+use crate::mesh::{ShardOp, ShardReply, TopicResult, TopicSpec};
+use crate::shard::{with_timeout, Shard};
+
+/// A response frame (size prefix included), or None when the client expects
+/// no answer (acks=0).
+pub type Response = Option<Vec<u8>>;
+
+#[derive(Debug)]
+pub enum RequestError {
+    /// The connection must close: malformed header, unknown API, bad body.
+    Close(String),
+}
+
+fn close(reason: impl Into<String>) -> RequestError {
+    RequestError::Close(reason.into())
+}
+
+/// Longest a Fetch may park, whatever the client asks.
+const FETCH_WAIT_MS_MAX: u64 = 30_000;
+/// Bound on wake-ups while one Fetch waits for `min_bytes`.
+const FETCH_WAIT_ROUNDS_MAX: usize = 1000;
+const CLUSTER_ID: &str = "gregor-single-node";
+
+fn encode_frame<R: Encodable + HeaderVersion>(
+    correlation_id: i32,
+    version: i16,
+    body: &R,
+) -> Result<Vec<u8>, String> {
+    let mut buf = BytesMut::with_capacity(64);
+    buf.extend_from_slice(&[0u8; 4]);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut buf, R::header_version(version))
+        .map_err(|e| e.to_string())?;
+    body.encode(&mut buf, version).map_err(|e| e.to_string())?;
+    let size = (buf.len() - 4) as u32;
+    buf[0..4].copy_from_slice(&size.to_be_bytes());
+    Ok(buf.to_vec())
+}
+
+fn respond<R: Encodable + HeaderVersion>(correlation_id: i32, version: i16, body: &R) -> Response {
+    match encode_frame(correlation_id, version, body) {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            // A bug in how a response was filled for this version: log it; the
+            // client times out rather than reading garbage.
+            warn!(version, error = %e, "cannot encode response");
+            None
+        }
+    }
+}
+
+fn ready(response: Response) -> LocalBoxFuture<'static, Response> {
+    async move { response }.boxed_local()
+}
+
+fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+fn topic_name(s: &str) -> km::TopicName {
+    km::TopicName(str_bytes(s))
+}
+
+pub async fn start_request(
+    shard: &Rc<Shard>,
+    mut frame: Bytes,
+) -> Result<LocalBoxFuture<'static, Response>, RequestError> {
+    if frame.len() < 8 {
+        return Err(close("request shorter than its header"));
+    }
+    let api_key_raw = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let api_key = ApiKey::try_from(api_key_raw)
+        .map_err(|_| close(format!("unknown API key {api_key_raw}")))?;
+    if api_key == ApiKey::ApiVersions && !is_version_served(api_key, version) {
+        // Answer in v0 so any client can read which versions exist.
+        let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        return Ok(ready(respond(
+            correlation_id,
+            0,
+            &api_versions_body(codes::UNSUPPORTED_VERSION),
+        )));
+    }
+    let header_version = api_key.request_header_version(version);
+    let header = RequestHeader::decode(&mut frame, header_version)
+        .map_err(|e| close(format!("bad request header: {e}")))?;
+    let correlation_id = header.correlation_id;
+    if api_key == ApiKey::Produce && (0..=2).contains(&version) {
+        let legacy =
+            decode_legacy_produce(&frame).ok_or_else(|| close("malformed Produce v0-2 body"))?;
+        warn!(version, "rejecting Produce v{version}: UNSUPPORTED_VERSION");
+        if legacy.acks == 0 {
+            return Ok(ready(None));
+        }
+        let mut body = (correlation_id as u32).to_be_bytes().to_vec();
+        body.extend(encode_legacy_produce_rejection(&legacy, version));
+        return Ok(ready(Some(codes::frame(&body))));
+    }
+    if !is_version_served(api_key, version) {
+        return Err(close(format!(
+            "unsupported version {version} of {api_key:?}"
+        )));
+    }
+    debug!(?api_key, version, correlation_id, "request");
+    let shard = shard.clone();
+    macro_rules! decode {
+        ($t:ty) => {
+            <$t>::decode(&mut frame, version)
+                .map_err(|e| close(format!("bad {api_key:?} v{version} body: {e}")))?
+        };
+    }
+    Ok(match api_key {
+        ApiKey::ApiVersions => ready(respond(
+            correlation_id,
+            version,
+            &api_versions_body(codes::NONE),
+        )),
+        ApiKey::Metadata => {
+            let request = decode!(km::MetadataRequest);
+            async move {
+                respond(
+                    correlation_id,
+                    version,
+                    &metadata(&shard, request, version).await,
+                )
+            }
+            .boxed_local()
+        }
+        ApiKey::CreateTopics => {
+            let request = decode!(km::CreateTopicsRequest);
+            async move {
+                respond(
+                    correlation_id,
+                    version,
+                    &create_topics(&shard, request, version).await,
+                )
+            }
+            .boxed_local()
+        }
+        ApiKey::DeleteTopics => {
+            let request = decode!(km::DeleteTopicsRequest);
+            async move {
+                respond(
+                    correlation_id,
+                    version,
+                    &delete_topics(&shard, request, version).await,
+                )
+            }
+            .boxed_local()
+        }
+        ApiKey::ListOffsets => {
+            let request = decode!(km::ListOffsetsRequest);
+            async move {
+                respond(
+                    correlation_id,
+                    version,
+                    &list_offsets(&shard, request, version).await,
+                )
+            }
+            .boxed_local()
+        }
+        ApiKey::Fetch => {
+            let request = decode!(km::FetchRequest);
+            async move {
+                respond(
+                    correlation_id,
+                    version,
+                    &fetch(&shard, request, version).await,
+                )
+            }
+            .boxed_local()
+        }
+        ApiKey::Produce => {
+            let request = decode!(km::ProduceRequest);
+            let finish = produce(&shard, request, version).await;
+            async move {
+                finish
+                    .await
+                    .and_then(|body| respond(correlation_id, version, &body))
+            }
+            .boxed_local()
+        }
+        other => return Err(close(format!("API {other:?} is not served"))),
+    })
+}
+
+fn api_versions_body(error_code: ErrorCode) -> km::ApiVersionsResponse {
+    let mut body = km::ApiVersionsResponse::default();
+    body.error_code = error_code;
+    body.api_keys = SUPPORTED_APIS
+        .iter()
+        .map(|r| {
+            km::api_versions_response::ApiVersion::default()
+                .with_api_key(r.api_key as i16)
+                .with_min_version(r.min_version)
+                .with_max_version(r.max_version)
+        })
+        .collect();
+    body
+}
+
+/// Creates topics through the controller (shard 0).
+async fn create_via_controller(shard: &Rc<Shard>, topics: Vec<TopicSpec>) -> Vec<TopicResult> {
+    match shard.call(0, ShardOp::CreateTopics { topics }).await {
+        ShardReply::Topics(results) => results,
+        other => {
+            warn!(?other, "unexpected controller reply");
+            Vec::new()
+        }
+    }
+}
+
+/// Auto-creates `name` with the broker defaults when allowed. Returns the
+/// error a client should see when the topic still does not exist.
+async fn auto_create(shard: &Rc<Shard>, name: &str) -> ErrorCode {
+    if !shard.config.auto_create_topics {
+        return codes::UNKNOWN_TOPIC_OR_PARTITION;
+    }
+    let spec = TopicSpec {
+        name: name.to_string(),
+        partitions: -1,
+        replication_factor: -1,
+        configs: Vec::new(),
+        validate_only: false,
+    };
+    match create_via_controller(shard, vec![spec]).await.first() {
+        Some(r) if r.error == codes::NONE || r.error == codes::TOPIC_ALREADY_EXISTS => codes::NONE,
+        Some(r) => r.error,
+        None => codes::UNKNOWN_SERVER_ERROR,
+    }
+}
+
+async fn metadata(
+    shard: &Rc<Shard>,
+    request: km::MetadataRequest,
+    version: i16,
+) -> km::MetadataResponse {
+    let node = km::BrokerId(shard.config.node_id);
+    let mut response = km::MetadataResponse::default();
+    let mut broker = km::metadata_response::MetadataResponseBroker::default()
+        .with_node_id(node)
+        .with_host(str_bytes(&shard.config.advertise_host))
+        .with_port(shard.config.advertise_port as i32);
+    if version >= 1 {
+        broker.rack = None;
+        response.controller_id = node;
+    }
+    if version >= 2 {
+        response.cluster_id = Some(str_bytes(CLUSTER_ID));
+    }
+    response.brokers = vec![broker];
+    let allow_auto_create = version < 4 || request.allow_auto_topic_creation;
+    let names: Vec<(Option<String>, ErrorCode)> = match request.topics {
+        // v0: an empty list means all topics; v1+: null means all.
+        None => shard
+            .image()
+            .topics()
+            .map(|t| (Some(t.name.clone()), codes::NONE))
+            .collect(),
+        Some(list) if version == 0 && list.is_empty() => shard
+            .image()
+            .topics()
+            .map(|t| (Some(t.name.clone()), codes::NONE))
+            .collect(),
+        Some(list) => {
+            let mut names = Vec::with_capacity(list.len());
+            for topic in list {
+                let name = match topic.name {
+                    Some(name) => Some(name.0.to_string()),
+                    None => shard
+                        .image()
+                        .topics()
+                        .find(|t| t.topic_id == *topic.topic_id.as_bytes())
+                        .map(|t| t.name.clone()),
+                };
+                let Some(name) = name else {
+                    names.push((None, codes::UNKNOWN_TOPIC_ID));
+                    continue;
+                };
+                let exists = shard.image().topic(&name).is_some();
+                let error = if exists {
+                    codes::NONE
+                } else if allow_auto_create {
+                    auto_create(shard, &name).await
+                } else {
+                    codes::UNKNOWN_TOPIC_OR_PARTITION
+                };
+                names.push((Some(name), error));
+            }
+            names
+        }
+    };
+    for (name, error) in names {
+        let mut topic = km::metadata_response::MetadataResponseTopic::default();
+        topic.name = name.as_deref().map(topic_name);
+        topic.error_code = error;
+        let image = shard.image();
+        if let Some(found) = name
+            .as_deref()
+            .and_then(|n| image.topic(n))
+            .filter(|_| error == codes::NONE)
+        {
+            if version >= 10 {
+                topic.topic_id = uuid::Uuid::from_bytes(found.topic_id);
+            }
+            topic.partitions = (0..found.partition_count() as i32)
+                .map(|index| {
+                    let mut p = km::metadata_response::MetadataResponsePartition::default()
+                        .with_partition_index(index)
+                        .with_leader_id(node)
+                        .with_replica_nodes(vec![node])
+                        .with_isr_nodes(vec![node]);
+                    if version >= 7 {
+                        p.leader_epoch = crate::partition::LEADER_EPOCH;
+                    }
+                    p
+                })
+                .collect();
+        }
+        response.topics.push(topic);
+    }
+    response
+}
+
+async fn create_topics(
+    shard: &Rc<Shard>,
+    request: km::CreateTopicsRequest,
+    version: i16,
+) -> km::CreateTopicsResponse {
+    let mut specs = Vec::new();
+    let mut rejected = Vec::new();
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        if !topic.assignments.is_empty() {
+            rejected.push(TopicResult {
+                name,
+                error: codes::INVALID_REQUEST,
+                message: Some("manual replica assignment is not supported".into()),
+                partitions: -1,
+            });
+            continue;
+        }
+        specs.push(TopicSpec {
+            name,
+            partitions: topic.num_partitions,
+            replication_factor: topic.replication_factor,
+            configs: topic
+                .configs
+                .into_iter()
+                .filter_map(|c| Some((c.name.to_string(), c.value?.to_string())))
+                .collect(),
+            validate_only: request.validate_only,
+        });
+    }
+    let mut results = if specs.is_empty() {
+        Vec::new()
+    } else {
+        create_via_controller(shard, specs).await
+    };
+    results.extend(rejected);
+    let mut response = km::CreateTopicsResponse::default();
+    for result in results {
+        let mut topic = km::create_topics_response::CreatableTopicResult::default()
+            .with_name(topic_name(&result.name))
+            .with_error_code(result.error);
+        if version >= 1 {
+            topic.error_message = result.message.as_deref().map(str_bytes);
+        }
+        if version >= 5 && result.error == codes::NONE {
+            topic.num_partitions = result.partitions;
+            topic.replication_factor = 1;
+            topic.configs = Some(Vec::new());
+        }
+        if version >= 7 {
+            if let Some(found) = shard.image().topic(&result.name) {
+                topic.topic_id = uuid::Uuid::from_bytes(found.topic_id);
+            }
+        }
+        response.topics.push(topic);
+    }
+    response
+}
+
+async fn delete_topics(
+    shard: &Rc<Shard>,
+    request: km::DeleteTopicsRequest,
+    version: i16,
+) -> km::DeleteTopicsResponse {
+    let mut names: Vec<String> = request
+        .topic_names
+        .iter()
+        .map(|n| n.0.to_string())
+        .collect();
+    for state in &request.topics {
+        match &state.name {
+            Some(name) => names.push(name.0.to_string()),
+            None => {
+                if let Some(found) = shard
+                    .image()
+                    .topics()
+                    .find(|t| t.topic_id == *state.topic_id.as_bytes())
+                {
+                    names.push(found.name.clone());
+                }
+            }
+        }
+    }
+    let ids: BTreeMap<String, [u8; 16]> = shard
+        .image()
+        .topics()
+        .map(|t| (t.name.clone(), t.topic_id))
+        .collect();
+    let results = match shard.call(0, ShardOp::DeleteTopics { names }).await {
+        ShardReply::Topics(results) => results,
+        _ => Vec::new(),
+    };
+    let mut response = km::DeleteTopicsResponse::default();
+    for result in results {
+        let mut entry = km::delete_topics_response::DeletableTopicResult::default()
+            .with_name(Some(topic_name(&result.name)))
+            .with_error_code(result.error);
+        if version >= 6 {
+            if let Some(id) = ids.get(&result.name) {
+                entry.topic_id = uuid::Uuid::from_bytes(*id);
+            }
+        }
+        response.responses.push(entry);
+    }
+    response
+}
+
+async fn list_offsets(
+    shard: &Rc<Shard>,
+    request: km::ListOffsetsRequest,
+    version: i16,
+) -> km::ListOffsetsResponse {
+    let mut response = km::ListOffsetsResponse::default();
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let mut out = km::list_offsets_response::ListOffsetsTopicResponse::default()
+            .with_name(topic.name.clone());
+        for partition in topic.partitions {
+            let result = match shard.route(&name, partition.partition_index) {
+                Err(code) => Err(code),
+                Ok(owner) => {
+                    let op = ShardOp::ListOffset {
+                        topic: name.clone(),
+                        partition: partition.partition_index,
+                        timestamp_ms: partition.timestamp,
+                    };
+                    match shard.call(owner, op).await {
+                        ShardReply::ListOffset(result) => result,
+                        _ => Err(codes::UNKNOWN_SERVER_ERROR),
+                    }
+                }
+            };
+            let mut p = km::list_offsets_response::ListOffsetsPartitionResponse::default()
+                .with_partition_index(partition.partition_index);
+            match result {
+                Ok((offset, timestamp)) => {
+                    p.offset = offset;
+                    p.timestamp = timestamp;
+                    if version >= 4 && offset >= 0 {
+                        p.leader_epoch = crate::partition::LEADER_EPOCH;
+                    }
+                }
+                Err(code) => p.error_code = code,
+            }
+            out.partitions.push(p);
+        }
+        response.topics.push(out);
+    }
+    response
+}
+
+struct FetchSlot {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+    owner: Result<usize, ErrorCode>,
+}
+
+async fn fetch(shard: &Rc<Shard>, request: km::FetchRequest, version: i16) -> km::FetchResponse {
+    let started = Instant::now();
+    let max_wait_ms = (request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MS_MAX);
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let response_bytes_max = if request.max_bytes > 0 {
+        request.max_bytes as usize
+    } else {
+        usize::MAX
+    };
+    let mut slots = Vec::new();
+    for topic in &request.topics {
+        let name = topic.topic.0.to_string();
+        for partition in &topic.partitions {
+            slots.push(FetchSlot {
+                topic: name.clone(),
+                partition: partition.partition,
+                offset: partition.fetch_offset,
+                max_bytes: partition.partition_max_bytes.max(0) as usize,
+                owner: shard.route(&name, partition.partition),
+            });
+        }
+    }
+    let mut results = Vec::new();
+    for _round in 0..FETCH_WAIT_ROUNDS_MAX {
+        let reads = slots.iter().map(|slot| {
+            let shard = shard.clone();
+            async move {
+                let owner = slot.owner?;
+                let op = ShardOp::Read {
+                    topic: slot.topic.clone(),
+                    partition: slot.partition,
+                    offset: slot.offset,
+                    max_bytes: slot.max_bytes,
+                };
+                match shard.call(owner, op).await {
+                    ShardReply::Read(result) => result,
+                    _ => Err(codes::UNKNOWN_SERVER_ERROR),
+                }
+            }
+        });
+        results = futures::future::join_all(reads).await;
+        let total: usize = results
+            .iter()
+            .map(|r| r.as_ref().map_or(0, |o| o.records.len()))
+            .sum();
+        let any_error = results.iter().any(|r| r.is_err());
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if total >= min_bytes.max(1) || any_error || elapsed_ms >= max_wait_ms {
+            break;
+        }
+        // Park on every owning shard until one has new data or time is up.
+        let remaining_ms = max_wait_ms - elapsed_ms;
+        let mut by_owner: BTreeMap<usize, Vec<(String, i32, i64)>> = BTreeMap::new();
+        for slot in &slots {
+            if let Ok(owner) = slot.owner {
+                by_owner.entry(owner).or_default().push((
+                    slot.topic.clone(),
+                    slot.partition,
+                    slot.offset,
+                ));
+            }
+        }
+        let waits = by_owner.into_iter().map(|(owner, partitions)| {
+            let shard = shard.clone();
+            async move {
+                shard
+                    .call(
+                        owner,
+                        ShardOp::WaitForData {
+                            partitions,
+                            timeout_ms: remaining_ms,
+                        },
+                    )
+                    .await
+            }
+            .boxed_local()
+        });
+        let waits: Vec<_> = waits.collect();
+        if waits.is_empty() {
+            glommio::timer::sleep(Duration::from_millis(remaining_ms)).await;
+            continue;
+        }
+        let _ = with_timeout(remaining_ms, futures::future::select_all(waits)).await;
+    }
+    let mut response = km::FetchResponse::default();
+    let mut budget = response_bytes_max;
+    let mut topics: Vec<km::fetch_response::FetchableTopicResponse> = Vec::new();
+    for (slot, result) in slots.iter().zip(results) {
+        let mut data =
+            km::fetch_response::PartitionData::default().with_partition_index(slot.partition);
+        if version >= 4 {
+            data.aborted_transactions = Some(Vec::new());
+        }
+        match result {
+            Ok(outcome) => {
+                data.high_watermark = outcome.high_watermark;
+                if version >= 4 {
+                    data.last_stable_offset = outcome.high_watermark;
+                }
+                if version >= 5 {
+                    data.log_start_offset = outcome.log_start_offset;
+                }
+                // The response's max_bytes: always return the first non-empty
+                // partition whole, then only what fits.
+                let fits = outcome.records.len() <= budget || budget == response_bytes_max;
+                if fits {
+                    budget = budget.saturating_sub(outcome.records.len());
+                    data.records = Some(outcome.records);
+                } else {
+                    data.records = Some(Bytes::new());
+                }
+            }
+            Err(code) => {
+                data.error_code = code;
+                data.high_watermark = -1;
+                data.records = Some(Bytes::new());
+            }
+        }
+        match topics.last_mut() {
+            Some(last) if last.topic.0.as_str() == slot.topic => last.partitions.push(data),
+            _ => topics.push(
+                km::fetch_response::FetchableTopicResponse::default()
+                    .with_topic(topic_name(&slot.topic))
+                    .with_partitions(vec![data]),
+            ),
+        }
+    }
+    response.responses = topics;
+    response
+}
+
+/// Dispatches every partition's append in arrival order, then returns the
+/// future that collects the outcomes.
+async fn produce(
+    shard: &Rc<Shard>,
+    request: km::ProduceRequest,
+    version: i16,
+) -> LocalBoxFuture<'static, Option<km::ProduceResponse>> {
+    let acks = request.acks;
+    let mut pending = Vec::new();
+    for topic in request.topic_data {
+        let name = topic.name.0.to_string();
+        for partition in topic.partition_data {
+            let index = partition.index;
+            let outcome: LocalBoxFuture<'static, Result<(i64, i64), ErrorCode>> =
+                if !matches!(acks, -1..=1) {
+                    ready_err(codes::INVALID_REQUIRED_ACKS)
+                } else if let Some(records) = partition.records.filter(|r| !r.is_empty()) {
+                    let mut owner = shard.route(&name, index);
+                    if owner == Err(codes::UNKNOWN_TOPIC_OR_PARTITION)
+                        && shard.image().topic(&name).is_none()
+                    {
+                        let created = auto_create(shard, &name).await;
+                        owner = if created == codes::NONE {
+                            shard.route(&name, index)
+                        } else {
+                            Err(created)
+                        };
+                    }
+                    match owner {
+                        Err(code) => ready_err(code),
+                        Ok(owner) => {
+                            let op = ShardOp::Append {
+                                topic: name.clone(),
+                                partition: index,
+                                records,
+                                acks,
+                            };
+                            let reply = shard.dispatch(owner, op).await;
+                            async move {
+                                match reply.await {
+                                    ShardReply::Append(result) => {
+                                        result.map(|o| (o.base_offset, o.log_start_offset))
+                                    }
+                                    _ => Err(codes::UNKNOWN_SERVER_ERROR),
+                                }
+                            }
+                            .boxed_local()
+                        }
+                    }
+                } else {
+                    ready_err(codes::CORRUPT_MESSAGE)
+                };
+            pending.push((name.clone(), index, outcome));
+        }
+    }
+    async move {
+        let mut response = km::ProduceResponse::default();
+        let mut topics: Vec<km::produce_response::TopicProduceResponse> = Vec::new();
+        for (name, index, outcome) in pending {
+            let mut p = km::produce_response::PartitionProduceResponse::default().with_index(index);
+            match outcome.await {
+                Ok((base_offset, log_start_offset)) => {
+                    p.base_offset = base_offset;
+                    if version >= 5 {
+                        p.log_start_offset = log_start_offset;
+                    }
+                }
+                Err(code) => {
+                    p.error_code = code;
+                    p.base_offset = -1;
+                }
+            }
+            match topics.last_mut() {
+                Some(last) if last.name.0.as_str() == name => last.partition_responses.push(p),
+                _ => topics.push(
+                    km::produce_response::TopicProduceResponse::default()
+                        .with_name(topic_name(&name))
+                        .with_partition_responses(vec![p]),
+                ),
+            }
+        }
+        response.responses = topics;
+        (acks != 0).then_some(response)
+    }
+    .boxed_local()
+}
+
+fn ready_err<T: 'static>(code: ErrorCode) -> LocalBoxFuture<'static, Result<T, ErrorCode>> {
+    async move { Err(code) }.boxed_local()
+}

@@ -1,0 +1,97 @@
+//! Messages between shards. The mesh (glommio channel_mesh: bounded,
+//! lock-free SPSC queues) is the only way shards talk (DESIGN.md §3). A call
+//! is a Request carrying an id; the answer comes back as a Response with the
+//! same id and completes the caller's local future.
+
+use bytes::Bytes;
+use engine::metadata::MetadataRecord;
+use engine::protocol::ErrorCode;
+
+/// Capacity of each shard-to-shard queue; a full queue makes the sender wait.
+pub const MESH_QUEUE_CAPACITY: usize = 1024;
+
+#[derive(Debug)]
+pub enum MeshMessage {
+    Request { id: u64, op: ShardOp },
+    Response { id: u64, reply: ShardReply },
+}
+
+/// Work one shard asks of another.
+#[derive(Debug)]
+pub enum ShardOp {
+    /// Append a producer's record set to a partition this shard owns.
+    Append {
+        topic: String,
+        partition: i32,
+        records: Bytes,
+        acks: i16,
+    },
+    /// Read whole batches from `offset`.
+    Read {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+    },
+    /// ListOffsets for one partition (-1 latest, -2 earliest, >= 0 time).
+    ListOffset {
+        topic: String,
+        partition: i32,
+        timestamp_ms: i64,
+    },
+    /// Answer once any listed partition has data past its offset, or after
+    /// `timeout_ms`.
+    WaitForData {
+        partitions: Vec<(String, i32, i64)>,
+        timeout_ms: u64,
+    },
+    /// Controller (shard 0) only: create topics.
+    CreateTopics { topics: Vec<TopicSpec> },
+    /// Controller (shard 0) only: delete topics.
+    DeleteTopics { names: Vec<String> },
+    /// Apply a committed metadata record to this shard's image and files.
+    ApplyMetadata { record: MetadataRecord },
+}
+
+#[derive(Debug, Clone)]
+pub struct TopicSpec {
+    pub name: String,
+    /// -1: the broker default.
+    pub partitions: i32,
+    /// -1: the broker default; anything but 1 is rejected on a single node.
+    pub replication_factor: i16,
+    pub configs: Vec<(String, String)>,
+    pub validate_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReadOutcome {
+    pub records: Bytes,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct TopicResult {
+    pub name: String,
+    pub error: ErrorCode,
+    pub message: Option<String>,
+    pub partitions: i32,
+}
+
+#[derive(Debug)]
+pub enum ShardReply {
+    Append(Result<AppendOutcome, ErrorCode>),
+    Read(Result<ReadOutcome, ErrorCode>),
+    /// (offset, timestamp)
+    ListOffset(Result<(i64, i64), ErrorCode>),
+    DataReady,
+    Topics(Vec<TopicResult>),
+    Applied,
+}

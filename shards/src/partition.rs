@@ -1,0 +1,511 @@
+//! A partition replica owned by this shard: its `PartitionLog` plus segment
+//! files. Appends queue in arrival order and one writer task per partition
+//! turns them into large sequential io_uring writes (many producer batches →
+//! one write); the high watermark moves only after the bytes are written.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use engine::log::{
+    select_batches, AppendError, BatchSelection, LogConfig, PartitionLog, ReadError,
+};
+use engine::protocol::{self as codes, ErrorCode};
+use engine::record::{first_record_at_or_after, BatchHeader, BATCH_HEADER_BYTES};
+use futures::channel::oneshot;
+use tracing::{error, warn};
+
+use crate::mesh::{AppendOutcome, ReadOutcome};
+use crate::partition_files::{
+    open_segment_file, sync_dir, write_all_at, write_clean_checkpoint, write_segment_indexes,
+    SegmentFiles,
+};
+
+/// Single-node leader epoch until replication exists.
+pub const LEADER_EPOCH: i32 = 0;
+/// Most bytes one coalesced write carries.
+const WRITE_COALESCE_BYTES_MAX: usize = 8 << 20;
+/// Extra bytes read past `max_bytes` so the window holds the target batch
+/// even when the index entry is up to one interval before it.
+const READ_WINDOW_SLACK_BYTES: usize = 64 << 10;
+/// Bound on read rounds for one fetch (each round advances or returns).
+const READ_ROUNDS_MAX: usize = 4096;
+
+struct QueuedAppend {
+    records: Bytes,
+    reply: oneshot::Sender<Result<AppendOutcome, ErrorCode>>,
+}
+
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    dir: PathBuf,
+    log: RefCell<PartitionLog>,
+    files: RefCell<SegmentFiles>,
+    queue: RefCell<VecDeque<QueuedAppend>>,
+    queued_bytes: Cell<usize>,
+    writer_running: Cell<bool>,
+    writer_idle: RefCell<Vec<oneshot::Sender<()>>>,
+    /// Offset below which records are written and visible to consumers.
+    high_watermark: Cell<i64>,
+    /// Bytes of the active segment that are written.
+    written_position: Cell<u64>,
+    data_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// Set after an I/O error: the partition refuses appends until restart.
+    failed: Cell<bool>,
+    closed: Cell<bool>,
+    pub(crate) sync_pending: Cell<bool>,
+}
+
+fn append_error_code(e: &AppendError) -> ErrorCode {
+    match e {
+        AppendError::Corrupt(_) => codes::CORRUPT_MESSAGE,
+        AppendError::TooLarge { .. } => codes::MESSAGE_TOO_LARGE,
+    }
+}
+
+impl Partition {
+    pub fn new(
+        topic: String,
+        index: i32,
+        dir: PathBuf,
+        log: PartitionLog,
+        files: SegmentFiles,
+    ) -> Rc<Partition> {
+        let high_watermark = log.next_offset();
+        let written_position = log.active().size_bytes;
+        assert!(files.contains_key(&log.active().base_offset));
+        Rc::new(Partition {
+            topic,
+            index,
+            dir,
+            log: RefCell::new(log),
+            files: RefCell::new(files),
+            queue: RefCell::new(VecDeque::new()),
+            queued_bytes: Cell::new(0),
+            writer_running: Cell::new(false),
+            writer_idle: RefCell::new(Vec::new()),
+            high_watermark: Cell::new(high_watermark),
+            written_position: Cell::new(written_position),
+            data_waiters: RefCell::new(Vec::new()),
+            failed: Cell::new(false),
+            closed: Cell::new(false),
+            sync_pending: Cell::new(false),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.get()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log.borrow().log_start_offset()
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.get()
+    }
+
+    pub fn set_config(&self, config: LogConfig) {
+        self.log.borrow_mut().set_config(config);
+    }
+
+    /// Queues a record set; the returned receiver resolves when it is written
+    /// (not yet synced). Runs synchronously so appends keep arrival order.
+    pub fn enqueue(
+        self: &Rc<Self>,
+        records: Bytes,
+    ) -> oneshot::Receiver<Result<AppendOutcome, ErrorCode>> {
+        let (reply, receiver) = oneshot::channel();
+        if self.failed.get() || self.closed.get() {
+            let _ = reply.send(Err(if self.failed.get() {
+                codes::KAFKA_STORAGE_ERROR
+            } else {
+                codes::NOT_LEADER_OR_FOLLOWER
+            }));
+            return receiver;
+        }
+        self.queued_bytes
+            .set(self.queued_bytes.get() + records.len());
+        self.queue
+            .borrow_mut()
+            .push_back(QueuedAppend { records, reply });
+        if !self.writer_running.replace(true) {
+            glommio::spawn_local(self.clone().run_writer()).detach();
+        }
+        receiver
+    }
+
+    fn take_coalesced(&self) -> Vec<QueuedAppend> {
+        let mut queue = self.queue.borrow_mut();
+        let mut taken = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(front) = queue.front() {
+            if !taken.is_empty() && bytes + front.records.len() > WRITE_COALESCE_BYTES_MAX {
+                break;
+            }
+            bytes += front.records.len();
+            taken.push(queue.pop_front().expect("front exists"));
+        }
+        self.queued_bytes.set(self.queued_bytes.get() - bytes);
+        taken
+    }
+
+    async fn run_writer(self: Rc<Self>) {
+        loop {
+            let appends = self.take_coalesced();
+            if appends.is_empty() {
+                break;
+            }
+            self.write_appends(appends).await;
+        }
+        self.writer_running.set(false);
+        for waiter in self.writer_idle.borrow_mut().drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+
+    async fn write_appends(&self, appends: Vec<QueuedAppend>) {
+        let mut pending = PendingWrite::default();
+        for append in appends {
+            if self.failed.get() {
+                let _ = append.reply.send(Err(codes::KAFKA_STORAGE_ERROR));
+                continue;
+            }
+            let mut bytes = append.records.to_vec();
+            let now = crate::now_ms();
+            let planned = self.log.borrow().plan_append(&mut bytes, LEADER_EPOCH, now);
+            let plan = match planned {
+                Err(e) => {
+                    warn!(topic = %self.topic, partition = self.index, error = %e, "rejected record set");
+                    let _ = append.reply.send(Err(append_error_code(&e)));
+                    continue;
+                }
+                Ok(plan) if plan.roll_first => {
+                    self.flush(&mut pending).await;
+                    if let Err(e) = self.roll().await {
+                        self.fail("roll", &e);
+                        let _ = append.reply.send(Err(codes::KAFKA_STORAGE_ERROR));
+                        continue;
+                    }
+                    let replanned = self.log.borrow().plan_append(&mut bytes, LEADER_EPOCH, now);
+                    match replanned {
+                        Ok(plan) => {
+                            assert!(!plan.roll_first, "a fresh segment takes any valid set");
+                            plan
+                        }
+                        Err(e) => {
+                            let _ = append.reply.send(Err(append_error_code(&e)));
+                            continue;
+                        }
+                    }
+                }
+                Ok(plan) => plan,
+            };
+            if pending.bytes.is_empty() {
+                pending.position = plan.position;
+            }
+            assert_eq!(pending.position + pending.bytes.len() as u64, plan.position);
+            self.log.borrow_mut().commit_append(&plan, now);
+            pending.bytes.extend_from_slice(&bytes);
+            pending.replies.push((append.reply, plan.base_offset));
+        }
+        self.flush(&mut pending).await;
+    }
+
+    /// Writes the coalesced bytes, then publishes them: high watermark,
+    /// fetch waiters, producer replies.
+    async fn flush(&self, pending: &mut PendingWrite) {
+        if pending.bytes.is_empty() {
+            return;
+        }
+        let bytes = std::mem::take(&mut pending.bytes);
+        let length = bytes.len() as u64;
+        let file = self.active_file();
+        let result = write_all_at(&file, bytes, pending.position).await;
+        let replies = std::mem::take(&mut pending.replies);
+        match result {
+            Ok(()) => {
+                assert_eq!(self.written_position.get(), pending.position);
+                self.written_position.set(pending.position + length);
+                let log = self.log.borrow();
+                self.high_watermark.set(log.next_offset());
+                let log_start_offset = log.log_start_offset();
+                drop(log);
+                for waiter in self.data_waiters.borrow_mut().drain(..) {
+                    let _ = waiter.send(());
+                }
+                for (reply, base_offset) in replies {
+                    let _ = reply.send(Ok(AppendOutcome {
+                        base_offset,
+                        log_start_offset,
+                    }));
+                }
+            }
+            Err(e) => {
+                self.fail("write", &e);
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(codes::KAFKA_STORAGE_ERROR));
+                }
+            }
+        }
+    }
+
+    fn fail(&self, what: &str, e: &io::Error) {
+        error!(topic = %self.topic, partition = self.index, error = %e, "{what} failed; partition goes offline until restart");
+        self.failed.set(true);
+    }
+
+    fn active_file(&self) -> Rc<glommio::io::BufferedFile> {
+        let base = self.log.borrow().active().base_offset;
+        self.files
+            .borrow()
+            .get(&base)
+            .expect("active segment has a file")
+            .clone()
+    }
+
+    /// Closes the active segment durably (data, then indexes) and starts a new
+    /// one. Called by the writer with nothing in flight.
+    async fn roll(&self) -> io::Result<()> {
+        let old = self.active_file();
+        old.fdatasync()
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let closed = self.log.borrow().active().clone();
+        write_segment_indexes(&self.dir, &closed).await?;
+        let base = self.log.borrow().next_offset();
+        let file = open_segment_file(&self.dir, base).await?;
+        sync_dir(&self.dir).await?;
+        self.files.borrow_mut().insert(base, Rc::new(file));
+        let rolled = self.log.borrow_mut().roll();
+        assert_eq!(rolled, base);
+        self.written_position.set(0);
+        Ok(())
+    }
+
+    /// fdatasync of the active segment: covers every write made before it.
+    pub async fn sync(&self) -> io::Result<()> {
+        let file = self.active_file();
+        file.fdatasync()
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    /// Resolves when the high watermark passes `offset` (or at once if it has).
+    pub fn data_beyond(&self, offset: i64) -> Option<oneshot::Receiver<()>> {
+        if self.high_watermark.get() > offset || self.closed.get() {
+            return None;
+        }
+        let (sender, receiver) = oneshot::channel();
+        let mut waiters = self.data_waiters.borrow_mut();
+        // Drop waiters whose fetch already ended, so the list stays bounded.
+        waiters.retain(|w| !w.is_canceled());
+        waiters.push(sender);
+        Some(receiver)
+    }
+
+    fn readable_limit(&self, segment_base_offset: i64, segment_bytes: u64) -> u64 {
+        if segment_base_offset == self.log.borrow().active().base_offset {
+            self.written_position.get()
+        } else {
+            segment_bytes
+        }
+    }
+
+    /// Whole batches from `offset`, about `max_bytes` of them (at least one).
+    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadOutcome, ErrorCode> {
+        let high_watermark = self.high_watermark.get();
+        let log_start_offset = self.log_start_offset();
+        let empty = |records: Bytes| {
+            Ok(ReadOutcome {
+                records,
+                high_watermark,
+                log_start_offset,
+            })
+        };
+        let start = match self.log.borrow().plan_read(offset) {
+            Err(ReadError::OffsetOutOfRange { .. }) => return Err(codes::OFFSET_OUT_OF_RANGE),
+            Ok(None) => None,
+            Ok(Some(start)) => Some(start),
+        };
+        let Some(mut start) = start.filter(|_| offset < high_watermark) else {
+            return empty(Bytes::new());
+        };
+        let mut position = start.position;
+        for _round in 0..READ_ROUNDS_MAX {
+            let limit = self.readable_limit(start.segment_base_offset, start.segment_bytes);
+            if position >= limit {
+                let next = self
+                    .log
+                    .borrow()
+                    .segment_after(start.segment_base_offset)
+                    .map(|s| (s.base_offset, s.size_bytes));
+                match next {
+                    Some((base, bytes)) => {
+                        start.segment_base_offset = base;
+                        start.segment_bytes = bytes;
+                        position = 0;
+                        continue;
+                    }
+                    None => return empty(Bytes::new()),
+                }
+            }
+            let file = self
+                .files
+                .borrow()
+                .get(&start.segment_base_offset)
+                .cloned()
+                .ok_or(codes::UNKNOWN_SERVER_ERROR)?;
+            let window_bytes = ((limit - position) as usize)
+                .min(max_bytes.saturating_add(READ_WINDOW_SLACK_BYTES));
+            let window = file.read_at(position, window_bytes).await.map_err(|e| {
+                error!(topic = %self.topic, partition = self.index, error = %e, "segment read failed");
+                codes::KAFKA_STORAGE_ERROR
+            })?;
+            match select_batches(&window, offset, max_bytes) {
+                BatchSelection::Found { start, end } => {
+                    return empty(Bytes::copy_from_slice(&window[start..end]));
+                }
+                BatchSelection::NeedBytes { start, total_bytes } => {
+                    let whole = file
+                        .read_at(position + start as u64, total_bytes)
+                        .await
+                        .map_err(|_| codes::KAFKA_STORAGE_ERROR)?;
+                    if whole.len() != total_bytes {
+                        return Err(codes::KAFKA_STORAGE_ERROR);
+                    }
+                    return empty(Bytes::copy_from_slice(&whole));
+                }
+                BatchSelection::Before { scanned } if scanned > 0 => position += scanned as u64,
+                BatchSelection::Before { .. } => {
+                    // One batch that ends before the target is larger than the
+                    // window: skip it by its header.
+                    let header = BatchHeader::parse(&window).map_err(|_| codes::CORRUPT_MESSAGE)?;
+                    position += header.total_bytes() as u64;
+                }
+                #[allow(unreachable_patterns)]
+                _ => return Err(codes::CORRUPT_MESSAGE),
+            }
+        }
+        Err(codes::UNKNOWN_SERVER_ERROR)
+    }
+
+    /// ListOffsets: -1 latest, -2 earliest, -3 max timestamp, else the first
+    /// record at or after a timestamp. Returns (offset, timestamp).
+    pub async fn list_offset(&self, timestamp_ms: i64) -> Result<(i64, i64), ErrorCode> {
+        match timestamp_ms {
+            -1 => return Ok((self.high_watermark.get(), -1)),
+            -2 => return Ok((self.log_start_offset(), -1)),
+            _ => {}
+        }
+        let target = if timestamp_ms == -3 {
+            // The record with the largest timestamp: the first one that reaches it.
+            let max = self
+                .log
+                .borrow()
+                .segments()
+                .map(|s| s.max_timestamp_ms)
+                .max()
+                .unwrap_or(-1);
+            if max < 0 {
+                return Ok((-1, -1));
+            }
+            max
+        } else if timestamp_ms < 0 {
+            return Err(codes::INVALID_REQUEST);
+        } else {
+            timestamp_ms
+        };
+        let Some(start) = self.log.borrow().plan_timestamp_lookup(target) else {
+            return Ok((-1, -1));
+        };
+        let file = self
+            .files
+            .borrow()
+            .get(&start.segment_base_offset)
+            .cloned()
+            .ok_or(codes::UNKNOWN_SERVER_ERROR)?;
+        let limit = self.readable_limit(start.segment_base_offset, start.segment_bytes);
+        let mut position = start.position;
+        // Walk batch headers; decode only the batch that reaches the target.
+        for _round in 0..READ_ROUNDS_MAX * 64 {
+            if position + BATCH_HEADER_BYTES as u64 > limit {
+                break;
+            }
+            let head = file
+                .read_at(position, BATCH_HEADER_BYTES)
+                .await
+                .map_err(|_| codes::KAFKA_STORAGE_ERROR)?;
+            let header = BatchHeader::parse(&head).map_err(|_| codes::CORRUPT_MESSAGE)?;
+            if header.max_timestamp >= target && !header.is_control() {
+                let batch = file
+                    .read_at(position, header.total_bytes())
+                    .await
+                    .map_err(|_| codes::KAFKA_STORAGE_ERROR)?;
+                if let Some(found) =
+                    first_record_at_or_after(&batch, target).map_err(|_| codes::CORRUPT_MESSAGE)?
+                {
+                    if found.0 < self.high_watermark.get() {
+                        return Ok(found);
+                    }
+                    break;
+                }
+            }
+            position += header.total_bytes() as u64;
+        }
+        Ok((-1, -1))
+    }
+
+    /// Waits for the writer to finish what is queued and refuses new appends.
+    async fn quiesce(&self) {
+        self.closed.set(true);
+        if self.writer_running.get() {
+            let (sender, receiver) = oneshot::channel();
+            self.writer_idle.borrow_mut().push(sender);
+            let _ = receiver.await;
+        }
+        for waiter in self.data_waiters.borrow_mut().drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+
+    /// Clean shutdown: drain, sync, write the active segment's checkpoint.
+    pub async fn close(&self) -> io::Result<()> {
+        self.quiesce().await;
+        if self.failed.get() {
+            return Err(io::Error::other("partition failed earlier"));
+        }
+        self.sync().await?;
+        let active = self.log.borrow().active().clone();
+        write_clean_checkpoint(&self.dir, &active).await
+    }
+
+    /// Topic deletion: drain and remove the directory.
+    pub async fn delete(&self) -> io::Result<()> {
+        self.quiesce().await;
+        let files: Vec<_> = std::mem::take(&mut *self.files.borrow_mut())
+            .into_values()
+            .collect();
+        drop(files);
+        std::fs::remove_dir_all(&self.dir)?;
+        if let Some(parent) = self.dir.parent() {
+            sync_dir(parent).await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct PendingWrite {
+    position: u64,
+    bytes: Vec<u8>,
+    replies: Vec<(oneshot::Sender<Result<AppendOutcome, ErrorCode>>, i64)>,
+}

@@ -1,0 +1,274 @@
+//! A partition's directory on disk: segment files named by base offset,
+//! their `.index`/`.timeindex` files, and the clean-shutdown checkpoint.
+//! Opening a partition restores its `PartitionLog`; after an unclean stop it
+//! rescans the active segment and truncates a torn or corrupt tail.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use engine::log::{
+    parse_segment_file_name, scan_into_segment, segment_file_stem, LogConfig, OffsetIndex,
+    PartitionLog, ScanStop, Segment, TimeIndex,
+};
+use glommio::io::{BufferedFile, Directory, OpenOptions};
+use tracing::{info, warn};
+
+/// Read size while scanning a segment during recovery.
+const RECOVERY_READ_BYTES: usize = 1 << 20;
+const CHECKPOINT_FILE: &str = "active-segment.checkpoint";
+
+pub type SegmentFiles = BTreeMap<i64, Rc<BufferedFile>>;
+
+pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{partition}"))
+}
+
+fn segment_path(dir: &Path, base_offset: i64, extension: &str) -> PathBuf {
+    dir.join(format!("{}.{extension}", segment_file_stem(base_offset)))
+}
+
+fn to_io(e: glommio::GlommioError<()>) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+pub async fn open_segment_file(dir: &Path, base_offset: i64) -> io::Result<BufferedFile> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .buffered_open(segment_path(dir, base_offset, "log"))
+        .await
+        .map_err(to_io)
+}
+
+/// Makes directory entries (new files, removals) durable.
+pub async fn sync_dir(dir: &Path) -> io::Result<()> {
+    let directory = Directory::open(dir).await.map_err(to_io)?;
+    directory.sync().await.map_err(to_io)?;
+    directory.close().await.map_err(to_io)
+}
+
+/// Creates a new partition directory with an empty first segment.
+pub async fn create_partition(
+    dir: &Path,
+    config: LogConfig,
+) -> io::Result<(PartitionLog, SegmentFiles)> {
+    if dir.exists() {
+        // Left over from a topic deleted before a crash: start empty.
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    let file = open_segment_file(dir, 0).await?;
+    sync_dir(dir).await?;
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent).await?;
+    }
+    let mut files = SegmentFiles::new();
+    files.insert(0, Rc::new(file));
+    Ok((PartitionLog::new_empty(config), files))
+}
+
+async fn write_file_durably(path: &Path, bytes: Vec<u8>) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .buffered_open(&tmp)
+        .await
+        .map_err(to_io)?;
+    write_all_at(&file, bytes, 0).await?;
+    file.fdatasync().await.map_err(to_io)?;
+    file.close().await.map_err(to_io)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Writes all of `bytes` at `position`. The buffer moves into io_uring, so a
+/// short write (disk full, signal) cannot be resumed here and is an error.
+pub async fn write_all_at(file: &BufferedFile, bytes: Vec<u8>, position: u64) -> io::Result<()> {
+    let total = bytes.len();
+    let written = file.write_at(bytes, position).await.map_err(to_io)?;
+    if written < total {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("short write: {written} of {total} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Persists a closed (or, at clean shutdown, the active) segment's indexes.
+pub async fn write_segment_indexes(dir: &Path, segment: &Segment) -> io::Result<()> {
+    write_file_durably(
+        &segment_path(dir, segment.base_offset, "index"),
+        segment.offset_index.encode(),
+    )
+    .await?;
+    write_file_durably(
+        &segment_path(dir, segment.base_offset, "timeindex"),
+        segment.time_index.encode(),
+    )
+    .await
+}
+
+/// At clean shutdown: what a restart needs to trust the active segment
+/// without scanning it.
+pub async fn write_clean_checkpoint(dir: &Path, active: &Segment) -> io::Result<()> {
+    write_segment_indexes(dir, active).await?;
+    let text = format!(
+        "v1 {} {} {} {}\n",
+        active.base_offset, active.size_bytes, active.next_offset, active.max_timestamp_ms
+    );
+    write_file_durably(&dir.join(CHECKPOINT_FILE), text.into_bytes()).await
+}
+
+fn read_checkpoint(dir: &Path) -> Option<(i64, u64, i64, i64)> {
+    let text = std::fs::read_to_string(dir.join(CHECKPOINT_FILE)).ok()?;
+    let mut fields = text.split_whitespace();
+    if fields.next()? != "v1" {
+        return None;
+    }
+    let base = fields.next()?.parse().ok()?;
+    let size = fields.next()?.parse().ok()?;
+    let next = fields.next()?.parse().ok()?;
+    let max_ts = fields.next()?.parse().ok()?;
+    Some((base, size, next, max_ts))
+}
+
+fn read_indexes(dir: &Path, base_offset: i64, size_bytes: u64) -> Option<(OffsetIndex, TimeIndex)> {
+    let offset_bytes = std::fs::read(segment_path(dir, base_offset, "index")).ok()?;
+    let time_bytes = std::fs::read(segment_path(dir, base_offset, "timeindex")).ok()?;
+    Some((
+        OffsetIndex::decode(&offset_bytes, size_bytes)?,
+        TimeIndex::decode(&time_bytes)?,
+    ))
+}
+
+/// What recovery did to one partition, for the log.
+#[derive(Debug, Default)]
+pub struct RecoveryReport {
+    pub scanned_segments: usize,
+    pub truncated_bytes: u64,
+}
+
+/// Rebuilds a segment by reading and validating every batch; truncates the
+/// file after the last valid batch.
+async fn scan_segment(
+    dir: &Path,
+    file: &BufferedFile,
+    base_offset: i64,
+    config: &LogConfig,
+    report: &mut RecoveryReport,
+) -> io::Result<Segment> {
+    let file_bytes = file.file_size().await.map_err(to_io)?;
+    let mut segment = Segment::new(base_offset);
+    let mut position = 0u64;
+    let mut want = RECOVERY_READ_BYTES;
+    let now = crate::now_ms();
+    // Each round either consumes bytes or grows `want` to a batch size that
+    // fits the file, so the loop ends; the cap is a second guard.
+    for _round in 0..(file_bytes / 61 + 4) {
+        if position >= file_bytes {
+            break;
+        }
+        let length = want.min((file_bytes - position) as usize);
+        let window = file.read_at(position, length).await.map_err(to_io)?;
+        if window.is_empty() {
+            break;
+        }
+        let outcome = scan_into_segment(&window, &mut segment, config.index_interval_bytes, now);
+        position += outcome.valid_bytes as u64;
+        match outcome.stop {
+            ScanStop::Clean => want = RECOVERY_READ_BYTES,
+            ScanStop::Incomplete { needed_bytes } => {
+                if position + needed_bytes as u64 > file_bytes {
+                    warn!(dir = %dir.display(), segment = base_offset, position, "torn batch at the end of the segment");
+                    break;
+                }
+                want = needed_bytes.max(RECOVERY_READ_BYTES);
+            }
+            ScanStop::Corrupt { reason, .. } => {
+                warn!(dir = %dir.display(), segment = base_offset, position, %reason, "invalid batch: the log ends here");
+                break;
+            }
+        }
+    }
+    report.scanned_segments += 1;
+    if position < file_bytes {
+        let cut = file_bytes - position;
+        warn!(dir = %dir.display(), segment = base_offset, valid_bytes = position, truncated_bytes = cut, "truncating segment tail");
+        file.truncate(position).await.map_err(to_io)?;
+        file.fdatasync().await.map_err(to_io)?;
+        report.truncated_bytes += cut;
+    }
+    Ok(segment)
+}
+
+/// Opens an existing partition directory. After a clean stop the active
+/// segment's checkpoint and indexes are trusted; otherwise it is scanned.
+/// Closed segments were synced when they rolled; their indexes are read back
+/// and rebuilt by a scan if missing or invalid.
+pub async fn open_partition(
+    dir: &Path,
+    config: LogConfig,
+    clean: bool,
+) -> io::Result<(PartitionLog, SegmentFiles, RecoveryReport)> {
+    let mut bases: Vec<i64> = std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| parse_segment_file_name(entry.file_name().to_str()?, "log"))
+        .collect();
+    bases.sort_unstable();
+    let mut report = RecoveryReport::default();
+    if bases.is_empty() {
+        let (log, files) = create_partition(dir, config).await?;
+        return Ok((log, files, report));
+    }
+    let checkpoint = if clean { read_checkpoint(dir) } else { None };
+    // The checkpoint is good for one restart only.
+    let _ = std::fs::remove_file(dir.join(CHECKPOINT_FILE));
+    let mut files = SegmentFiles::new();
+    let mut segments = Vec::with_capacity(bases.len());
+    for (i, &base) in bases.iter().enumerate() {
+        let file = open_segment_file(dir, base).await?;
+        let size = file.file_size().await.map_err(to_io)?;
+        let is_active = i + 1 == bases.len();
+        let restored = if is_active {
+            checkpoint
+                .filter(|&(cp_base, cp_size, _, _)| cp_base == base && cp_size == size)
+                .and_then(|(_, _, next, max_ts)| {
+                    let (oi, ti) = read_indexes(dir, base, size.max(1))?;
+                    Some(Segment::restored(base, size, next, max_ts, oi, ti))
+                })
+        } else {
+            let next = bases[i + 1];
+            read_indexes(dir, base, size.max(1)).and_then(|(oi, ti)| {
+                let max_ts = ti.last_timestamp_ms().unwrap_or(-1);
+                (size > 0 && next > base)
+                    .then(|| Segment::restored(base, size, next, max_ts, oi, ti))
+            })
+        };
+        let segment = match restored {
+            Some(segment) => segment,
+            None => {
+                let segment = scan_segment(dir, &file, base, &config, &mut report).await?;
+                if !is_active {
+                    write_segment_indexes(dir, &segment).await?;
+                }
+                segment
+            }
+        };
+        files.insert(base, Rc::new(file));
+        segments.push(segment);
+    }
+    if report.scanned_segments > 0 {
+        info!(dir = %dir.display(), scanned_segments = report.scanned_segments, truncated_bytes = report.truncated_bytes, "recovered partition");
+    }
+    Ok((
+        PartitionLog::from_segments(config, segments, 0),
+        files,
+        report,
+    ))
+}

@@ -1,0 +1,541 @@
+//! One shard: a glommio executor pinned to a core that owns a set of
+//! partitions, accepts connections on its own SO_REUSEPORT listener, and talks
+//! to the other shards only through the mesh.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use engine::log::LogConfig;
+use engine::metadata::{ClusterImage, MetadataRecord, TopicImage};
+use engine::protocol::{self as codes, ErrorCode};
+use futures::channel::oneshot;
+use futures::future::{select, Either, LocalBoxFuture};
+use futures::FutureExt;
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+use tracing::{error, info, warn};
+
+use crate::config::BrokerConfig;
+use crate::controller::MetadataLog;
+use crate::group_commit::GroupCommit;
+use crate::mesh::{MeshMessage, ShardOp, ShardReply, TopicResult, TopicSpec};
+use crate::partition::Partition;
+use crate::partition_files::{create_partition, open_partition, partition_dir};
+use crate::shutdown::StopFlag;
+
+pub type PartitionKey = (String, i32);
+
+pub struct Shard {
+    pub id: usize,
+    pub count: usize,
+    pub config: BrokerConfig,
+    image: RefCell<ClusterImage>,
+    partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
+    senders: Senders<MeshMessage>,
+    pending: RefCell<HashMap<u64, oneshot::Sender<ShardReply>>>,
+    next_request_id: Cell<u64>,
+    group_commit: Rc<GroupCommit>,
+    /// Shard 0 only: the metadata log, serialised by the RefCell being taken
+    /// for the whole of one controller operation.
+    metadata_log: RefCell<Option<MetadataLog>>,
+    controller_busy: glommio::sync::Semaphore,
+    pub stop: StopFlag,
+}
+
+/// The shard that owns a partition, from its placement.
+pub fn owner_shard(topic: &TopicImage, partition: i32, shard_count: usize) -> Option<usize> {
+    let placed = *topic
+        .partition_shards
+        .get(usize::try_from(partition).ok()?)?;
+    Some(placed as usize % shard_count)
+}
+
+impl Shard {
+    pub fn image(&self) -> std::cell::Ref<'_, ClusterImage> {
+        self.image.borrow()
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
+        self.partitions
+            .borrow()
+            .get(&(topic.to_string(), partition))
+            .cloned()
+    }
+
+    /// The owner of a partition, or the error a client should see.
+    pub fn route(&self, topic: &str, partition: i32) -> Result<usize, ErrorCode> {
+        let image = self.image.borrow();
+        let topic = image
+            .topic(topic)
+            .ok_or(codes::UNKNOWN_TOPIC_OR_PARTITION)?;
+        owner_shard(topic, partition, self.count).ok_or(codes::UNKNOWN_TOPIC_OR_PARTITION)
+    }
+
+    pub fn log_config(&self) -> LogConfig {
+        self.config.log
+    }
+
+    /// Runs `op` on shard `target`: inline when it is this shard, otherwise
+    /// as a mesh request. The send happens before this returns (so callers
+    /// that await it in order keep their order); the returned future waits
+    /// for the answer.
+    pub async fn dispatch(
+        self: &Rc<Self>,
+        target: usize,
+        op: ShardOp,
+    ) -> LocalBoxFuture<'static, ShardReply> {
+        if target == self.id {
+            return self.clone().start_op(op);
+        }
+        let id = self.next_request_id.get();
+        self.next_request_id.set(id + 1);
+        let (sender, receiver) = oneshot::channel();
+        self.pending.borrow_mut().insert(id, sender);
+        if self
+            .senders
+            .send_to(target, MeshMessage::Request { id, op })
+            .await
+            .is_err()
+        {
+            self.pending.borrow_mut().remove(&id);
+            return async { ShardReply::Append(Err(codes::UNKNOWN_SERVER_ERROR)) }.boxed_local();
+        }
+        async move {
+            receiver
+                .await
+                .unwrap_or(ShardReply::Append(Err(codes::UNKNOWN_SERVER_ERROR)))
+        }
+        .boxed_local()
+    }
+
+    pub async fn call(self: &Rc<Self>, target: usize, op: ShardOp) -> ShardReply {
+        self.dispatch(target, op).await.await
+    }
+
+    /// Starts an op on this shard. Appends enqueue synchronously, here, so
+    /// that they keep the order in which they arrived.
+    fn start_op(self: Rc<Self>, op: ShardOp) -> LocalBoxFuture<'static, ShardReply> {
+        match op {
+            ShardOp::Append {
+                topic,
+                partition,
+                records,
+                acks,
+            } => {
+                let Some(owned) = self.partition(&topic, partition) else {
+                    return async { ShardReply::Append(Err(codes::NOT_LEADER_OR_FOLLOWER)) }
+                        .boxed_local();
+                };
+                let written = owned.enqueue(records);
+                let group_commit = self.group_commit.clone();
+                async move {
+                    let outcome = written.await.unwrap_or(Err(codes::UNKNOWN_SERVER_ERROR));
+                    if acks == -1 {
+                        if let Ok(_) = &outcome {
+                            if !group_commit.sync(&owned).await {
+                                return ShardReply::Append(Err(codes::KAFKA_STORAGE_ERROR));
+                            }
+                        }
+                    }
+                    ShardReply::Append(outcome)
+                }
+                .boxed_local()
+            }
+            other => async move { self.run_op(other).await }.boxed_local(),
+        }
+    }
+
+    async fn run_op(self: Rc<Self>, op: ShardOp) -> ShardReply {
+        match op {
+            ShardOp::Append { .. } => unreachable!("appends start in start_op"),
+            ShardOp::Read {
+                topic,
+                partition,
+                offset,
+                max_bytes,
+            } => match self.partition(&topic, partition) {
+                Some(p) => ShardReply::Read(p.read(offset, max_bytes).await),
+                None => ShardReply::Read(Err(codes::NOT_LEADER_OR_FOLLOWER)),
+            },
+            ShardOp::ListOffset {
+                topic,
+                partition,
+                timestamp_ms,
+            } => match self.partition(&topic, partition) {
+                Some(p) => ShardReply::ListOffset(p.list_offset(timestamp_ms).await),
+                None => ShardReply::ListOffset(Err(codes::NOT_LEADER_OR_FOLLOWER)),
+            },
+            ShardOp::WaitForData {
+                partitions,
+                timeout_ms,
+            } => {
+                self.wait_for_data(&partitions, timeout_ms).await;
+                ShardReply::DataReady
+            }
+            ShardOp::CreateTopics { topics } => {
+                ShardReply::Topics(self.create_topics(topics).await)
+            }
+            ShardOp::DeleteTopics { names } => ShardReply::Topics(self.delete_topics(names).await),
+            ShardOp::ApplyMetadata { record } => {
+                self.apply_metadata(&record).await;
+                ShardReply::Applied
+            }
+        }
+    }
+
+    /// Parks until one of the partitions has data past its offset or the
+    /// timeout passes. No polling: partitions wake their waiters on write.
+    pub async fn wait_for_data(&self, partitions: &[(String, i32, i64)], timeout_ms: u64) {
+        let mut waits = Vec::new();
+        for (topic, index, offset) in partitions {
+            if let Some(p) = self.partition(topic, *index) {
+                match p.data_beyond(*offset) {
+                    None => return,
+                    Some(receiver) => waits.push(receiver),
+                }
+            }
+        }
+        if waits.is_empty() {
+            return;
+        }
+        let any = futures::future::select_all(waits);
+        let timer = glommio::timer::sleep(Duration::from_millis(timeout_ms));
+        futures::pin_mut!(timer);
+        let _ = select(any, timer).await;
+    }
+
+    async fn broadcast(self: &Rc<Self>, record: &MetadataRecord) {
+        let calls = (0..self.count).map(|target| {
+            let op = ShardOp::ApplyMetadata {
+                record: record.clone(),
+            };
+            let shard = self.clone();
+            async move { shard.call(target, op).await }
+        });
+        futures::future::join_all(calls).await;
+    }
+
+    async fn create_topics(self: &Rc<Self>, specs: Vec<TopicSpec>) -> Vec<TopicResult> {
+        assert_eq!(self.id, 0, "shard 0 is the controller");
+        let _permit = self.controller_busy.acquire_permit(1).await;
+        let mut results = Vec::with_capacity(specs.len());
+        let mut planned = self.image.borrow().clone();
+        let mut records = Vec::new();
+        for spec in specs {
+            let partitions = if spec.partitions == -1 {
+                self.config.default_partitions as i32
+            } else {
+                spec.partitions
+            };
+            let mut result = TopicResult {
+                name: spec.name.clone(),
+                error: codes::NONE,
+                message: None,
+                partitions,
+            };
+            if spec.replication_factor != -1 && spec.replication_factor != 1 {
+                result.error = codes::INVALID_REPLICATION_FACTOR;
+                result.message = Some("a single-node cluster has replication factor 1".into());
+                results.push(result);
+                continue;
+            }
+            if partitions < 1 {
+                result.error = codes::INVALID_PARTITIONS;
+                result.message = Some(format!("partition count {partitions} must be at least 1"));
+                results.push(result);
+                continue;
+            }
+            let record = MetadataRecord::CreateTopic {
+                name: spec.name.clone(),
+                topic_id: *uuid::Uuid::new_v4().as_bytes(),
+                partition_shards: planned.place_partitions(partitions as usize, self.count),
+                configs: spec.configs.clone(),
+            };
+            if let Err(e) = planned.apply(&record) {
+                result.error = match e {
+                    engine::metadata::MetadataError::TopicExists(_) => codes::TOPIC_ALREADY_EXISTS,
+                    engine::metadata::MetadataError::InvalidTopicName(..) => {
+                        codes::INVALID_TOPIC_EXCEPTION
+                    }
+                    engine::metadata::MetadataError::InvalidPartitions(_) => {
+                        codes::INVALID_PARTITIONS
+                    }
+                    engine::metadata::MetadataError::UnknownTopic(_) => {
+                        codes::UNKNOWN_TOPIC_OR_PARTITION
+                    }
+                };
+                result.message = Some(e.to_string());
+            } else if !spec.validate_only {
+                records.push(record);
+            }
+            results.push(result);
+        }
+        if !self.commit_metadata(&records).await {
+            for result in results.iter_mut().filter(|r| r.error == codes::NONE) {
+                result.error = codes::KAFKA_STORAGE_ERROR;
+            }
+        }
+        results
+    }
+
+    async fn delete_topics(self: &Rc<Self>, names: Vec<String>) -> Vec<TopicResult> {
+        assert_eq!(self.id, 0, "shard 0 is the controller");
+        let _permit = self.controller_busy.acquire_permit(1).await;
+        let mut planned = self.image.borrow().clone();
+        let mut results = Vec::new();
+        let mut records = Vec::new();
+        for name in names {
+            let record = MetadataRecord::DeleteTopic { name: name.clone() };
+            let error = match planned.apply(&record) {
+                Ok(()) => {
+                    records.push(record);
+                    codes::NONE
+                }
+                Err(_) => codes::UNKNOWN_TOPIC_OR_PARTITION,
+            };
+            results.push(TopicResult {
+                name,
+                error,
+                message: None,
+                partitions: -1,
+            });
+        }
+        if !self.commit_metadata(&records).await {
+            for result in results.iter_mut().filter(|r| r.error == codes::NONE) {
+                result.error = codes::KAFKA_STORAGE_ERROR;
+            }
+        }
+        results
+    }
+
+    /// Makes records durable in the metadata log, then has every shard apply
+    /// them. Returns false if the log write failed (nothing was applied).
+    async fn commit_metadata(self: &Rc<Self>, records: &[MetadataRecord]) -> bool {
+        if records.is_empty() {
+            return true;
+        }
+        let mut log = self
+            .metadata_log
+            .borrow_mut()
+            .take()
+            .expect("controller holds the log");
+        let appended = log.append(records).await;
+        *self.metadata_log.borrow_mut() = Some(log);
+        if let Err(e) = appended {
+            error!(error = %e, "metadata log append failed");
+            return false;
+        }
+        for record in records {
+            self.broadcast(record).await;
+        }
+        true
+    }
+
+    async fn apply_metadata(self: &Rc<Self>, record: &MetadataRecord) {
+        if let Err(e) = self.image.borrow_mut().apply(record) {
+            warn!(shard = self.id, error = %e, "metadata record does not apply");
+            return;
+        }
+        match record {
+            MetadataRecord::CreateTopic {
+                name,
+                partition_shards,
+                ..
+            } => {
+                for (index, &placed) in partition_shards.iter().enumerate() {
+                    if placed as usize % self.count != self.id {
+                        continue;
+                    }
+                    let index = index as i32;
+                    let dir = partition_dir(&self.config.data_dir, name, index);
+                    match create_partition(&dir, self.log_config()).await {
+                        Ok((log, files)) => {
+                            let partition = Partition::new(name.clone(), index, dir, log, files);
+                            self.partitions
+                                .borrow_mut()
+                                .insert((name.clone(), index), partition);
+                        }
+                        Err(e) => {
+                            error!(topic = %name, partition = index, error = %e, "cannot create partition")
+                        }
+                    }
+                }
+                info!(shard = self.id, topic = %name, partitions = partition_shards.len(), "topic created");
+            }
+            MetadataRecord::DeleteTopic { name } => {
+                let owned: Vec<Rc<Partition>> = {
+                    let mut partitions = self.partitions.borrow_mut();
+                    let keys: Vec<PartitionKey> = partitions
+                        .keys()
+                        .filter(|(t, _)| t == name)
+                        .cloned()
+                        .collect();
+                    keys.iter().filter_map(|k| partitions.remove(k)).collect()
+                };
+                for partition in owned {
+                    if let Err(e) = partition.delete().await {
+                        error!(topic = %name, partition = partition.index, error = %e, "cannot delete partition files");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens (and if needed recovers) every partition placed on this shard.
+    async fn open_partitions(&self, clean: bool) -> std::io::Result<()> {
+        let topics: Vec<TopicImage> = self.image.borrow().topics().cloned().collect();
+        for topic in topics {
+            for index in 0..topic.partition_count() as i32 {
+                if owner_shard(&topic, index, self.count) != Some(self.id) {
+                    continue;
+                }
+                let dir = partition_dir(&self.config.data_dir, &topic.name, index);
+                let (log, files, _report) = if dir.exists() {
+                    open_partition(&dir, self.log_config(), clean).await?
+                } else {
+                    let (log, files) = create_partition(&dir, self.log_config()).await?;
+                    (log, files, Default::default())
+                };
+                let partition = Partition::new(topic.name.clone(), index, dir, log, files);
+                self.partitions
+                    .borrow_mut()
+                    .insert((topic.name.clone(), index), partition);
+            }
+        }
+        Ok(())
+    }
+
+    async fn close_partitions(&self) -> bool {
+        let partitions: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
+        let mut clean = true;
+        for partition in partitions {
+            if let Err(e) = partition.close().await {
+                error!(topic = %partition.topic, partition = partition.index, error = %e, "unclean partition close");
+                clean = false;
+            }
+        }
+        clean
+    }
+
+    fn handle_mesh_message(self: &Rc<Self>, peer: usize, message: MeshMessage) {
+        match message {
+            MeshMessage::Request { id, op } => {
+                let reply = self.clone().start_op(op);
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    let reply = reply.await;
+                    if shard
+                        .senders
+                        .send_to(peer, MeshMessage::Response { id, reply })
+                        .await
+                        .is_err()
+                    {
+                        warn!(shard = shard.id, peer, "mesh peer gone; reply dropped");
+                    }
+                })
+                .detach();
+            }
+            MeshMessage::Response { id, reply } => {
+                if let Some(waiter) = self.pending.borrow_mut().remove(&id) {
+                    let _ = waiter.send(reply);
+                }
+            }
+        }
+    }
+}
+
+/// What a shard thread reports to the main thread once it is serving.
+pub type Ready = std::sync::mpsc::Sender<Result<usize, String>>;
+
+/// The body of one shard thread.
+pub async fn run_shard(
+    id: usize,
+    config: BrokerConfig,
+    image: ClusterImage,
+    clean: bool,
+    mesh: MeshBuilder<MeshMessage, Full>,
+    stop: StopFlag,
+    ready: Ready,
+) -> bool {
+    let count = config.shard_count;
+    let (senders, mut receivers) = match mesh.join().await {
+        Ok(joined) => joined,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot join the shard mesh: {e}")));
+            return false;
+        }
+    };
+    let metadata_log = if id == 0 {
+        match MetadataLog::open(&config.data_dir).await {
+            Ok(log) => Some(log),
+            Err(e) => {
+                let _ = ready.send(Err(format!("cannot open the metadata log: {e}")));
+                stop.raise();
+                return false;
+            }
+        }
+    } else {
+        None
+    };
+    let listener = match glommio::net::TcpListener::bind(config.listen) {
+        Ok(listener) => listener,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot listen on {}: {e}", config.listen)));
+            stop.raise();
+            return false;
+        }
+    };
+    let shard = Rc::new(Shard {
+        id,
+        count,
+        config,
+        image: RefCell::new(image),
+        partitions: RefCell::new(HashMap::new()),
+        senders,
+        pending: RefCell::new(HashMap::new()),
+        next_request_id: Cell::new(0),
+        group_commit: Rc::new(GroupCommit::default()),
+        metadata_log: RefCell::new(metadata_log),
+        controller_busy: glommio::sync::Semaphore::new(1),
+        stop: stop.clone(),
+    });
+    for (peer, receiver) in receivers.streams() {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while let Some(message) = receiver.recv().await {
+                shard.handle_mesh_message(peer, message);
+            }
+        })
+        .detach();
+    }
+    if let Err(e) = shard.open_partitions(clean).await {
+        let _ = ready.send(Err(format!("cannot open partitions: {e}")));
+        stop.raise();
+        return false;
+    }
+    let partitions = shard.partitions.borrow().len();
+    let _ = ready.send(Ok(partitions));
+    let accept = glommio::spawn_local(crate::connection::accept_loop(shard.clone(), listener));
+    stop.wait().await;
+    drop(accept.cancel());
+    let clean = shard.close_partitions().await;
+    // Peers may still be closing; let in-flight mesh replies drain.
+    glommio::timer::sleep(Duration::from_millis(50)).await;
+    shard.senders.close();
+    clean
+}
+
+/// Waits for `inner` or until `timeout_ms`, whichever is first.
+pub async fn with_timeout<T>(
+    timeout_ms: u64,
+    inner: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let timer = glommio::timer::sleep(Duration::from_millis(timeout_ms));
+    futures::pin_mut!(timer);
+    futures::pin_mut!(inner);
+    match select(inner, timer).await {
+        Either::Left((value, _)) => Some(value),
+        Either::Right(_) => None,
+    }
+}
