@@ -23,8 +23,9 @@ pub struct BrokerConfig {
     /// `log.segment.bytes`, `log.segment.ms`, `log.index.interval.bytes`,
     /// `message.max.bytes` as the defaults of every partition.
     pub log: LogConfig,
-    /// Bound on produce bytes queued per partition before producers wait.
-    pub partition_queue_bytes_max: usize,
+    /// Bound on request bytes a shard holds in flight (read, queued for
+    /// append, not yet answered); when reached, its connections stop reading.
+    pub shard_request_bytes_max: usize,
 }
 
 impl BrokerConfig {
@@ -40,7 +41,7 @@ impl BrokerConfig {
             default_partitions: 1,
             request_bytes_max: engine::protocol::REQUEST_BYTES_MAX_DEFAULT,
             log: LogConfig::default(),
-            partition_queue_bytes_max: 64 << 20,
+            shard_request_bytes_max: 256 << 20,
         }
     }
 }

@@ -72,13 +72,28 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 break;
             }
         };
+        // Account the request's bytes before reading them; a request larger
+        // than the whole budget takes all of it.
+        let budget = shard.config.shard_request_bytes_max;
+        let Ok(permit) = shard
+            .request_memory
+            .acquire_static_permit(size.min(budget) as u64)
+            .await
+        else {
+            break;
+        };
         let mut frame = vec![0u8; size];
         if reader.read_exact(&mut frame).await.is_err() {
             break;
         }
         match start_request(&shard, bytes::Bytes::from(frame)).await {
             Ok(response) => {
-                let handle = glommio::spawn_local(response).detach();
+                let handle = glommio::spawn_local(async move {
+                    let response = response.await;
+                    drop(permit);
+                    response
+                })
+                .detach();
                 if queue.send(handle).await.is_err() {
                     break;
                 }

@@ -6,12 +6,12 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 
 use bytes::Bytes;
 use engine::log::{
-    select_batches, AppendError, BatchSelection, LogConfig, PartitionLog, ReadError,
+    select_batches, AppendError, BatchSelection, PartitionLog, ReadError,
 };
 use engine::protocol::{self as codes, ErrorCode};
 use engine::record::{first_record_at_or_after, BatchHeader, BATCH_HEADER_BYTES};
@@ -97,24 +97,8 @@ impl Partition {
         })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    pub fn high_watermark(&self) -> i64 {
-        self.high_watermark.get()
-    }
-
     pub fn log_start_offset(&self) -> i64 {
         self.log.borrow().log_start_offset()
-    }
-
-    pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes.get()
-    }
-
-    pub fn set_config(&self, config: LogConfig) {
-        self.log.borrow_mut().set_config(config);
     }
 
     /// Queues a record set; the returned receiver resolves when it is written

@@ -40,7 +40,8 @@ pub struct Shard {
     /// for the whole of one controller operation.
     metadata_log: RefCell<Option<MetadataLog>>,
     controller_busy: glommio::sync::Semaphore,
-    pub stop: StopFlag,
+    /// Bytes of requests in flight on this shard (see `shard_request_bytes_max`).
+    pub request_memory: Rc<glommio::sync::Semaphore>,
 }
 
 /// The shard that owns a partition, from its placement.
@@ -131,12 +132,8 @@ impl Shard {
                 let group_commit = self.group_commit.clone();
                 async move {
                     let outcome = written.await.unwrap_or(Err(codes::UNKNOWN_SERVER_ERROR));
-                    if acks == -1 {
-                        if let Ok(_) = &outcome {
-                            if !group_commit.sync(&owned).await {
-                                return ShardReply::Append(Err(codes::KAFKA_STORAGE_ERROR));
-                            }
-                        }
+                    if acks == -1 && outcome.is_ok() && !group_commit.sync(&owned).await {
+                        return ShardReply::Append(Err(codes::KAFKA_STORAGE_ERROR));
                     }
                     ShardReply::Append(outcome)
                 }
@@ -486,6 +483,7 @@ pub async fn run_shard(
             return false;
         }
     };
+    let config_request_bytes_max = config.shard_request_bytes_max;
     let shard = Rc::new(Shard {
         id,
         count,
@@ -498,7 +496,7 @@ pub async fn run_shard(
         group_commit: Rc::new(GroupCommit::default()),
         metadata_log: RefCell::new(metadata_log),
         controller_busy: glommio::sync::Semaphore::new(1),
-        stop: stop.clone(),
+        request_memory: Rc::new(glommio::sync::Semaphore::new(config_request_bytes_max as u64)),
     });
     for (peer, receiver) in receivers.streams() {
         let shard = shard.clone();
