@@ -25,12 +25,12 @@ const EXECUTOR_IO_MEMORY_BYTES: usize = 10 << 20;
 pub enum BrokerError {
     #[error("data dir {dir} is in use by another gregor process (lock {lock} is held)")]
     DataDirLocked { dir: String, lock: String },
-    #[error("cannot listen on {addr}: {source} (is another broker running on that port?)")]
+    #[error("cannot listen on {addr} (is another broker running on that port?)")]
     PortInUse { addr: String, source: io::Error },
-    #[error("data dir {dir}: {source}")]
+    #[error("data dir {dir}")]
     DataDir { dir: String, source: io::Error },
-    #[error("shard {shard} failed to start: {reason}")]
-    ShardStart { shard: usize, reason: String },
+    #[error("a shard failed to start: {reason}")]
+    ShardStart { reason: String },
     #[error("cannot start executor: {0}")]
     Executor(String),
 }
@@ -133,12 +133,11 @@ pub fn run(config: BrokerConfig) -> Result<(), BrokerError> {
             Ok(Ok(count)) => partitions += count,
             Ok(Err(reason)) => {
                 stop.raise();
-                start_error.get_or_insert(BrokerError::ShardStart { shard: 0, reason });
+                start_error.get_or_insert(BrokerError::ShardStart { reason });
             }
             Err(_) => {
                 stop.raise();
                 start_error.get_or_insert(BrokerError::ShardStart {
-                    shard: 0,
                     reason: "shard thread exited".into(),
                 });
                 break;

@@ -459,7 +459,7 @@ pub async fn run_shard(
     let (senders, mut receivers) = match mesh.join().await {
         Ok(joined) => joined,
         Err(e) => {
-            let _ = ready.send(Err(format!("cannot join the shard mesh: {e}")));
+            let _ = ready.send(Err(format!("shard {id}: cannot join the shard mesh: {e}")));
             return false;
         }
     };
@@ -467,7 +467,7 @@ pub async fn run_shard(
         match MetadataLog::open(&config.data_dir).await {
             Ok(log) => Some(log),
             Err(e) => {
-                let _ = ready.send(Err(format!("cannot open the metadata log: {e}")));
+                let _ = ready.send(Err(format!("shard {id}: cannot open the metadata log: {e}")));
                 stop.raise();
                 return false;
             }
@@ -478,7 +478,7 @@ pub async fn run_shard(
     let listener = match glommio::net::TcpListener::bind(config.listen) {
         Ok(listener) => listener,
         Err(e) => {
-            let _ = ready.send(Err(format!("cannot listen on {}: {e}", config.listen)));
+            let _ = ready.send(Err(format!("shard {id}: cannot listen on {}: {e}", config.listen)));
             stop.raise();
             return false;
         }
@@ -508,7 +508,7 @@ pub async fn run_shard(
         .detach();
     }
     if let Err(e) = shard.open_partitions(clean).await {
-        let _ = ready.send(Err(format!("cannot open partitions: {e}")));
+        let _ = ready.send(Err(format!("shard {id}: cannot open partitions: {e}")));
         stop.raise();
         return false;
     }

@@ -13,3 +13,6 @@ pub use partition_log::*;
 pub use read::*;
 pub use recovery::*;
 pub use segment::*;
+
+#[cfg(test)]
+pub(crate) mod testing;

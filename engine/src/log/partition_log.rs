@@ -290,3 +290,402 @@ impl PartitionLog {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::testing::SimLog;
+    use crate::log::Segment;
+    use crate::record::testing::{fix_crc, simple_batch};
+    use crate::record::{patch_base_offset, validate_batch, validate_record_set, BatchHeader};
+    use proptest::prelude::*;
+
+    fn config(segment_bytes_max: u64, index_interval_bytes: u64) -> LogConfig {
+        LogConfig {
+            segment_bytes_max,
+            segment_ms: i64::MAX / 4,
+            index_interval_bytes,
+            message_bytes_max: 1 << 20,
+        }
+    }
+
+    /// (record count, value bytes, base timestamp) per batch, 1..3 batches
+    /// per record set.
+    type Shape = Vec<Vec<(usize, usize, i64)>>;
+
+    fn shapes() -> impl Strategy<Value = Shape> {
+        prop::collection::vec(
+            prop::collection::vec((1usize..6, 0usize..120, 0i64..5_000), 1..=3),
+            1..40,
+        )
+    }
+
+    fn record_set(batches: &[(usize, usize, i64)]) -> Vec<u8> {
+        batches
+            .iter()
+            .map(|&(count, value_bytes, timestamp)| simple_batch(count, value_bytes, timestamp))
+            .collect::<Vec<_>>()
+            .concat()
+    }
+
+    fn build(shape: &Shape, segment_bytes_max: u64, index_interval_bytes: u64) -> SimLog {
+        let mut sim = SimLog::new(PartitionLog::new_empty(config(
+            segment_bytes_max,
+            index_interval_bytes,
+        )));
+        for (i, batches) in shape.iter().enumerate() {
+            let set = record_set(batches);
+            let set_bytes = set.len();
+            let before = sim.log.next_offset();
+            let (plan, _) = sim.append(set, 3, i as i64).unwrap();
+            let records: usize = batches.iter().map(|b| b.0).sum();
+            assert_eq!(plan.base_offset, before);
+            assert_eq!(plan.last_offset, before + records as i64 - 1);
+            assert_eq!(plan.bytes, set_bytes);
+            assert_eq!(
+                plan.max_timestamp_ms,
+                batches.iter().map(|b| b.2 + b.0 as i64 - 1).max().unwrap()
+            );
+        }
+        sim
+    }
+
+    fn check_invariants(sim: &SimLog, segment_bytes_max: u64) {
+        let log = &sim.log;
+        let segments: Vec<&Segment> = log.segments().collect();
+        assert_eq!(segments.len(), sim.files.len());
+        for pair in segments.windows(2) {
+            assert_eq!(pair[0].next_offset, pair[1].base_offset);
+        }
+        for segment in &segments {
+            let file = &sim.files[&segment.base_offset];
+            assert_eq!(file.len() as u64, segment.size_bytes);
+            // Every byte of every segment is valid, patched batches.
+            if !file.is_empty() {
+                let spans = validate_record_set(file).unwrap();
+                assert_eq!(spans[0].header.base_offset, segment.base_offset);
+                for span in &spans {
+                    assert_eq!(span.header.partition_leader_epoch, 3);
+                }
+                assert_eq!(spans.last().unwrap().header.next_offset(), segment.next_offset);
+            }
+            // Only a record set that alone overflows a segment makes it bigger.
+            let appends = sim
+                .batches
+                .iter()
+                .filter(|b| b.segment_base_offset == segment.base_offset)
+                .count();
+            assert!(segment.size_bytes <= segment_bytes_max || appends <= 3);
+        }
+        assert_eq!(log.size_bytes(), sim.files.values().map(|f| f.len() as u64).sum::<u64>());
+        let records = sim.batches.last().map_or(0, |b| b.last_offset + 1);
+        assert_eq!(log.next_offset(), records);
+        assert_eq!(log.log_start_offset(), 0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        #[test]
+        fn appended_batches_read_back(
+            shape in shapes(),
+            segment_bytes_max in 200u64..3_000,
+            index_interval_bytes in 0u64..600,
+            reads in prop::collection::vec(
+                (any::<prop::sample::Index>(), 1usize..2_000, 1usize..2_500),
+                1..30,
+            ),
+        ) {
+            let sim = build(&shape, segment_bytes_max, index_interval_bytes);
+            check_invariants(&sim, segment_bytes_max);
+            let end = sim.log.next_offset();
+            for (at, max_bytes, window_bytes) in reads {
+                let offset = at.index(end as usize) as i64;
+                let got = sim.fetch(offset, max_bytes, window_bytes).unwrap().expect("data");
+                let spans = validate_record_set(&got).unwrap();
+                let first = sim
+                    .batches
+                    .iter()
+                    .position(|b| b.base_offset <= offset && offset <= b.last_offset)
+                    .unwrap();
+                // The batch holding the offset first, then its successors in
+                // the same segment, byte for byte.
+                let mut expected_next = sim.batches[first].base_offset;
+                for (i, span) in spans.iter().enumerate() {
+                    let stored = &sim.batches[first + i];
+                    prop_assert_eq!(stored.segment_base_offset, sim.batches[first].segment_base_offset);
+                    prop_assert_eq!(span.header.base_offset, expected_next);
+                    prop_assert_eq!(span.header.last_offset(), stored.last_offset);
+                    let file = &sim.files[&stored.segment_base_offset];
+                    prop_assert_eq!(&got[span.range.clone()], &file[stored.position..stored.position + stored.bytes]);
+                    expected_next = span.header.next_offset();
+                }
+                if spans.len() > 1 {
+                    prop_assert!(got.len() <= max_bytes);
+                }
+            }
+            prop_assert_eq!(sim.fetch(end, 100, 100), Ok(None));
+            prop_assert!(sim.fetch(end + 1, 100, 100).is_err());
+            prop_assert!(sim.fetch(-1, 100, 100).is_err());
+        }
+
+        #[test]
+        fn timestamp_lookup_starts_before_the_first_match(
+            shape in shapes(),
+            segment_bytes_max in 200u64..3_000,
+            index_interval_bytes in 0u64..600,
+            increasing in any::<bool>(),
+            targets in prop::collection::vec(-10i64..12_000, 1..30),
+        ) {
+            let mut shape = shape;
+            if increasing {
+                let mut timestamp = 0;
+                for set in &mut shape {
+                    for batch in set.iter_mut() {
+                        timestamp += batch.2 % 300;
+                        batch.2 = timestamp;
+                        timestamp += batch.0 as i64 - 1;
+                    }
+                }
+            }
+            let sim = build(&shape, segment_bytes_max, index_interval_bytes);
+            for target in targets {
+                let expected = sim.batches.iter().find(|b| b.max_timestamp >= target);
+                let start = sim.log.plan_timestamp_lookup(target);
+                let (Some(expected), Some(start)) = (expected, start) else {
+                    prop_assert_eq!(expected.is_none(), start.is_none());
+                    continue;
+                };
+                // The first matching batch lies in the planned segment, at or
+                // after the planned position; scanning headers from there
+                // finds it.
+                prop_assert_eq!(start.segment_base_offset, expected.segment_base_offset);
+                let file = &sim.files[&start.segment_base_offset];
+                prop_assert_eq!(start.segment_bytes, file.len() as u64);
+                let mut position = start.position as usize;
+                let found = loop {
+                    prop_assert!(position < file.len(), "scan ran off the segment");
+                    let header = BatchHeader::parse(&file[position..]).unwrap();
+                    if header.max_timestamp >= target {
+                        break position;
+                    }
+                    position += header.total_bytes();
+                };
+                prop_assert_eq!(found, expected.position);
+            }
+        }
+    }
+
+    #[test]
+    fn empty_log() {
+        let log = PartitionLog::new_empty(LogConfig::default());
+        assert_eq!(log.next_offset(), 0);
+        assert_eq!(log.log_start_offset(), 0);
+        assert_eq!(log.size_bytes(), 0);
+        assert_eq!(log.plan_read(0), Ok(None));
+        assert_eq!(
+            log.plan_read(1),
+            Err(ReadError::OffsetOutOfRange {
+                offset: 1,
+                log_start_offset: 0,
+                log_end_offset: 0
+            })
+        );
+        assert_eq!(log.plan_timestamp_lookup(-1), None);
+        assert_eq!(log.plan_timestamp_lookup(0), None);
+        assert!(log.segment_after(0).is_none());
+    }
+
+    #[test]
+    fn plan_append_assigns_offsets_without_changing_state() {
+        let log = PartitionLog::new_empty(config(1 << 20, 4096));
+        let mut set = [simple_batch(3, 10, 100), simple_batch(2, 10, 50)].concat();
+        let original = set.clone();
+        let plan = log.plan_append(&mut set, 9, 0).unwrap();
+        assert_eq!((plan.base_offset, plan.last_offset), (0, 4));
+        assert_eq!(plan.max_timestamp_ms, 102);
+        assert!(!plan.roll_first);
+        assert_eq!((plan.segment_base_offset, plan.position), (0, 0));
+        assert_ne!(set, original);
+        let spans = validate_record_set(&set).unwrap();
+        assert_eq!(spans[0].header.base_offset, 0);
+        assert_eq!(spans[1].header.base_offset, 3);
+        assert!(spans.iter().all(|s| s.header.partition_leader_epoch == 9));
+        // Nothing is committed yet.
+        assert_eq!(log.next_offset(), 0);
+        assert_eq!(log.size_bytes(), 0);
+    }
+
+    #[test]
+    fn too_large_and_corrupt_sets_are_refused() {
+        let mut log = PartitionLog::new_empty(config(1 << 20, 4096));
+        let mut cfg = *log.config();
+        cfg.message_bytes_max = 200;
+        log.set_config(cfg);
+        let mut big = simple_batch(5, 100, 0);
+        let len = big.len();
+        assert_eq!(
+            log.plan_append(&mut big, 0, 0),
+            Err(AppendError::TooLarge {
+                bytes: len,
+                max: 200
+            })
+        );
+        let mut corrupt = simple_batch(1, 10, 0);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 1;
+        assert!(matches!(
+            log.plan_append(&mut corrupt, 0, 0),
+            Err(AppendError::Corrupt(BatchError::CrcMismatch { .. }))
+        ));
+        assert!(matches!(
+            log.plan_append(&mut [], 0, 0),
+            Err(AppendError::Corrupt(BatchError::Truncated { .. }))
+        ));
+        // A corrupt second batch leaves the first one untouched.
+        let good = simple_batch(1, 10, 0);
+        let mut set = [good.clone(), corrupt].concat();
+        patch_base_offset(&mut set, 77);
+        let before = set.clone();
+        assert!(log.plan_append(&mut set, 0, 0).is_err());
+        assert_eq!(set, before);
+        assert_eq!(log.next_offset(), 0);
+    }
+
+    #[test]
+    fn rolls_on_segment_bytes() {
+        let batch = simple_batch(2, 50, 0);
+        let per_batch = batch.len() as u64;
+        let mut sim = SimLog::new(PartitionLog::new_empty(config(per_batch * 2, 4096)));
+        assert!(!sim.append(batch.clone(), 0, 0).unwrap().1);
+        assert!(!sim.append(batch.clone(), 0, 0).unwrap().1);
+        let (plan, rolled) = sim.append(batch.clone(), 0, 0).unwrap();
+        assert!(rolled);
+        assert_eq!(plan.segment_base_offset, 4);
+        assert_eq!(sim.log.active().base_offset, 4);
+        assert_eq!(sim.log.segment(0).unwrap().size_bytes, per_batch * 2);
+        assert_eq!(sim.log.segment_after(0).unwrap().base_offset, 4);
+        // A record set larger than a segment still goes in, alone.
+        let huge = simple_batch(30, 50, 0);
+        assert!(sim.append(huge, 0, 0).unwrap().1);
+        assert!(sim.append(batch, 0, 0).unwrap().1);
+        assert_eq!(sim.log.segments().count(), 4);
+    }
+
+    #[test]
+    fn rolls_on_segment_ms() {
+        let mut cfg = config(1 << 20, 4096);
+        cfg.segment_ms = 1_000;
+        let mut sim = SimLog::new(PartitionLog::new_empty(cfg));
+        let batch = simple_batch(1, 1, 0);
+        assert!(!sim.append(batch.clone(), 0, 5_000).unwrap().1);
+        assert!(!sim.append(batch.clone(), 0, 5_999).unwrap().1);
+        assert!(sim.append(batch.clone(), 0, 6_000).unwrap().1);
+        assert_eq!(sim.log.active().base_offset, 2);
+        assert_eq!(sim.log.active().first_append_ms, Some(6_000));
+        assert!(!sim.append(batch, 0, 6_999).unwrap().1);
+    }
+
+    #[test]
+    fn rolls_before_relative_offsets_overflow() {
+        let mut sim = SimLog::new(PartitionLog::new_empty(config(1 << 20, 4096)));
+        sim.append(simple_batch(1, 1, 0), 0, 0).unwrap();
+        // A batch claiming i32::MAX records (count and lastOffsetDelta agree;
+        // the records themselves are not inspected on append).
+        let mut wide = simple_batch(1, 1, 0);
+        wide[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+        wide[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        fix_crc(&mut wide);
+        let (plan, rolled) = sim.append(wide, 0, 0).unwrap();
+        assert!(!rolled);
+        assert_eq!(plan.last_offset, i32::MAX as i64);
+        let (plan, rolled) = sim.append(simple_batch(1, 1, 0), 0, 0).unwrap();
+        assert!(rolled, "relative offset {} overflows", plan.last_offset);
+        assert_eq!(sim.log.active().base_offset, i32::MAX as i64 + 1);
+    }
+
+    #[test]
+    fn roll_of_an_empty_active_segment_is_a_no_op() {
+        let mut log = PartitionLog::new_empty(LogConfig::default());
+        assert_eq!(log.roll(), 0);
+        assert_eq!(log.segments().count(), 1);
+        let mut sim = SimLog::new(log);
+        sim.append(simple_batch(3, 1, 0), 0, 0).unwrap();
+        assert_eq!(sim.log.roll(), 3);
+        assert_eq!(sim.log.roll(), 3);
+        assert_eq!(sim.log.segments().count(), 2);
+        assert_eq!(sim.log.plan_read(3), Ok(None));
+        assert_eq!(sim.log.plan_read(2).unwrap().unwrap().segment_base_offset, 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "appends are serial")]
+    fn commit_refuses_a_stale_plan() {
+        let mut log = PartitionLog::new_empty(LogConfig::default());
+        let mut set = simple_batch(1, 1, 0);
+        let plan = log.plan_append(&mut set, 0, 0).unwrap();
+        log.commit_append(&plan, 0);
+        log.commit_append(&plan, 0);
+    }
+
+    fn segment_with(base: i64, batches: &[(i64, usize)]) -> Segment {
+        let mut segment = Segment::new(base);
+        for &(offset, count) in batches {
+            let mut batch = simple_batch(count, 10, offset * 10);
+            patch_base_offset(&mut batch, offset);
+            segment.record_batch(&validate_batch(&batch).unwrap(), 4096, 0);
+        }
+        segment
+    }
+
+    #[test]
+    fn reads_respect_log_start_and_gaps() {
+        // [10, 14) then a gap (compacted away), then [20, 22) and an empty
+        // active segment.
+        let segments = vec![
+            segment_with(22, &[]),
+            segment_with(20, &[(20, 2)]),
+            segment_with(10, &[(10, 2), (12, 2)]),
+        ];
+        let log = PartitionLog::from_segments(LogConfig::default(), segments, 11);
+        assert_eq!(log.log_start_offset(), 11);
+        assert_eq!(log.next_offset(), 22);
+        assert!(log.plan_read(10).is_err());
+        assert_eq!(log.plan_read(11).unwrap().unwrap().segment_base_offset, 10);
+        for gap in 14..20 {
+            let start = log.plan_read(gap).unwrap().unwrap();
+            assert_eq!((start.segment_base_offset, start.position), (20, 0));
+        }
+        assert_eq!(log.plan_read(21).unwrap().unwrap().segment_base_offset, 20);
+        assert_eq!(log.plan_read(22), Ok(None));
+        // The log start never precedes the first segment.
+        let log = PartitionLog::from_segments(LogConfig::default(), vec![segment_with(5, &[])], 0);
+        assert_eq!(log.log_start_offset(), 5);
+        assert!(log.plan_read(4).is_err());
+        assert_eq!(log.plan_read(5), Ok(None));
+    }
+
+    #[test]
+    fn timestamp_lookup_skips_segments_below_log_start() {
+        let segments = vec![
+            segment_with(10, &[(10, 2)]),   // timestamps 100, 101
+            segment_with(12, &[(12, 1)]),   // 120
+            segment_with(13, &[(13, 1)]),   // 130
+        ];
+        let log = PartitionLog::from_segments(LogConfig::default(), segments, 12);
+        let start = log.plan_timestamp_lookup(0).unwrap();
+        assert_eq!(start.segment_base_offset, 12);
+        assert_eq!(log.plan_timestamp_lookup(121).unwrap().segment_base_offset, 13);
+        assert_eq!(log.plan_timestamp_lookup(131), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "segments overlap")]
+    fn overlapping_segments_are_refused() {
+        PartitionLog::from_segments(
+            LogConfig::default(),
+            vec![segment_with(0, &[(0, 5)]), segment_with(3, &[])],
+            0,
+        );
+    }
+}

@@ -126,3 +126,130 @@ impl Segment {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::testing::simple_batch;
+    use crate::record::{patch_base_offset, validate_batch};
+    use proptest::prelude::*;
+
+    #[test]
+    fn file_names() {
+        assert_eq!(segment_file_stem(0), "00000000000000000000");
+        assert_eq!(segment_file_stem(42), "00000000000000000042");
+        assert_eq!(segment_file_stem(i64::MAX), "09223372036854775807");
+        assert_eq!(
+            parse_segment_file_name("00000000000000000042.log", "log"),
+            Some(42)
+        );
+        assert_eq!(
+            parse_segment_file_name("00000000000000000042.index", "index"),
+            Some(42)
+        );
+        for bad in [
+            "00000000000000000042.index",
+            "0000000000000000042.log",
+            "000000000000000000042.log",
+            "0000000000000000004a.log",
+            "-0000000000000000042.log",
+            "+0000000000000000042.log",
+            "00000000000000000042log",
+            "00000000000000000042.log.tmp",
+            "99999999999999999999.log",
+            ".log",
+            "",
+        ] {
+            assert_eq!(parse_segment_file_name(bad, "log"), None, "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn file_name_round_trip(base in 0i64..=i64::MAX) {
+            let name = format!("{}.log", segment_file_stem(base));
+            prop_assert_eq!(parse_segment_file_name(&name, "log"), Some(base));
+            prop_assert_eq!(parse_segment_file_name(&name, "index"), None);
+        }
+
+        /// An index entry is added for the first batch that starts at least
+        /// `index_interval_bytes` after the previous entry (or the segment
+        /// start), never for position 0.
+        #[test]
+        fn index_entries_follow_the_interval(
+            shapes in prop::collection::vec((1usize..4, 0usize..300), 1..40),
+            interval in 0u64..2000,
+        ) {
+            let mut segment = Segment::new(1000);
+            let mut expected = Vec::new();
+            let mut last_entry_position = 0u64;
+            let mut offset = 1000i64;
+            let mut expected_times = Vec::new();
+            let mut max_timestamp = -1i64;
+            for (i, (count, value_bytes)) in shapes.into_iter().enumerate() {
+                let mut batch = simple_batch(count, value_bytes, i as i64);
+                patch_base_offset(&mut batch, offset);
+                let header = validate_batch(&batch).unwrap();
+                let position = segment.size_bytes;
+                if position > 0 && position - last_entry_position >= interval {
+                    expected.push(OffsetIndexEntry {
+                        relative_offset: (offset - 1000) as u32,
+                        position: position as u32,
+                    });
+                    last_entry_position = position;
+                }
+                if header.max_timestamp > max_timestamp {
+                    max_timestamp = header.max_timestamp;
+                    expected_times.push(TimeIndexEntry {
+                        timestamp_ms: max_timestamp,
+                        relative_offset: (offset - 1000) as u32,
+                    });
+                }
+                segment.record_batch(&header, interval, 77);
+                offset = header.next_offset();
+                prop_assert_eq!(segment.size_bytes, position + batch.len() as u64);
+            }
+            prop_assert_eq!(segment.offset_index.entries(), &expected[..]);
+            prop_assert_eq!(segment.next_offset, offset);
+            prop_assert_eq!(segment.first_append_ms, Some(77));
+            prop_assert_eq!(segment.time_index.entries(), &expected_times[..]);
+            prop_assert_eq!(segment.max_timestamp_ms, max_timestamp);
+        }
+    }
+
+    #[test]
+    fn record_batch_tracks_timestamps_and_offsets() {
+        let mut segment = Segment::new(10);
+        assert!(segment.is_empty());
+        assert_eq!(segment.max_timestamp_ms, -1);
+        for (offset, count, base_timestamp) in [(10, 2, 500), (12, 1, 400), (15, 3, 900)] {
+            let mut batch = simple_batch(count, 1, base_timestamp);
+            patch_base_offset(&mut batch, offset);
+            segment.record_batch(&validate_batch(&batch).unwrap(), 4096, 1);
+        }
+        assert!(!segment.is_empty());
+        assert_eq!(segment.next_offset, 18);
+        assert_eq!(segment.max_timestamp_ms, 902);
+        let times: Vec<(i64, u32)> = segment
+            .time_index
+            .entries()
+            .iter()
+            .map(|e| (e.timestamp_ms, e.relative_offset))
+            .collect();
+        assert_eq!(times, [(501, 0), (902, 5)]);
+        assert_eq!(segment.relative_offset(17), 7);
+        assert!(segment.can_hold_offset(10 + i32::MAX as i64));
+        assert!(!segment.can_hold_offset(11 + i32::MAX as i64));
+    }
+
+    #[test]
+    #[should_panic(expected = "offsets go backwards")]
+    fn record_batch_refuses_offsets_going_back() {
+        let mut segment = Segment::new(10);
+        let mut batch = simple_batch(2, 1, 0);
+        patch_base_offset(&mut batch, 10);
+        let header = validate_batch(&batch).unwrap();
+        segment.record_batch(&header, 0, 0);
+        segment.record_batch(&header, 0, 0);
+    }
+}

@@ -178,3 +178,194 @@ impl ClusterImage {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn create(name: &str, partitions: usize) -> MetadataRecord {
+        MetadataRecord::CreateTopic {
+            name: name.to_string(),
+            topic_id: [name.len() as u8; 16],
+            partition_shards: (0..partitions as u32).collect(),
+            configs: vec![
+                ("retention.ms".into(), "1000".into()),
+                ("cleanup.policy".into(), "delete".into()),
+            ],
+        }
+    }
+
+    fn delete(name: &str) -> MetadataRecord {
+        MetadataRecord::DeleteTopic {
+            name: name.to_string(),
+        }
+    }
+
+    #[test]
+    fn topic_names_follow_kafka() {
+        for good in ["a", "A-b_c.d", "0", "...", "._-", &"x".repeat(249)] {
+            assert_eq!(validate_topic_name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            &"x".repeat(250),
+            "a b",
+            "a/b",
+            "a\\b",
+            "topic:1",
+            "é",
+            "a\0",
+            "tab\t",
+        ] {
+            assert!(
+                matches!(validate_topic_name(bad), Err(MetadataError::InvalidTopicName(n, _)) if n == bad),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn apply_and_check() {
+        let mut image = ClusterImage::default();
+        assert_eq!(image.apply(&create("orders", 3)), Ok(()));
+        let topic = image.topic("orders").unwrap();
+        assert_eq!(topic.partition_count(), 3);
+        assert_eq!(topic.topic_id, [6; 16]);
+        assert_eq!(topic.configs["retention.ms"], "1000");
+        assert_eq!(
+            image.apply(&create("orders", 1)),
+            Err(MetadataError::TopicExists("orders".into()))
+        );
+        assert_eq!(
+            image.check(&delete("missing")),
+            Err(MetadataError::UnknownTopic("missing".into()))
+        );
+        assert!(matches!(
+            image.check(&create("bad name", 1)),
+            Err(MetadataError::InvalidTopicName(..))
+        ));
+        assert_eq!(
+            image.check(&create("empty", 0)),
+            Err(MetadataError::InvalidPartitions(0))
+        );
+        assert_eq!(
+            image.check(&create("huge", TOPIC_PARTITIONS_MAX as usize + 1)),
+            Err(MetadataError::InvalidPartitions(TOPIC_PARTITIONS_MAX + 1))
+        );
+        assert_eq!(image.check(&create("max", TOPIC_PARTITIONS_MAX as usize)), Ok(()));
+        // A failed apply changes nothing.
+        let before = image.clone();
+        assert!(image.apply(&create("x y", 1)).is_err());
+        assert!(image.apply(&delete("nope")).is_err());
+        assert_eq!(image, before);
+        assert_eq!(image.apply(&delete("orders")), Ok(()));
+        assert!(image.topic("orders").is_none());
+        assert_eq!(image.topics().count(), 0);
+        // A deleted name can be created again.
+        assert_eq!(image.apply(&create("orders", 1)), Ok(()));
+    }
+
+    #[test]
+    fn snapshot_rebuilds_an_equal_image() {
+        let mut image = ClusterImage::default();
+        for (name, partitions) in [("b", 2), ("a", 5), ("c", 1), ("d", 7)] {
+            image.apply(&create(name, partitions)).unwrap();
+        }
+        image.apply(&delete("c")).unwrap();
+        let mut rebuilt = ClusterImage::default();
+        for record in image.snapshot_records() {
+            rebuilt.apply(&record).unwrap();
+        }
+        assert_eq!(rebuilt, image);
+        assert_eq!(ClusterImage::default().snapshot_records(), vec![]);
+    }
+
+    #[test]
+    fn placement_fills_the_least_loaded_shards_first() {
+        let mut image = ClusterImage::default();
+        assert_eq!(image.place_partitions(5, 3), vec![0, 1, 2, 0, 1]);
+        assert_eq!(image.place_partitions(0, 3), Vec::<u32>::new());
+        image
+            .apply(&MetadataRecord::CreateTopic {
+                name: "t".into(),
+                topic_id: [0; 16],
+                partition_shards: vec![0, 0, 1],
+                configs: vec![],
+            })
+            .unwrap();
+        assert_eq!(image.place_partitions(4, 3), vec![2, 1, 2, 0]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn placement_on_an_empty_image_is_balanced(count in 0usize..500, shards in 1usize..33) {
+            let placed = ClusterImage::default().place_partitions(count, shards);
+            prop_assert_eq!(placed.len(), count);
+            let mut load = vec![0usize; shards];
+            for shard in placed {
+                prop_assert!((shard as usize) < shards);
+                load[shard as usize] += 1;
+            }
+            let max = *load.iter().max().unwrap();
+            let min = *load.iter().min().unwrap();
+            prop_assert!(max - min <= 1, "{load:?}");
+        }
+
+        /// Placing topic after topic keeps the whole image balanced.
+        #[test]
+        fn placement_stays_balanced_across_topics(
+            counts in prop::collection::vec(1usize..20, 1..15),
+            shards in 1usize..9,
+        ) {
+            let mut image = ClusterImage::default();
+            for (i, count) in counts.into_iter().enumerate() {
+                let partition_shards = image.place_partitions(count, shards);
+                image.apply(&MetadataRecord::CreateTopic {
+                    name: format!("t{i}"),
+                    topic_id: [i as u8; 16],
+                    partition_shards,
+                    configs: vec![],
+                }).unwrap();
+            }
+            let mut load = vec![0usize; shards];
+            for topic in image.topics() {
+                for &shard in &topic.partition_shards {
+                    load[shard as usize] += 1;
+                }
+            }
+            prop_assert!(load.iter().max().unwrap() - load.iter().min().unwrap() <= 1, "{load:?}");
+        }
+
+        #[test]
+        fn random_operations_keep_check_and_apply_consistent(
+            ops in prop::collection::vec((any::<bool>(), 0usize..6, 0usize..4), 1..60),
+        ) {
+            let names = ["a", "b", "c", "bad name", "", "d.e"];
+            let mut image = ClusterImage::default();
+            let mut model = std::collections::BTreeMap::new();
+            for (is_create, name, partitions) in ops {
+                let name = names[name];
+                let record = if is_create { create(name, partitions) } else { delete(name) };
+                let expected_ok = if is_create {
+                    validate_topic_name(name).is_ok() && partitions > 0 && !model.contains_key(name)
+                } else {
+                    model.contains_key(name)
+                };
+                prop_assert_eq!(image.check(&record).is_ok(), expected_ok);
+                prop_assert_eq!(image.apply(&record).is_ok(), expected_ok);
+                if expected_ok {
+                    if is_create { model.insert(name, partitions); } else { model.remove(name); }
+                }
+                let actual: Vec<(&str, usize)> =
+                    image.topics().map(|t| (t.name.as_str(), t.partition_count())).collect();
+                let expected: Vec<(&str, usize)> = model.iter().map(|(k, v)| (*k, *v)).collect();
+                prop_assert_eq!(actual, expected);
+            }
+        }
+    }
+}

@@ -67,3 +67,156 @@ pub fn decode_frames(buf: &[u8]) -> DecodedFrames {
         stopped,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn records() -> Vec<MetadataRecord> {
+        vec![
+            MetadataRecord::CreateTopic {
+                name: "orders".into(),
+                topic_id: [7; 16],
+                partition_shards: vec![0, 1, 0, 1],
+                configs: vec![("retention.ms".into(), "60000".into())],
+            },
+            MetadataRecord::DeleteTopic {
+                name: "old".into(),
+            },
+            MetadataRecord::CreateTopic {
+                name: "e".into(),
+                topic_id: [0; 16],
+                partition_shards: vec![],
+                configs: vec![],
+            },
+        ]
+    }
+
+    fn log_bytes(records: &[MetadataRecord]) -> (Vec<u8>, Vec<usize>) {
+        let mut out = Vec::new();
+        let mut ends = Vec::new();
+        for record in records {
+            out.extend_from_slice(&encode_frame(record));
+            ends.push(out.len());
+        }
+        (out, ends)
+    }
+
+    #[test]
+    fn frame_layout() {
+        let frame = encode_frame(&records()[1]);
+        let length = u32::from_be_bytes(frame[0..4].try_into().unwrap()) as usize;
+        assert_eq!(length, frame.len() - FRAME_HEADER_BYTES);
+        let crc = u32::from_be_bytes(frame[4..8].try_into().unwrap());
+        assert_eq!(crc, crc32c::crc32c(&frame[8..]));
+    }
+
+    #[test]
+    fn round_trip() {
+        let (bytes, _) = log_bytes(&records());
+        let decoded = decode_frames(&bytes);
+        assert_eq!(decoded.records, records());
+        assert_eq!(decoded.valid_bytes, bytes.len());
+        assert_eq!(decoded.stopped, None);
+        assert_eq!(
+            decode_frames(&[]),
+            DecodedFrames {
+                records: vec![],
+                valid_bytes: 0,
+                stopped: None
+            }
+        );
+    }
+
+    #[test]
+    fn oversized_length_is_corruption() {
+        let (mut bytes, ends) = log_bytes(&records());
+        let second = ends[0];
+        bytes[second..second + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        let decoded = decode_frames(&bytes);
+        assert_eq!(decoded.records, records()[..1]);
+        assert_eq!(decoded.valid_bytes, second);
+        assert!(decoded.stopped.unwrap().contains("too large"));
+    }
+
+    #[test]
+    fn zero_filled_tail_stops_at_its_start() {
+        let (mut bytes, _) = log_bytes(&records());
+        let len = bytes.len();
+        bytes.resize(len + 4096, 0);
+        let decoded = decode_frames(&bytes);
+        assert_eq!(decoded.records, records());
+        assert_eq!(decoded.valid_bytes, len);
+        assert!(decoded.stopped.is_some());
+    }
+
+    #[test]
+    fn valid_crc_but_not_a_record() {
+        let payload = b"definitely not rkyv".to_vec();
+        let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
+        frame.extend_from_slice(&payload);
+        let decoded = decode_frames(&frame);
+        assert!(decoded.records.is_empty());
+        assert_eq!(decoded.valid_bytes, 0);
+        assert!(decoded.stopped.unwrap().contains("does not decode"));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn torn_log_keeps_whole_frames(cut in any::<prop::sample::Index>()) {
+            let (bytes, ends) = log_bytes(&records());
+            let cut = cut.index(bytes.len());
+            let decoded = decode_frames(&bytes[..cut]);
+            let whole = ends.iter().filter(|&&e| e <= cut).count();
+            prop_assert_eq!(&decoded.records[..], &records()[..whole]);
+            let valid = if whole == 0 { 0 } else { ends[whole - 1] };
+            prop_assert_eq!(decoded.valid_bytes, valid);
+            prop_assert_eq!(decoded.stopped.is_none(), valid == cut);
+        }
+
+        #[test]
+        fn flipped_byte_keeps_the_prefix_before_it(
+            at in any::<prop::sample::Index>(),
+            mask in 1u8..=255,
+        ) {
+            let (mut bytes, ends) = log_bytes(&records());
+            let at = at.index(bytes.len());
+            bytes[at] ^= mask;
+            let decoded = decode_frames(&bytes);
+            let damaged = ends.iter().position(|&e| at < e).unwrap();
+            let valid = if damaged == 0 { 0 } else { ends[damaged - 1] };
+            prop_assert_eq!(&decoded.records[..], &records()[..damaged]);
+            prop_assert_eq!(decoded.valid_bytes, valid);
+            prop_assert!(decoded.stopped.is_some());
+        }
+
+        #[test]
+        fn arbitrary_records_round_trip(
+            topics in prop::collection::vec(
+                ("[a-z0-9._-]{1,40}", any::<[u8; 16]>(), prop::collection::vec(0u32..64, 0..50),
+                 prop::collection::vec(("[a-z.]{1,20}", ".{0,20}"), 0..5), any::<bool>()),
+                0..10,
+            ),
+        ) {
+            let records: Vec<MetadataRecord> = topics
+                .into_iter()
+                .map(|(name, topic_id, partition_shards, configs, delete)| {
+                    if delete {
+                        MetadataRecord::DeleteTopic { name }
+                    } else {
+                        MetadataRecord::CreateTopic { name, topic_id, partition_shards, configs }
+                    }
+                })
+                .collect();
+            let (bytes, _) = log_bytes(&records);
+            let decoded = decode_frames(&bytes);
+            prop_assert_eq!(decoded.records, records);
+            prop_assert_eq!(decoded.valid_bytes, bytes.len());
+            prop_assert_eq!(decoded.stopped, None);
+        }
+    }
+}

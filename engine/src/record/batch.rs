@@ -147,6 +147,15 @@ impl BatchHeader {
         if Compression::from_attributes(header.attributes).is_none() {
             return Err(BatchError::InvalidHeader("unknown compression codec"));
         }
+        // baseOffset is outside the CRC: a flipped bit there, or a hostile
+        // producer, must not make `last_offset`/`next_offset` overflow.
+        if header
+            .base_offset
+            .checked_add(header.last_offset_delta as i64 + 1)
+            .is_none()
+        {
+            return Err(BatchError::InvalidHeader("offset range overflows"));
+        }
         Ok(header)
     }
 
@@ -223,6 +232,15 @@ pub fn validate_record_set(records: &[u8]) -> Result<Vec<BatchSpan>, BatchError>
     let mut position = 0usize;
     while position < records.len() {
         let header = validate_batch(&records[position..])?;
+        // Kafka's LogValidator: a client's v2 batch holds exactly
+        // lastOffsetDelta + 1 records (at least one). Offsets are assigned
+        // from lastOffsetDelta, so a batch claiming more than it holds would
+        // burn offsets and break `decode_records`.
+        if header.records_count as i64 != header.last_offset_delta as i64 + 1 {
+            return Err(BatchError::InvalidHeader(
+                "recordsCount does not match lastOffsetDelta",
+            ));
+        }
         let end = position + header.total_bytes();
         spans.push(BatchSpan {
             range: position..end,
@@ -258,4 +276,365 @@ pub fn patch_max_timestamp(batch: &mut [u8], max_timestamp: i64) {
         .copy_from_slice(&max_timestamp.to_be_bytes());
     let crc = compute_crc(batch);
     batch[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::testing::{encode_batch, fix_crc, simple_batch, BatchSpec, TestRecord};
+    use proptest::prelude::*;
+
+    fn spec_with_every_field() -> BatchSpec {
+        BatchSpec {
+            base_offset: 0x0102_0304_0506_0708,
+            leader_epoch: 77,
+            attributes: 0x10, // transactional, no compression, CreateTime
+            base_timestamp: 1_600_000_000_123,
+            producer_id: 4242,
+            producer_epoch: 9,
+            base_sequence: 31,
+            records: (0..3)
+                .map(|i| TestRecord {
+                    timestamp_delta: [5, 2, 11][i],
+                    key: None,
+                    value: Some(vec![i as u8; 10]),
+                    headers: vec![(b"h".to_vec(), None)],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn parse_reads_every_header_field() {
+        let batch = encode_batch(&spec_with_every_field());
+        let h = BatchHeader::parse(&batch).unwrap();
+        assert_eq!(h.base_offset, 0x0102_0304_0506_0708);
+        assert_eq!(h.batch_length as usize, batch.len() - LOG_OVERHEAD_BYTES);
+        assert_eq!(h.partition_leader_epoch, 77);
+        assert_eq!(h.magic, MAGIC_V2);
+        assert_eq!(h.crc, crc32c::crc32c(&batch[21..]));
+        assert_eq!(h.attributes, 0x10);
+        assert_eq!(h.last_offset_delta, 2);
+        assert_eq!(h.base_timestamp, 1_600_000_000_123);
+        assert_eq!(h.max_timestamp, 1_600_000_000_123 + 11);
+        assert_eq!(h.producer_id, 4242);
+        assert_eq!(h.producer_epoch, 9);
+        assert_eq!(h.base_sequence, 31);
+        assert_eq!(h.records_count, 3);
+        assert_eq!(h.total_bytes(), batch.len());
+        assert_eq!(h.last_offset(), 0x0102_0304_0506_0708 + 2);
+        assert_eq!(h.next_offset(), 0x0102_0304_0506_0708 + 3);
+        assert_eq!(h.compression(), Compression::None);
+        assert!(h.is_transactional());
+        assert!(!h.is_control());
+        assert!(!h.is_log_append_time());
+        assert_eq!(validate_batch(&batch), Ok(h));
+    }
+
+    #[test]
+    fn parse_reads_attribute_bits() {
+        for (attributes, compression) in [
+            (0, Compression::None),
+            (1, Compression::Gzip),
+            (2, Compression::Snappy),
+            (3, Compression::Lz4),
+            (4, Compression::Zstd),
+        ] {
+            for flags in [0i16, 0x08, 0x10, 0x20, 0x38, 0x40] {
+                let batch = encode_batch(&BatchSpec {
+                    attributes: attributes | flags,
+                    ..BatchSpec::default()
+                });
+                let h = BatchHeader::parse(&batch).unwrap();
+                assert_eq!(h.compression(), compression);
+                assert_eq!(h.is_log_append_time(), flags & 0x08 != 0);
+                assert_eq!(h.is_transactional(), flags & 0x10 != 0);
+                assert_eq!(h.is_control(), flags & 0x20 != 0);
+            }
+        }
+        for codec in 5..8 {
+            let batch = encode_batch(&BatchSpec {
+                attributes: codec,
+                ..BatchSpec::default()
+            });
+            assert_eq!(
+                BatchHeader::parse(&batch),
+                Err(BatchError::InvalidHeader("unknown compression codec"))
+            );
+        }
+        assert_eq!(
+            Compression::from_attributes(0x7fff & !0x07),
+            Some(Compression::None)
+        );
+    }
+
+    #[test]
+    fn parse_needs_the_whole_header() {
+        let batch = simple_batch(1, 1, 0);
+        for len in 0..BATCH_HEADER_BYTES {
+            assert_eq!(
+                BatchHeader::parse(&batch[..len]),
+                Err(BatchError::Truncated {
+                    available: len,
+                    needed: BATCH_HEADER_BYTES
+                })
+            );
+            assert!(validate_batch(&batch[..len]).unwrap_err().is_truncation());
+        }
+        assert!(BatchHeader::parse(&batch[..BATCH_HEADER_BYTES]).is_ok());
+    }
+
+    #[test]
+    fn validate_accepts_valid_batches() {
+        for count in [0usize, 1, 2, 50] {
+            let batch = simple_batch(count, 20, 1000);
+            let h = validate_batch(&batch).unwrap();
+            assert_eq!(h.records_count as usize, count);
+            assert_eq!(h.total_bytes(), batch.len());
+        }
+        // Trailing bytes after the batch are not its business.
+        let mut batch = simple_batch(3, 5, 0);
+        let len = batch.len();
+        batch.extend_from_slice(&[0xff; 7]);
+        assert_eq!(validate_batch(&batch).unwrap().total_bytes(), len);
+    }
+
+    #[test]
+    fn validate_rejects_bad_magic() {
+        for magic in [0u8, 1, 3, 0xff] {
+            let mut batch = simple_batch(2, 4, 0);
+            batch[16] = magic;
+            fix_crc(&mut batch); // magic is outside the CRC anyway
+            assert_eq!(
+                validate_batch(&batch),
+                Err(BatchError::BadMagic(magic as i8))
+            );
+        }
+    }
+
+    #[test]
+    fn validate_rejects_small_or_negative_length() {
+        for length in [i32::MIN, -1, 0, 1, 48] {
+            let mut batch = simple_batch(2, 4, 0);
+            batch[8..12].copy_from_slice(&length.to_be_bytes());
+            assert_eq!(
+                validate_batch(&batch),
+                Err(BatchError::LengthTooSmall(length))
+            );
+        }
+        // 49 is exactly a header with no records: it parses, then the CRC
+        // over the shorter range fails.
+        let mut batch = simple_batch(2, 4, 0);
+        batch[8..12].copy_from_slice(&49i32.to_be_bytes());
+        assert!(matches!(
+            validate_batch(&batch),
+            Err(BatchError::CrcMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn validate_rejects_negative_counts_and_offset_overflow() {
+        let mut batch = simple_batch(2, 4, 0);
+        batch[23..27].copy_from_slice(&(-1i32).to_be_bytes());
+        fix_crc(&mut batch);
+        assert_eq!(
+            validate_batch(&batch),
+            Err(BatchError::InvalidHeader("negative lastOffsetDelta"))
+        );
+        let mut batch = simple_batch(2, 4, 0);
+        batch[57..61].copy_from_slice(&(-5i32).to_be_bytes());
+        fix_crc(&mut batch);
+        assert_eq!(
+            validate_batch(&batch),
+            Err(BatchError::InvalidHeader("negative recordsCount"))
+        );
+        let mut batch = simple_batch(2, 4, 0);
+        patch_base_offset(&mut batch, i64::MAX - 1);
+        assert!(matches!(
+            validate_batch(&batch),
+            Err(BatchError::InvalidHeader(_))
+        ));
+        // The largest base offset whose next offset still fits.
+        patch_base_offset(&mut batch, i64::MAX - 2);
+        assert_eq!(validate_batch(&batch).unwrap().next_offset(), i64::MAX);
+    }
+
+    #[test]
+    fn validate_reports_truncation_with_the_needed_size() {
+        let batch = simple_batch(4, 30, 0);
+        for cut in BATCH_HEADER_BYTES..batch.len() {
+            assert_eq!(
+                validate_batch(&batch[..cut]),
+                Err(BatchError::Truncated {
+                    available: cut,
+                    needed: batch.len()
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn crc_error_reports_both_values() {
+        let mut batch = simple_batch(1, 8, 0);
+        let stored = u32::from_be_bytes(batch[17..21].try_into().unwrap());
+        let last = batch.len() - 1;
+        batch[last] ^= 1;
+        assert_eq!(
+            validate_batch(&batch),
+            Err(BatchError::CrcMismatch {
+                stored,
+                computed: crc32c::crc32c(&batch[21..])
+            })
+        );
+        assert!(!validate_batch(&batch).unwrap_err().is_truncation());
+    }
+
+    #[test]
+    fn record_set_of_several_batches() {
+        let batches = [
+            simple_batch(1, 3, 0),
+            simple_batch(5, 100, 10),
+            simple_batch(2, 0, 20),
+        ];
+        let set: Vec<u8> = batches.concat();
+        let spans = validate_record_set(&set).unwrap();
+        assert_eq!(spans.len(), 3);
+        let mut start = 0;
+        for (span, batch) in spans.iter().zip(&batches) {
+            assert_eq!(span.range, start..start + batch.len());
+            assert_eq!(span.header, validate_batch(batch).unwrap());
+            start += batch.len();
+        }
+        assert_eq!(start, set.len());
+    }
+
+    #[test]
+    fn record_set_errors() {
+        assert_eq!(
+            validate_record_set(&[]),
+            Err(BatchError::Truncated {
+                available: 0,
+                needed: BATCH_HEADER_BYTES
+            })
+        );
+        let good = simple_batch(2, 10, 0);
+        // A torn second batch fails the whole set.
+        let mut set = good.clone();
+        set.extend_from_slice(&good[..good.len() - 1]);
+        assert!(validate_record_set(&set).unwrap_err().is_truncation());
+        // A few stray bytes after a batch.
+        let mut set = good.clone();
+        set.extend_from_slice(&[0; 5]);
+        assert!(validate_record_set(&set).unwrap_err().is_truncation());
+        // A corrupt second batch.
+        let mut bad = good.clone();
+        *bad.last_mut().unwrap() ^= 0x40;
+        let set = [good.clone(), bad].concat();
+        assert!(matches!(
+            validate_record_set(&set),
+            Err(BatchError::CrcMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn record_set_rejects_count_not_matching_last_offset_delta() {
+        // recordsCount 0 (an empty batch) is refused like Kafka does.
+        let empty = simple_batch(0, 0, 0);
+        assert!(validate_batch(&empty).is_ok());
+        assert!(matches!(
+            validate_record_set(&empty),
+            Err(BatchError::InvalidHeader(_))
+        ));
+        // A batch claiming 1000 offsets for 2 records.
+        let mut batch = simple_batch(2, 3, 0);
+        batch[23..27].copy_from_slice(&999i32.to_be_bytes());
+        fix_crc(&mut batch);
+        assert!(validate_batch(&batch).is_ok());
+        assert!(matches!(
+            validate_record_set(&batch),
+            Err(BatchError::InvalidHeader(_))
+        ));
+    }
+
+    #[test]
+    fn patching_offset_and_epoch_keeps_the_crc() {
+        let mut batch = simple_batch(3, 10, 5);
+        let before = validate_batch(&batch).unwrap();
+        patch_base_offset(&mut batch, 1234);
+        patch_leader_epoch(&mut batch, 56);
+        let after = validate_batch(&batch).unwrap();
+        assert_eq!(after.base_offset, 1234);
+        assert_eq!(after.partition_leader_epoch, 56);
+        assert_eq!(after.crc, before.crc);
+        assert_eq!(after.last_offset(), 1236);
+        assert_eq!(
+            BatchHeader {
+                base_offset: before.base_offset,
+                partition_leader_epoch: before.partition_leader_epoch,
+                ..after
+            },
+            before
+        );
+    }
+
+    #[test]
+    fn patching_max_timestamp_recomputes_the_crc() {
+        let mut batch = encode_batch(&BatchSpec {
+            attributes: 0x08,
+            ..BatchSpec::default()
+        });
+        let before = validate_batch(&batch).unwrap();
+        patch_max_timestamp(&mut batch, 1_999_999_999_999);
+        let after = validate_batch(&batch).unwrap();
+        assert_eq!(after.max_timestamp, 1_999_999_999_999);
+        assert_ne!(after.crc, before.crc);
+        assert_eq!(after.crc, compute_crc(&batch));
+        assert!(after.is_log_append_time());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Flipping any byte the CRC covers (or the magic, or the length) is
+        /// always detected; only baseOffset and partitionLeaderEpoch, which
+        /// the broker rewrites, may change freely.
+        #[test]
+        fn any_flipped_byte_is_detected(
+            count in 1usize..6,
+            value_bytes in 0usize..40,
+            at in any::<prop::sample::Index>(),
+            mask in 1u8..=255,
+        ) {
+            let mut batch = simple_batch(count, value_bytes, 100);
+            let at = at.index(batch.len());
+            batch[at] ^= mask;
+            let result = validate_batch(&batch);
+            if at < 8 || (12..16).contains(&at) {
+                // Outside the CRC: still a valid batch.
+                prop_assert!(result.is_ok(), "{at}: {result:?}");
+            } else {
+                prop_assert!(result.is_err(), "flip at {at} not detected");
+                if at >= 21 {
+                    let truncated = matches!(result, Err(BatchError::Truncated { .. }));
+                    prop_assert!(!truncated, "{at}: {result:?}");
+                }
+            }
+        }
+
+        #[test]
+        fn record_set_spans_cover_the_set(
+            shapes in prop::collection::vec((1usize..5, 0usize..50), 1..6),
+        ) {
+            let batches: Vec<Vec<u8>> =
+                shapes.iter().map(|&(c, v)| simple_batch(c, v, 0)).collect();
+            let set = batches.concat();
+            let spans = validate_record_set(&set).unwrap();
+            prop_assert_eq!(spans.len(), batches.len());
+            prop_assert_eq!(spans[0].range.start, 0);
+            prop_assert_eq!(spans.last().unwrap().range.end, set.len());
+            for pair in spans.windows(2) {
+                prop_assert_eq!(pair[0].range.end, pair[1].range.start);
+            }
+        }
+    }
 }

@@ -6,3 +6,6 @@ mod records;
 
 pub use batch::*;
 pub use records::*;
+
+#[cfg(test)]
+pub mod testing;
