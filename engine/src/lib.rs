@@ -7,3 +7,6 @@ pub mod log;
 pub mod metadata;
 pub mod protocol;
 pub mod record;
+
+#[cfg(test)]
+mod no_panic_tests;

@@ -375,8 +375,10 @@ impl Partition {
                     let header = BatchHeader::parse(&window).map_err(|_| codes::CORRUPT_MESSAGE)?;
                     position += header.total_bytes() as u64;
                 }
-                #[allow(unreachable_patterns)]
-                _ => return Err(codes::CORRUPT_MESSAGE),
+                BatchSelection::Corrupt { position: bad } => {
+                    error!(topic = %self.topic, partition = self.index, segment = start.segment_base_offset, position = position + bad as u64, "invalid stored batch header; refusing to read past it");
+                    return Err(codes::KAFKA_STORAGE_ERROR);
+                }
             }
         }
         Err(codes::UNKNOWN_SERVER_ERROR)

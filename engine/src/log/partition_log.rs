@@ -367,7 +367,10 @@ mod tests {
                 for span in &spans {
                     assert_eq!(span.header.partition_leader_epoch, 3);
                 }
-                assert_eq!(spans.last().unwrap().header.next_offset(), segment.next_offset);
+                assert_eq!(
+                    spans.last().unwrap().header.next_offset(),
+                    segment.next_offset
+                );
             }
             // Only a record set that alone overflows a segment makes it bigger.
             let appends = sim
@@ -377,7 +380,10 @@ mod tests {
                 .count();
             assert!(segment.size_bytes <= segment_bytes_max || appends <= 3);
         }
-        assert_eq!(log.size_bytes(), sim.files.values().map(|f| f.len() as u64).sum::<u64>());
+        assert_eq!(
+            log.size_bytes(),
+            sim.files.values().map(|f| f.len() as u64).sum::<u64>()
+        );
         let records = sim.batches.last().map_or(0, |b| b.last_offset + 1);
         assert_eq!(log.next_offset(), records);
         assert_eq!(log.log_start_offset(), 0);
@@ -422,6 +428,16 @@ mod tests {
                 }
                 if spans.len() > 1 {
                     prop_assert!(got.len() <= max_bytes);
+                }
+                // With a window as large as the segment, the selection is as
+                // long as max_bytes allows.
+                let whole = sim.fetch(offset, max_bytes, usize::MAX).unwrap().expect("data");
+                prop_assert!(whole.starts_with(&got));
+                let taken = validate_record_set(&whole).unwrap().len();
+                if let Some(next) = sim.batches.get(first + taken) {
+                    if next.segment_base_offset == sim.batches[first].segment_base_offset {
+                        prop_assert!(whole.len() + next.bytes > max_bytes);
+                    }
                 }
             }
             prop_assert_eq!(sim.fetch(end, 100, 100), Ok(None));
@@ -615,7 +631,10 @@ mod tests {
         assert_eq!(sim.log.roll(), 3);
         assert_eq!(sim.log.segments().count(), 2);
         assert_eq!(sim.log.plan_read(3), Ok(None));
-        assert_eq!(sim.log.plan_read(2).unwrap().unwrap().segment_base_offset, 0);
+        assert_eq!(
+            sim.log.plan_read(2).unwrap().unwrap().segment_base_offset,
+            0
+        );
     }
 
     #[test]
@@ -668,14 +687,17 @@ mod tests {
     #[test]
     fn timestamp_lookup_skips_segments_below_log_start() {
         let segments = vec![
-            segment_with(10, &[(10, 2)]),   // timestamps 100, 101
-            segment_with(12, &[(12, 1)]),   // 120
-            segment_with(13, &[(13, 1)]),   // 130
+            segment_with(10, &[(10, 2)]), // timestamps 100, 101
+            segment_with(12, &[(12, 1)]), // 120
+            segment_with(13, &[(13, 1)]), // 130
         ];
         let log = PartitionLog::from_segments(LogConfig::default(), segments, 12);
         let start = log.plan_timestamp_lookup(0).unwrap();
         assert_eq!(start.segment_base_offset, 12);
-        assert_eq!(log.plan_timestamp_lookup(121).unwrap().segment_base_offset, 13);
+        assert_eq!(
+            log.plan_timestamp_lookup(121).unwrap().segment_base_offset,
+            13
+        );
         assert_eq!(log.plan_timestamp_lookup(131), None);
     }
 

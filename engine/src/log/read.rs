@@ -142,7 +142,10 @@ mod tests {
             select_batches(&buf[..11], 0, 1 << 20),
             BatchSelection::Before { scanned: 0 }
         );
-        assert_eq!(select_batches(&[], 0, 1), BatchSelection::Before { scanned: 0 });
+        assert_eq!(
+            select_batches(&[], 0, 1),
+            BatchSelection::Before { scanned: 0 }
+        );
     }
 
     #[test]

@@ -270,13 +270,18 @@ mod tests {
         let bytes = [first.clone(), second].concat();
         let (segment, outcome) = scan(&bytes, 4096);
         assert_eq!(outcome.valid_bytes, first.len());
-        assert!(matches!(outcome.stop, ScanStop::Corrupt { position, .. } if position == first.len()));
+        assert!(
+            matches!(outcome.stop, ScanStop::Corrupt { position, .. } if position == first.len())
+        );
         assert_eq!(segment.next_offset, 3);
 
         // A batch below the segment's base offset.
         let mut segment = Segment::new(100);
         let outcome = scan_into_segment(&first, &mut segment, 4096, 0);
-        assert!(matches!(outcome.stop, ScanStop::Corrupt { position: 0, .. }));
+        assert!(matches!(
+            outcome.stop,
+            ScanStop::Corrupt { position: 0, .. }
+        ));
 
         // Gaps (left by compaction) are fine.
         let mut later = simple_batch(1, 10, 0);
@@ -292,12 +297,23 @@ mod tests {
         let mut batch = simple_batch(1, 10, 0);
         patch_base_offset(&mut batch, i32::MAX as i64 + 1);
         let (segment, outcome) = scan(&batch, 4096);
-        assert!(matches!(outcome.stop, ScanStop::Corrupt { position: 0, .. }));
+        assert!(matches!(
+            outcome.stop,
+            ScanStop::Corrupt { position: 0, .. }
+        ));
         assert!(segment.is_empty());
         // baseOffset is outside the CRC: a damaged one near i64::MAX must not
-        // overflow anything.
-        patch_base_offset(&mut batch, i64::MAX);
+        // overflow anything, here or when a fetch reads it.
+        let mut batch = simple_batch(3, 10, 0);
+        patch_base_offset(&mut batch, i64::MAX - 1);
         let (_, outcome) = scan(&batch, 4096);
-        assert!(matches!(outcome.stop, ScanStop::Corrupt { position: 0, .. }));
+        assert!(matches!(
+            outcome.stop,
+            ScanStop::Corrupt { position: 0, .. }
+        ));
+        assert_eq!(
+            crate::log::select_batches(&batch, 0, 1 << 20),
+            crate::log::BatchSelection::Corrupt { position: 0 }
+        );
     }
 }

@@ -255,7 +255,10 @@ mod tests {
             image.check(&create("huge", TOPIC_PARTITIONS_MAX as usize + 1)),
             Err(MetadataError::InvalidPartitions(TOPIC_PARTITIONS_MAX + 1))
         );
-        assert_eq!(image.check(&create("max", TOPIC_PARTITIONS_MAX as usize)), Ok(()));
+        assert_eq!(
+            image.check(&create("max", TOPIC_PARTITIONS_MAX as usize)),
+            Ok(())
+        );
         // A failed apply changes nothing.
         let before = image.clone();
         assert!(image.apply(&create("x y", 1)).is_err());

@@ -81,9 +81,7 @@ mod tests {
                 partition_shards: vec![0, 1, 0, 1],
                 configs: vec![("retention.ms".into(), "60000".into())],
             },
-            MetadataRecord::DeleteTopic {
-                name: "old".into(),
-            },
+            MetadataRecord::DeleteTopic { name: "old".into() },
             MetadataRecord::CreateTopic {
                 name: "e".into(),
                 topic_id: [0; 16],

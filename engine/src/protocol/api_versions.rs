@@ -49,3 +49,51 @@ pub fn is_version_served(api_key: ApiKey, version: i16) -> bool {
         None => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn produce_v0_to_v2_are_advertised_but_not_served() {
+        let produce = supported_range(ApiKey::Produce).unwrap();
+        assert_eq!((produce.min_version, produce.max_version), (0, 11));
+        for version in 0..=2 {
+            assert!(!is_version_served(ApiKey::Produce, version));
+        }
+        for version in 3..=11 {
+            assert!(is_version_served(ApiKey::Produce, version));
+        }
+        assert!(!is_version_served(ApiKey::Produce, 12));
+        assert!(!is_version_served(ApiKey::Produce, -1));
+    }
+
+    #[test]
+    fn ranges_are_served_exactly() {
+        assert!(!is_version_served(ApiKey::Fetch, 3));
+        assert!(is_version_served(ApiKey::Fetch, 4));
+        assert!(is_version_served(ApiKey::Fetch, 12));
+        assert!(!is_version_served(ApiKey::Fetch, 13));
+        assert!(is_version_served(ApiKey::ApiVersions, 0));
+        assert!(is_version_served(ApiKey::ApiVersions, 4));
+        assert!(!is_version_served(ApiKey::ApiVersions, 5));
+        assert!(!is_version_served(ApiKey::ListOffsets, 0));
+        // Not implemented yet: not advertised, not served.
+        assert_eq!(supported_range(ApiKey::JoinGroup), None);
+        assert!(!is_version_served(ApiKey::JoinGroup, 0));
+    }
+
+    #[test]
+    fn table_is_sane() {
+        for (i, range) in SUPPORTED_APIS.iter().enumerate() {
+            assert!(range.min_version <= range.max_version, "{range:?}");
+            assert!(
+                SUPPORTED_APIS[i + 1..]
+                    .iter()
+                    .all(|r| r.api_key != range.api_key),
+                "{range:?} listed twice"
+            );
+            assert!(is_version_served(range.api_key, range.max_version));
+        }
+    }
+}

@@ -234,8 +234,8 @@ pub fn validate_record_set(records: &[u8]) -> Result<Vec<BatchSpan>, BatchError>
         let header = validate_batch(&records[position..])?;
         // Kafka's LogValidator: a client's v2 batch holds exactly
         // lastOffsetDelta + 1 records (at least one). Offsets are assigned
-        // from lastOffsetDelta, so a batch claiming more than it holds would
-        // burn offsets and break `decode_records`.
+        // from lastOffsetDelta, so a header that disagrees with its count
+        // would burn offsets or give records offsets the log never assigned.
         if header.records_count as i64 != header.last_offset_delta as i64 + 1 {
             return Err(BatchError::InvalidHeader(
                 "recordsCount does not match lastOffsetDelta",

@@ -10,18 +10,70 @@ pub use kafka_protocol::records::Record;
 
 use super::{BatchError, BatchHeader};
 
-/// The smallest encoded record: length, attributes, timestampDelta,
-/// offsetDelta, key length, value length and header count, one byte each.
-const RECORD_BYTES_MIN: usize = 7;
+/// Reads a zig-zag varint of at most `max_bytes` bytes (5 for an int32, 10
+/// for an int64).
+fn read_varint(buf: &[u8], position: &mut usize, max_bytes: usize) -> Option<i64> {
+    let mut value = 0u64;
+    for i in 0..max_bytes {
+        let byte = *buf.get(*position)?;
+        *position += 1;
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value >> 1) as i64 ^ -((value & 1) as i64));
+        }
+    }
+    None
+}
+
+/// Whether `records` (uncompressed) holds `records_count` length-framed
+/// records, none of which claims more headers than its bytes can hold.
+///
+/// The decoder allocates for recordsCount records, and for each record's
+/// header count, before reading them. Both numbers are whatever the producer
+/// wrote (the CRC only proves they were not damaged), so a crafted batch could
+/// ask for hundreds of GB and abort the process. This walk bounds both by the
+/// bytes really present, without allocating.
+fn records_fit_their_bytes(records: &[u8], records_count: usize) -> bool {
+    let mut position = 0usize;
+    for _ in 0..records_count {
+        let Some(length) = read_varint(records, &mut position, 5) else {
+            return false;
+        };
+        let Ok(length) = usize::try_from(length) else {
+            return false;
+        };
+        let Some(record) = records.get(position..position.saturating_add(length)) else {
+            return false;
+        };
+        position += length;
+        // attributes, timestampDelta, offsetDelta, key, value, header count.
+        let mut at = 1usize;
+        if read_varint(record, &mut at, 10).is_none() || read_varint(record, &mut at, 5).is_none() {
+            return false;
+        }
+        for _key_then_value in 0..2 {
+            let Some(length) = read_varint(record, &mut at, 5) else {
+                return false;
+            };
+            if length > 0 {
+                at = at.saturating_add(length as usize);
+            }
+        }
+        let Some(headers) = read_varint(record, &mut at, 5) else {
+            return false;
+        };
+        // A header is at least two bytes: key length and value length.
+        if headers < 0 || headers as usize > record.len().saturating_sub(at) / 2 {
+            return false;
+        }
+    }
+    true
+}
 
 /// Decodes every record of one complete, already validated batch.
 pub fn decode_records(batch: &[u8]) -> Result<Vec<Record>, BatchError> {
     let header = BatchHeader::parse(batch)?;
     let records_count = header.records_count as usize;
-    // The decoder reserves room for recordsCount records before reading any.
-    // recordsCount is whatever the producer wrote (the CRC only proves it was
-    // not damaged), so check it against the bytes that are really there, or a
-    // crafted batch asks for hundreds of GB and aborts the process.
     let mut buf = Bytes::copy_from_slice(batch);
     let set = RecordBatchDecoder::decode_with_custom_compression(
         &mut buf,
@@ -34,10 +86,8 @@ pub fn decode_records(batch: &[u8]) -> Result<Vec<Record>, BatchError> {
                 KafkaCompression::Lz4 => Lz4::decompress(records, take)?,
                 KafkaCompression::Zstd => Zstd::decompress(records, take)?,
             };
-            if records.len() / RECORD_BYTES_MIN < records_count {
-                return Err(
-                    BatchError::InvalidHeader("recordsCount exceeds the records' bytes").into(),
-                );
+            if !records_fit_their_bytes(&records, records_count) {
+                return Err(BatchError::InvalidHeader("records do not fit their bytes").into());
             }
             Ok(records)
         }),
@@ -72,8 +122,8 @@ pub fn first_record_at_or_after(
 mod tests {
     use super::*;
     use crate::record::testing::{
-        encode_batch, encoded_batch, fix_crc, kafka_records, simple_batch, BatchSpec, TestRecord,
-        ALL_COMPRESSIONS,
+        encode_batch, encoded_batch, fix_crc, kafka_records, put_varint, put_varlong, simple_batch,
+        BatchSpec, TestRecord, ALL_COMPRESSIONS,
     };
     use crate::record::{patch_base_offset, patch_max_timestamp, validate_batch, Compression};
 
@@ -177,6 +227,60 @@ mod tests {
         });
         assert_eq!(batch.len(), 61 + 9 * 7);
         assert_eq!(decode_records(&batch).unwrap().len(), 9);
+    }
+
+    /// A record's header count is also allocated for before it is read.
+    #[test]
+    fn decode_rejects_header_count_larger_than_the_bytes() {
+        for (headers, ok) in [(i32::MAX, false), (1 << 20, false), (2, false), (1, true)] {
+            let mut batch = encode_batch(&BatchSpec {
+                records: vec![],
+                ..BatchSpec::default()
+            });
+            batch[57..61].copy_from_slice(&1i32.to_be_bytes());
+            // attributes, timestampDelta 0, offsetDelta 0, null key, null value,
+            // the header count, then one header (key "", null value).
+            let mut record = vec![0u8, 0, 0, 1, 1];
+            put_varint(&mut record, headers);
+            record.extend_from_slice(&[0, 1]);
+            put_varint(&mut batch, record.len() as i32);
+            batch.extend_from_slice(&record);
+            let length = (batch.len() - 12) as i32;
+            batch[8..12].copy_from_slice(&length.to_be_bytes());
+            fix_crc(&mut batch);
+            assert!(validate_batch(&batch).is_ok());
+            assert_eq!(decode_records(&batch).is_ok(), ok, "{headers} headers");
+        }
+    }
+
+    #[test]
+    fn varints() {
+        for value in [
+            0i64,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            300,
+            -300,
+            i32::MAX as i64,
+            i32::MIN as i64,
+        ] {
+            let mut buf = Vec::new();
+            put_varint(&mut buf, value as i32);
+            let mut position = 0;
+            assert_eq!(read_varint(&buf, &mut position, 5), Some(value));
+            assert_eq!(position, buf.len());
+        }
+        for value in [i64::MAX, i64::MIN, 1 << 40] {
+            let mut buf = Vec::new();
+            put_varlong(&mut buf, value);
+            let mut position = 0;
+            assert_eq!(read_varint(&buf, &mut position, 10), Some(value));
+        }
+        assert_eq!(read_varint(&[0x80; 5], &mut 0, 5), None);
+        assert_eq!(read_varint(&[0x80], &mut 0, 5), None);
     }
 
     fn batch_with_timestamps(base_offset: i64, timestamps: &[i64], attributes: i16) -> Vec<u8> {
