@@ -3,6 +3,7 @@
 //! files, clocks or runtime here (DESIGN.md §1): everything is unit- and
 //! property-testable, and `shards` drives it with real I/O.
 
+pub mod group;
 pub mod log;
 pub mod metadata;
 pub mod protocol;

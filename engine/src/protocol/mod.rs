@@ -7,6 +7,7 @@ mod api_versions;
 mod error_code;
 mod frame;
 mod produce_legacy;
+pub mod wire;
 
 pub use api_versions::*;
 pub use error_code::*;

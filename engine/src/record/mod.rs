@@ -2,9 +2,11 @@
 //! record iteration. Batches are stored exactly as they arrive on the wire.
 
 mod batch;
+mod builder;
 mod records;
 
 pub use batch::*;
+pub use builder::*;
 pub use records::*;
 
 #[cfg(test)]
