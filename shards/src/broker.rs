@@ -69,6 +69,40 @@ fn pin_to_core(shard: usize) {
     }
 }
 
+/// How long start-up waits for a port held by a just-killed broker: the
+/// kernel tears down an io_uring (and the listening sockets its pending
+/// accepts hold) asynchronously after the process dies.
+const PORT_RELEASE_WAIT_MS: u64 = 10_000;
+const PORT_PROBE_INTERVAL_MS: u64 = 100;
+
+/// Shard listeners set SO_REUSEPORT, which would silently share the port with
+/// another live broker (or a dying one's leftover socket); a plain bind first
+/// tells us the port is really free.
+fn probe_port(listen: std::net::SocketAddr) -> Result<(), BrokerError> {
+    let attempts = PORT_RELEASE_WAIT_MS / PORT_PROBE_INTERVAL_MS;
+    for attempt in 0..=attempts {
+        match std::net::TcpListener::bind(listen) {
+            Ok(listener) => {
+                drop(listener);
+                return Ok(());
+            }
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && attempt < attempts => {
+                if attempt == 0 {
+                    warn!(%listen, "port is in use; waiting up to {PORT_RELEASE_WAIT_MS} ms for it to be released");
+                }
+                std::thread::sleep(Duration::from_millis(PORT_PROBE_INTERVAL_MS));
+            }
+            Err(source) => {
+                return Err(BrokerError::PortInUse {
+                    addr: listen.to_string(),
+                    source,
+                })
+            }
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
 pub fn run(config: BrokerConfig) -> Result<(), BrokerError> {
     assert!(config.shard_count > 0);
     let dir_error = |source| BrokerError::DataDir {
@@ -77,14 +111,7 @@ pub fn run(config: BrokerConfig) -> Result<(), BrokerError> {
     };
     std::fs::create_dir_all(&config.data_dir).map_err(dir_error)?;
     let _lock = lock_data_dir(&config.data_dir)?;
-    // Shard listeners set SO_REUSEPORT, which would share the port with
-    // another broker silently; a plain bind first tells us it is taken.
-    drop(
-        std::net::TcpListener::bind(config.listen).map_err(|source| BrokerError::PortInUse {
-            addr: config.listen.to_string(),
-            source,
-        })?,
-    );
+    probe_port(config.listen)?;
     let marker = config.data_dir.join(CLEAN_SHUTDOWN_MARKER);
     let clean = marker.exists();
     if clean {
@@ -93,7 +120,12 @@ pub fn run(config: BrokerConfig) -> Result<(), BrokerError> {
             .and_then(|d| d.sync_all())
             .map_err(dir_error)?;
     }
-    let image = crate::controller::load_and_compact(&config.data_dir).map_err(dir_error)?;
+    let image = crate::controller::load_and_compact(
+        &config.data_dir,
+        config.shard_count,
+        config.offsets_topic_partitions,
+    )
+    .map_err(dir_error)?;
     info!(
         listen = %config.listen,
         advertise = %format!("{}:{}", config.advertise_host, config.advertise_port),

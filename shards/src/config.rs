@@ -1,6 +1,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use engine::group::GroupConfig;
 use engine::log::LogConfig;
 
 /// Everything a broker needs to start. Built by `gregor serve` from flags and
@@ -26,6 +27,10 @@ pub struct BrokerConfig {
     /// Bound on request bytes a shard holds in flight (read, queued for
     /// append, not yet answered); when reached, its connections stop reading.
     pub shard_request_bytes_max: usize,
+    /// Consumer group coordinator settings (`group.*`, `offsets.*`).
+    pub groups: GroupConfig,
+    /// `offsets.topic.num.partitions`
+    pub offsets_topic_partitions: u32,
 }
 
 impl BrokerConfig {
@@ -42,6 +47,8 @@ impl BrokerConfig {
             request_bytes_max: engine::protocol::REQUEST_BYTES_MAX_DEFAULT,
             log: LogConfig::default(),
             shard_request_bytes_max: 256 << 20,
+            groups: GroupConfig::default(),
+            offsets_topic_partitions: engine::group::OFFSETS_TOPIC_PARTITIONS_DEFAULT,
         }
     }
 }

@@ -41,6 +41,10 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
     debug!(shard = shard.id, %peer, "connection opened");
+    let client_host = stream
+        .peer_addr()
+        .map(|a| format!("/{}", a.ip()))
+        .unwrap_or_default();
     let (mut reader, mut writer) = stream.split();
     let (queue, responses) = local_channel::new_bounded::<glommio::task::JoinHandle<Option<Vec<u8>>>>(
         IN_FLIGHT_REQUESTS_MAX,
@@ -86,7 +90,7 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         if reader.read_exact(&mut frame).await.is_err() {
             break;
         }
-        match start_request(&shard, bytes::Bytes::from(frame)).await {
+        match start_request(&shard, bytes::Bytes::from(frame), &client_host).await {
             Ok(response) => {
                 let handle = glommio::spawn_local(async move {
                     let response = response.await;

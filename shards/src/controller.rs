@@ -6,6 +6,7 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use engine::group::OFFSETS_TOPIC;
 use engine::metadata::{decode_frames, encode_frame, ClusterImage, MetadataRecord};
 use glommio::io::{BufferedFile, OpenOptions};
 use tracing::{info, warn};
@@ -30,7 +31,11 @@ fn write_durably_blocking(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Loads snapshot + log into an image and writes them back as one snapshot
 /// with an empty log. Runs once at start-up, before the shards start.
-pub fn load_and_compact(data_dir: &Path) -> io::Result<ClusterImage> {
+pub fn load_and_compact(
+    data_dir: &Path,
+    shard_count: usize,
+    offsets_topic_partitions: u32,
+) -> io::Result<ClusterImage> {
     let dir = metadata_dir(data_dir);
     std::fs::create_dir_all(&dir)?;
     let mut image = ClusterImage::default();
@@ -56,6 +61,20 @@ pub fn load_and_compact(data_dir: &Path) -> io::Result<ClusterImage> {
                 warn!(file = %path.display(), error = %e, "skipping metadata record that does not apply");
             }
         }
+    }
+    if image.topic(OFFSETS_TOPIC).is_none() {
+        // The internal topic for committed offsets and group metadata exists
+        // from the first start, compacted like Kafka's.
+        let record = MetadataRecord::CreateTopic {
+            name: OFFSETS_TOPIC.to_string(),
+            topic_id: *uuid::Uuid::new_v4().as_bytes(),
+            partition_shards: image
+                .place_partitions(offsets_topic_partitions as usize, shard_count),
+            configs: vec![("cleanup.policy".into(), "compact".into())],
+        };
+        image
+            .apply(&record)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     }
     let snapshot: Vec<u8> = image
         .snapshot_records()

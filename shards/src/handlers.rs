@@ -19,6 +19,7 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use tracing::{debug, warn};
 
+use crate::group_handlers as gh;
 use crate::mesh::{ShardOp, ShardReply, TopicResult, TopicSpec};
 use crate::shard::{with_timeout, Shard};
 
@@ -86,6 +87,7 @@ fn topic_name(s: &str) -> km::TopicName {
 pub async fn start_request(
     shard: &Rc<Shard>,
     mut frame: Bytes,
+    client_host: &str,
 ) -> Result<LocalBoxFuture<'static, Response>, RequestError> {
     if frame.len() < 8 {
         return Err(close("request shorter than its header"));
@@ -199,6 +201,130 @@ pub async fn start_request(
                 finish
                     .await
                     .and_then(|body| respond(correlation_id, version, &body))
+            }
+            .boxed_local()
+        }
+        ApiKey::FindCoordinator => {
+            let request = decode!(km::FindCoordinatorRequest);
+            async move {
+                respond(
+                    correlation_id,
+                    version,
+                    &gh::find_coordinator(&shard, request, version).await,
+                )
+            }
+            .boxed_local()
+        }
+        ApiKey::JoinGroup => {
+            let request = decode!(km::JoinGroupRequest);
+            let client_id = header
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            let client_host = client_host.to_string();
+            async move {
+                let body = gh::join_group(&shard, request, version, &client_id, &client_host).await;
+                respond(correlation_id, version, &body)
+            }
+            .boxed_local()
+        }
+        ApiKey::SyncGroup => {
+            let request = decode!(km::SyncGroupRequest);
+            async move {
+                respond(
+                    correlation_id,
+                    version,
+                    &gh::sync_group(&shard, request, version).await,
+                )
+            }
+            .boxed_local()
+        }
+        ApiKey::Heartbeat => {
+            let request = decode!(km::HeartbeatRequest);
+            async move {
+                respond(
+                    correlation_id,
+                    version,
+                    &gh::heartbeat(&shard, request).await,
+                )
+            }
+            .boxed_local()
+        }
+        ApiKey::LeaveGroup => {
+            let request = decode!(km::LeaveGroupRequest);
+            async move {
+                respond(
+                    correlation_id,
+                    version,
+                    &gh::leave_group(&shard, request, version).await,
+                )
+            }
+            .boxed_local()
+        }
+        ApiKey::OffsetCommit => {
+            let request = decode!(km::OffsetCommitRequest);
+            async move {
+                respond(
+                    correlation_id,
+                    version,
+                    &gh::offset_commit(&shard, request, version).await,
+                )
+            }
+            .boxed_local()
+        }
+        ApiKey::OffsetFetch => {
+            let request = decode!(km::OffsetFetchRequest);
+            async move {
+                respond(
+                    correlation_id,
+                    version,
+                    &gh::offset_fetch(&shard, request, version).await,
+                )
+            }
+            .boxed_local()
+        }
+        ApiKey::DescribeGroups => {
+            let request = decode!(km::DescribeGroupsRequest);
+            async move {
+                respond(
+                    correlation_id,
+                    version,
+                    &gh::describe_groups(&shard, request, version).await,
+                )
+            }
+            .boxed_local()
+        }
+        ApiKey::ListGroups => {
+            let request = decode!(km::ListGroupsRequest);
+            async move {
+                respond(
+                    correlation_id,
+                    version,
+                    &gh::list_groups(&shard, request, version).await,
+                )
+            }
+            .boxed_local()
+        }
+        ApiKey::DeleteGroups => {
+            let request = decode!(km::DeleteGroupsRequest);
+            async move {
+                respond(
+                    correlation_id,
+                    version,
+                    &gh::delete_groups(&shard, request).await,
+                )
+            }
+            .boxed_local()
+        }
+        ApiKey::OffsetDelete => {
+            let request = decode!(km::OffsetDeleteRequest);
+            async move {
+                respond(
+                    correlation_id,
+                    version,
+                    &gh::offset_delete(&shard, request).await,
+                )
             }
             .boxed_local()
         }
@@ -324,6 +450,9 @@ async fn metadata(
         {
             if version >= 10 {
                 topic.topic_id = uuid::Uuid::from_bytes(found.topic_id);
+            }
+            if version >= 1 {
+                topic.is_internal = found.name == engine::group::OFFSETS_TOPIC;
             }
             topic.partitions = (0..found.partition_count() as i32)
                 .map(|index| {

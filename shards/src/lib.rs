@@ -8,6 +8,8 @@ mod config;
 mod connection;
 mod controller;
 mod group_commit;
+mod group_handlers;
+mod groups;
 mod handlers;
 mod mesh;
 mod partition;

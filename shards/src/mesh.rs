@@ -4,6 +4,9 @@
 //! same id and completes the caller's local future.
 
 use bytes::Bytes;
+use engine::group::{
+    GroupDescription, JoinRequest, JoinResult, OffsetAndMetadata, SyncRequest, SyncResult,
+};
 use engine::metadata::MetadataRecord;
 use engine::protocol::ErrorCode;
 
@@ -51,6 +54,62 @@ pub enum ShardOp {
     DeleteTopics { names: Vec<String> },
     /// Apply a committed metadata record to this shard's image and files.
     ApplyMetadata { record: MetadataRecord },
+    /// Work for the group coordinator of the shard that owns the group's
+    /// `__consumer_offsets` partition.
+    Group(GroupOp),
+}
+
+#[derive(Debug)]
+pub enum GroupOp {
+    Join(JoinRequest),
+    Sync(SyncRequest),
+    Heartbeat {
+        group_id: String,
+        generation_id: i32,
+        member_id: String,
+        group_instance_id: Option<String>,
+    },
+    Leave {
+        group_id: String,
+        members: Vec<(String, Option<String>)>,
+    },
+    Commit {
+        group_id: String,
+        generation_id: i32,
+        member_id: String,
+        group_instance_id: Option<String>,
+        offsets: Vec<(String, i32, OffsetAndMetadata)>,
+    },
+    /// None: every partition with a committed offset.
+    FetchOffsets {
+        group_id: String,
+        partitions: Option<Vec<(String, Vec<i32>)>>,
+    },
+    Describe {
+        group_id: String,
+    },
+    /// Groups coordinated by this shard.
+    List,
+    Delete {
+        group_id: String,
+    },
+    DeleteOffsets {
+        group_id: String,
+        partitions: Vec<(String, i32)>,
+    },
+}
+
+#[derive(Debug)]
+pub enum GroupReply {
+    Join(JoinResult),
+    Sync(SyncResult),
+    /// One error, or one per item (leave members, commit partitions, ...).
+    Error(ErrorCode),
+    Errors(ErrorCode, Vec<ErrorCode>),
+    Offsets(ErrorCode, Vec<(String, i32, Option<OffsetAndMetadata>)>),
+    Described(ErrorCode, Option<GroupDescription>),
+    /// (group id, protocol type, state)
+    Listed(Vec<(String, String, &'static str)>),
 }
 
 #[derive(Debug, Clone)]
@@ -94,4 +153,5 @@ pub enum ShardReply {
     DataReady,
     Topics(Vec<TopicResult>),
     Applied,
+    Group(GroupReply),
 }

@@ -10,9 +10,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use engine::log::{
-    select_batches, AppendError, BatchSelection, PartitionLog, ReadError,
-};
+use engine::log::{select_batches, AppendError, BatchSelection, PartitionLog, ReadError};
 use engine::protocol::{self as codes, ErrorCode};
 use engine::record::{first_record_at_or_after, BatchHeader, BATCH_HEADER_BYTES};
 use futures::channel::oneshot;
@@ -95,6 +93,10 @@ impl Partition {
             closed: Cell::new(false),
             sync_pending: Cell::new(false),
         })
+    }
+
+    pub fn high_watermark_offset(&self) -> i64 {
+        self.high_watermark.get()
     }
 
     pub fn log_start_offset(&self) -> i64 {

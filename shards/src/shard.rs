@@ -19,6 +19,7 @@ use tracing::{error, info, warn};
 use crate::config::BrokerConfig;
 use crate::controller::MetadataLog;
 use crate::group_commit::GroupCommit;
+use crate::groups::GroupHost;
 use crate::mesh::{MeshMessage, ShardOp, ShardReply, TopicResult, TopicSpec};
 use crate::partition::Partition;
 use crate::partition_files::{create_partition, open_partition, partition_dir};
@@ -35,13 +36,15 @@ pub struct Shard {
     senders: Senders<MeshMessage>,
     pending: RefCell<HashMap<u64, oneshot::Sender<ShardReply>>>,
     next_request_id: Cell<u64>,
-    group_commit: Rc<GroupCommit>,
+    pub group_commit: Rc<GroupCommit>,
     /// Shard 0 only: the metadata log, serialised by the RefCell being taken
     /// for the whole of one controller operation.
     metadata_log: RefCell<Option<MetadataLog>>,
     controller_busy: glommio::sync::Semaphore,
     /// Bytes of requests in flight on this shard (see `shard_request_bytes_max`).
     pub request_memory: Rc<glommio::sync::Semaphore>,
+    pub groups: GroupHost,
+    pub stop: StopFlag,
 }
 
 /// The shard that owns a partition, from its placement.
@@ -65,6 +68,10 @@ impl Shard {
     }
 
     /// The owner of a partition, or the error a client should see.
+    pub fn owned_partitions(&self) -> Vec<Rc<Partition>> {
+        self.partitions.borrow().values().cloned().collect()
+    }
+
     pub fn route(&self, topic: &str, partition: i32) -> Result<usize, ErrorCode> {
         let image = self.image.borrow();
         let topic = image
@@ -178,6 +185,7 @@ impl Shard {
                 self.apply_metadata(&record).await;
                 ShardReply::Applied
             }
+            ShardOp::Group(op) => ShardReply::Group(self.run_group_op(op).await),
         }
     }
 
@@ -467,7 +475,9 @@ pub async fn run_shard(
         match MetadataLog::open(&config.data_dir).await {
             Ok(log) => Some(log),
             Err(e) => {
-                let _ = ready.send(Err(format!("shard {id}: cannot open the metadata log: {e}")));
+                let _ = ready.send(Err(format!(
+                    "shard {id}: cannot open the metadata log: {e}"
+                )));
                 stop.raise();
                 return false;
             }
@@ -478,12 +488,16 @@ pub async fn run_shard(
     let listener = match glommio::net::TcpListener::bind(config.listen) {
         Ok(listener) => listener,
         Err(e) => {
-            let _ = ready.send(Err(format!("shard {id}: cannot listen on {}: {e}", config.listen)));
+            let _ = ready.send(Err(format!(
+                "shard {id}: cannot listen on {}: {e}",
+                config.listen
+            )));
             stop.raise();
             return false;
         }
     };
     let config_request_bytes_max = config.shard_request_bytes_max;
+    let group_config = config.groups;
     let shard = Rc::new(Shard {
         id,
         count,
@@ -496,7 +510,11 @@ pub async fn run_shard(
         group_commit: Rc::new(GroupCommit::default()),
         metadata_log: RefCell::new(metadata_log),
         controller_busy: glommio::sync::Semaphore::new(1),
-        request_memory: Rc::new(glommio::sync::Semaphore::new(config_request_bytes_max as u64)),
+        request_memory: Rc::new(glommio::sync::Semaphore::new(
+            config_request_bytes_max as u64,
+        )),
+        groups: GroupHost::new(group_config),
+        stop: stop.clone(),
     });
     for (peer, receiver) in receivers.streams() {
         let shard = shard.clone();
@@ -512,6 +530,8 @@ pub async fn run_shard(
         stop.raise();
         return false;
     }
+    shard.load_groups().await;
+    glommio::spawn_local(shard.clone().group_ticker()).detach();
     let partitions = shard.partitions.borrow().len();
     let _ = ready.send(Ok(partitions));
     let accept = glommio::spawn_local(crate::connection::accept_loop(shard.clone(), listener));

@@ -417,16 +417,42 @@ impl Group {
             return;
         }
         if force {
+            // Like Kafka, only dynamic stragglers are removed: a static
+            // member that has not rejoined (it may be restarting) keeps its
+            // place until its session expires.
             let stragglers: Vec<String> = self
                 .members
                 .values()
-                .filter(|m| m.awaiting_join.is_none())
+                .filter(|m| m.awaiting_join.is_none() && m.group_instance_id.is_none())
                 .map(|m| m.member_id.clone())
                 .collect();
             for id in stragglers {
                 self.remove_member(&id);
             }
             self.pending_members.clear();
+            let leader_joined = self
+                .leader_id
+                .as_ref()
+                .and_then(|l| self.members.get(l))
+                .is_some_and(|m| m.awaiting_join.is_some());
+            if !leader_joined {
+                match self.members.values().find(|m| m.awaiting_join.is_some()) {
+                    Some(joined) => self.leader_id = Some(joined.member_id.clone()),
+                    None if !self.members.is_empty() => {
+                        // Nobody rejoined: wait another rebalance timeout
+                        // while session expiry removes the silent members.
+                        let rebalance_timeout_ms = self
+                            .members
+                            .values()
+                            .map(|m| m.rebalance_timeout_ms as i64)
+                            .max()
+                            .unwrap_or(0);
+                        self.rebalance_deadline_ms = now_ms + rebalance_timeout_ms;
+                        return;
+                    }
+                    None => {}
+                }
+            }
         }
         self.initial_delay_until_ms = None;
         self.generation_id += 1;
@@ -490,15 +516,18 @@ impl Group {
         }
     }
 
+    /// Whether the instance id now belongs to another member id.
+    fn is_fenced(&self, member_id: &str, group_instance_id: Option<&str>) -> bool {
+        group_instance_id
+            .and_then(|instance| self.static_members.get(instance))
+            .is_some_and(|current| current != member_id)
+    }
+
     /// Checks a (member id, instance id) pair: FENCED_INSTANCE_ID when the
     /// instance now belongs to another member id.
     fn check_member(&self, member_id: &str, group_instance_id: Option<&str>) -> ErrorCode {
-        if let Some(instance) = group_instance_id {
-            if let Some(current) = self.static_members.get(instance) {
-                if current != member_id {
-                    return codes::FENCED_INSTANCE_ID;
-                }
-            }
+        if self.is_fenced(member_id, group_instance_id) {
+            return codes::FENCED_INSTANCE_ID;
         }
         if self.members.contains_key(member_id) {
             codes::NONE
@@ -578,6 +607,8 @@ impl Coordinator {
             return effects;
         }
         let instance = request.group_instance_id.clone();
+        // A static member that restarted and took over its instance's slot.
+        let mut replaced_static = false;
         // Work out which member id this request joins as.
         let member_id = if request.member_id.is_empty() {
             match instance
@@ -587,7 +618,9 @@ impl Coordinator {
                 Some(old_id) => {
                     // A static member restarted: its new id replaces the old
                     // one, which is fenced from now on.
+                    let was_leader = group.leader_id.as_deref() == Some(old_id.as_str());
                     if let Some(mut old) = group.remove_member(&old_id) {
+                        replaced_static = true;
                         if let Some(parked) = old.awaiting_join.take() {
                             effects.completions.push((
                                 parked,
@@ -603,8 +636,6 @@ impl Coordinator {
                                 Completion::Sync(SyncResult::error(codes::FENCED_INSTANCE_ID)),
                             ));
                         }
-                        let was_leader =
-                            group.leader_id.is_none() && group.state != GroupState::Empty;
                         old.member_id = fresh_member_id.clone();
                         old.awaiting_join = None;
                         old.awaiting_sync = None;
@@ -644,19 +675,30 @@ impl Coordinator {
             }
         } else {
             let known = group.members.contains_key(&request.member_id);
-            let pending = group.pending_members.remove(&request.member_id).is_some();
+            let pending = group.pending_members.contains_key(&request.member_id);
             if let Some(i) = &instance {
-                if group
-                    .static_members
-                    .get(i)
-                    .is_some_and(|current| *current != request.member_id)
-                {
-                    reply(
-                        &mut effects,
-                        JoinResult::error(codes::FENCED_INSTANCE_ID, &request.member_id),
-                    );
-                    return effects;
+                match group.static_members.get(i) {
+                    Some(current) if *current != request.member_id => {
+                        reply(
+                            &mut effects,
+                            JoinResult::error(codes::FENCED_INSTANCE_ID, &request.member_id),
+                        );
+                        return effects;
+                    }
+                    Some(_) => {}
+                    // Kafka: an instance id the group does not know, with a
+                    // member id, is an unknown member.
+                    None => {
+                        reply(
+                            &mut effects,
+                            JoinResult::error(codes::UNKNOWN_MEMBER_ID, &request.member_id),
+                        );
+                        return effects;
+                    }
                 }
+            }
+            if pending {
+                group.pending_members.remove(&request.member_id);
             }
             if !known && !pending {
                 reply(
@@ -722,7 +764,11 @@ impl Coordinator {
                 reply(&mut effects, result);
                 return effects;
             }
-            GroupState::CompletingRebalance if !is_new && !protocols_changed => {
+            // A replaced static member must rebalance here: the leader may
+            // have been handed the old member id to assign to.
+            GroupState::CompletingRebalance
+                if !is_new && !protocols_changed && !replaced_static =>
+            {
                 let member = group.members.get_mut(&member_id).expect("present");
                 member.awaiting_join = None;
                 let result = group.join_result_for(&member_id);
@@ -804,6 +850,8 @@ impl Coordinator {
                     group.persist(&mut effects, now_ms);
                     for member in group.members.values_mut() {
                         if let Some(parked) = member.awaiting_sync.take() {
+                            // Its session restarts now that it is answered.
+                            member.last_heartbeat_ms = now_ms;
                             effects.completions.push((
                                 parked,
                                 Completion::Sync(SyncResult {
@@ -934,7 +982,10 @@ impl Coordinator {
                 .members
                 .values()
                 .filter(|m| {
+                    // Like Kafka, a member with a parked JoinGroup or
+                    // SyncGroup is kept alive: it cannot heartbeat meanwhile.
                     m.awaiting_join.is_none()
+                        && m.awaiting_sync.is_none()
                         && m.last_heartbeat_ms + m.session_timeout_ms as i64 <= now_ms
                 })
                 .map(|m| m.member_id.clone())
@@ -958,8 +1009,16 @@ impl Coordinator {
                 group.maybe_complete_join(&mut effects, now_ms, force);
             }
             if group.state == GroupState::Empty {
-                let retention_from =
-                    |o: &OffsetAndMetadata| o.commit_timestamp_ms.max(group.empty_since_ms);
+                // A group that only stores offsets (no protocol type) counts
+                // from each commit, as Kafka does; a consumer group from when
+                // it became Empty (or the commit, if later).
+                let empty_since_ms = group
+                    .protocol_type
+                    .is_some()
+                    .then_some(group.empty_since_ms);
+                let retention_from = |o: &OffsetAndMetadata| {
+                    empty_since_ms.map_or(o.commit_timestamp_ms, |e| o.commit_timestamp_ms.max(e))
+                };
                 let expired: Vec<(String, i32)> = group
                     .offsets
                     .iter()
@@ -991,9 +1050,9 @@ impl Coordinator {
     }
 
     /// Whether an OffsetCommit may go ahead (checked before the offsets are
-    /// made durable). Generation -1 with no member id is a commit from a
-    /// client that manages its own assignment: allowed when the group has no
-    /// members.
+    /// made durable). A negative generation (with no member id, normally) is
+    /// a commit from a client that manages its own assignment: allowed when
+    /// the group is Empty, as in Kafka; otherwise the member must be known.
     pub fn check_commit(
         &self,
         group_id: &str,
@@ -1011,12 +1070,14 @@ impl Coordinator {
                 codes::ILLEGAL_GENERATION
             };
         };
-        if generation_id < 0 && member_id.is_empty() {
-            return if group.members.is_empty() {
-                codes::NONE
-            } else {
-                codes::ILLEGAL_GENERATION
-            };
+        if group.state == GroupState::Dead {
+            return codes::COORDINATOR_NOT_AVAILABLE;
+        }
+        if group.is_fenced(member_id, group_instance_id) {
+            return codes::FENCED_INSTANCE_ID;
+        }
+        if generation_id < 0 && group.state == GroupState::Empty {
+            return codes::NONE;
         }
         let check = group.check_member(member_id, group_instance_id);
         if check != codes::NONE {
@@ -1105,7 +1166,13 @@ impl Coordinator {
                     } else {
                         GroupState::Stable
                     };
-                    group.empty_since_ms = now_ms;
+                    // The persisted state timestamp is when the group entered
+                    // that state, so retention survives restarts.
+                    group.empty_since_ms = if persisted.state_timestamp_ms >= 0 {
+                        persisted.state_timestamp_ms
+                    } else {
+                        now_ms
+                    };
                 }
             },
         }

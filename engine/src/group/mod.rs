@@ -15,14 +15,17 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// `offsets.topic.num.partitions` default.
 pub const OFFSETS_TOPIC_PARTITIONS_DEFAULT: u32 = 50;
 
-/// The `__consumer_offsets` partition of a group: Java's `String.hashCode`
-/// made non-negative, modulo the partition count, exactly like Kafka, so
-/// tools that compute a group's partition agree.
+/// The `__consumer_offsets` partition of a group, exactly like Kafka's
+/// `Utils.abs(groupId.hashCode()) % partitionCount`, so tools that compute a
+/// group's partition agree: Java's `String.hashCode` over UTF-16 code units,
+/// then `Utils.abs`, which is `Math.abs` except that `i32::MIN` maps to 0
+/// (not a bit mask: for negative hashes the two differ).
 pub fn offsets_partition_for(group_id: &str, partition_count: u32) -> i32 {
     assert!(partition_count > 0);
     let mut hash: i32 = 0;
     for unit in group_id.encode_utf16() {
         hash = hash.wrapping_mul(31).wrapping_add(unit as i32);
     }
-    ((hash & 0x7fff_ffff) as u32 % partition_count) as i32
+    let non_negative = if hash == i32::MIN { 0 } else { hash.abs() };
+    (non_negative as u32 % partition_count) as i32
 }

@@ -132,6 +132,11 @@ impl GroupLogRecord {
                     Some(bytes) => {
                         let mut v = WireReader::new(bytes);
                         let version = v.i16()?;
+                        // v4+ is a flexible (compact) layout: not readable
+                        // as v3.
+                        if !(0..=OFFSET_VALUE_VERSION).contains(&version) {
+                            return None;
+                        }
                         let offset = v.i64()?;
                         let leader_epoch = if version >= 3 { v.i32()? } else { -1 };
                         let metadata = v.string()?;

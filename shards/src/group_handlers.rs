@@ -1,0 +1,578 @@
+//! Kafka APIs of the consumer group coordinator: FindCoordinator, JoinGroup,
+//! SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch,
+//! DescribeGroups, ListGroups, DeleteGroups, OffsetDelete. Each request is
+//! routed to the shard that owns the group's `__consumer_offsets` partition.
+
+use std::rc::Rc;
+
+use engine::group::{JoinRequest, OffsetAndMetadata, Protocol, SyncRequest};
+use engine::protocol::kafka_protocol::messages::{self as km};
+use engine::protocol::kafka_protocol::protocol::StrBytes;
+use engine::protocol::{self as codes, ErrorCode};
+
+use crate::mesh::{GroupOp, GroupReply, ShardOp, ShardReply};
+use crate::shard::Shard;
+
+fn s(text: &str) -> StrBytes {
+    StrBytes::from_string(text.to_string())
+}
+
+fn group_id(id: &str) -> km::GroupId {
+    km::GroupId(s(id))
+}
+
+/// Runs a group op on the group's coordinator shard.
+async fn call_group(shard: &Rc<Shard>, group: &str, op: GroupOp) -> GroupReply {
+    let owner = match shard.group_route(group) {
+        Ok((_, owner)) => owner,
+        Err(code) => return GroupReply::Error(code),
+    };
+    match shard.call(owner, ShardOp::Group(op)).await {
+        ShardReply::Group(reply) => reply,
+        _ => GroupReply::Error(codes::UNKNOWN_SERVER_ERROR),
+    }
+}
+
+fn reply_error(reply: &GroupReply) -> ErrorCode {
+    match reply {
+        GroupReply::Error(code) | GroupReply::Errors(code, _) | GroupReply::Offsets(code, _) => {
+            *code
+        }
+        GroupReply::Described(code, _) => *code,
+        _ => codes::NONE,
+    }
+}
+
+pub async fn find_coordinator(
+    shard: &Rc<Shard>,
+    request: km::FindCoordinatorRequest,
+    version: i16,
+) -> km::FindCoordinatorResponse {
+    let keys: Vec<String> = if version >= 4 {
+        request
+            .coordinator_keys
+            .iter()
+            .map(|k| k.to_string())
+            .collect()
+    } else {
+        vec![request.key.to_string()]
+    };
+    let node = km::BrokerId(shard.config.node_id);
+    let host = s(&shard.config.advertise_host);
+    let port = shard.config.advertise_port as i32;
+    let answer = |key: &str| -> ErrorCode {
+        if request.key_type != 0 {
+            // Transactions come later: no transaction coordinator yet.
+            return codes::COORDINATOR_NOT_AVAILABLE;
+        }
+        match shard.group_route(key) {
+            Ok(_) => codes::NONE,
+            Err(code) => code,
+        }
+    };
+    let mut response = km::FindCoordinatorResponse::default();
+    if version >= 4 {
+        response.error_message = None;
+        response.coordinators = keys
+            .iter()
+            .map(|key| {
+                let error = answer(key);
+                km::find_coordinator_response::Coordinator::default()
+                    .with_key(s(key))
+                    .with_node_id(if error == codes::NONE {
+                        node
+                    } else {
+                        km::BrokerId(-1)
+                    })
+                    .with_host(if error == codes::NONE {
+                        host.clone()
+                    } else {
+                        s("")
+                    })
+                    .with_port(if error == codes::NONE { port } else { -1 })
+                    .with_error_code(error)
+                    .with_error_message(None)
+            })
+            .collect();
+    } else {
+        let error = answer(&keys[0]);
+        response.error_code = error;
+        if version >= 1 {
+            response.error_message = None;
+        }
+        if error == codes::NONE {
+            response.node_id = node;
+            response.host = host;
+            response.port = port;
+        } else {
+            response.node_id = km::BrokerId(-1);
+            response.port = -1;
+        }
+    }
+    response
+}
+
+pub async fn join_group(
+    shard: &Rc<Shard>,
+    request: km::JoinGroupRequest,
+    version: i16,
+    client_id: &str,
+    client_host: &str,
+) -> km::JoinGroupResponse {
+    let group = request.group_id.0.to_string();
+    let join = JoinRequest {
+        group_id: group.clone(),
+        member_id: request.member_id.to_string(),
+        group_instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
+        client_id: client_id.to_string(),
+        client_host: client_host.to_string(),
+        session_timeout_ms: request.session_timeout_ms,
+        rebalance_timeout_ms: if version >= 1 {
+            request.rebalance_timeout_ms
+        } else {
+            request.session_timeout_ms
+        },
+        protocol_type: request.protocol_type.to_string(),
+        protocols: request
+            .protocols
+            .iter()
+            .map(|p| Protocol {
+                name: p.name.to_string(),
+                metadata: p.metadata.clone(),
+            })
+            .collect(),
+        requires_known_member_id: version >= 4,
+    };
+    let mut response = km::JoinGroupResponse::default();
+    match call_group(shard, &group, GroupOp::Join(join)).await {
+        GroupReply::Join(result) => {
+            response.error_code = result.error;
+            response.generation_id = result.generation_id;
+            response.member_id = s(&result.member_id);
+            response.leader = s(&result.leader);
+            if version >= 7 {
+                response.protocol_type = result.protocol_type.as_deref().map(s);
+                response.protocol_name = result.protocol_name.as_deref().map(s);
+            } else {
+                response.protocol_name = Some(s(result.protocol_name.as_deref().unwrap_or("")));
+            }
+            response.members = result
+                .members
+                .into_iter()
+                .map(|m| {
+                    let mut member = km::join_group_response::JoinGroupResponseMember::default()
+                        .with_member_id(s(&m.member_id))
+                        .with_metadata(m.metadata);
+                    if version >= 5 {
+                        member.group_instance_id = m.group_instance_id.as_deref().map(s);
+                    }
+                    member
+                })
+                .collect();
+        }
+        other => {
+            response.error_code = reply_error(&other);
+            response.member_id = request.member_id.clone();
+        }
+    }
+    response
+}
+
+pub async fn sync_group(
+    shard: &Rc<Shard>,
+    request: km::SyncGroupRequest,
+    version: i16,
+) -> km::SyncGroupResponse {
+    let group = request.group_id.0.to_string();
+    let sync = SyncRequest {
+        group_id: group.clone(),
+        generation_id: request.generation_id,
+        member_id: request.member_id.to_string(),
+        group_instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
+        protocol_type: request.protocol_type.as_ref().map(|p| p.to_string()),
+        protocol_name: request.protocol_name.as_ref().map(|p| p.to_string()),
+        assignments: request
+            .assignments
+            .iter()
+            .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+            .collect(),
+    };
+    let mut response = km::SyncGroupResponse::default();
+    match call_group(shard, &group, GroupOp::Sync(sync)).await {
+        GroupReply::Sync(result) => {
+            response.error_code = result.error;
+            response.assignment = result.assignment;
+            if version >= 5 {
+                response.protocol_type = result.protocol_type.as_deref().map(s);
+                response.protocol_name = result.protocol_name.as_deref().map(s);
+            }
+        }
+        other => response.error_code = reply_error(&other),
+    }
+    response
+}
+
+pub async fn heartbeat(shard: &Rc<Shard>, request: km::HeartbeatRequest) -> km::HeartbeatResponse {
+    let group = request.group_id.0.to_string();
+    let op = GroupOp::Heartbeat {
+        group_id: group.clone(),
+        generation_id: request.generation_id,
+        member_id: request.member_id.to_string(),
+        group_instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
+    };
+    let reply = call_group(shard, &group, op).await;
+    km::HeartbeatResponse::default().with_error_code(reply_error(&reply))
+}
+
+pub async fn leave_group(
+    shard: &Rc<Shard>,
+    request: km::LeaveGroupRequest,
+    version: i16,
+) -> km::LeaveGroupResponse {
+    let group = request.group_id.0.to_string();
+    let members: Vec<(String, Option<String>)> = if version >= 3 {
+        request
+            .members
+            .iter()
+            .map(|m| {
+                (
+                    m.member_id.to_string(),
+                    m.group_instance_id.as_ref().map(|i| i.to_string()),
+                )
+            })
+            .collect()
+    } else {
+        vec![(request.member_id.to_string(), None)]
+    };
+    let reply = call_group(
+        shard,
+        &group,
+        GroupOp::Leave {
+            group_id: group.clone(),
+            members: members.clone(),
+        },
+    )
+    .await;
+    let mut response = km::LeaveGroupResponse::default();
+    match reply {
+        GroupReply::Errors(top, errors) => {
+            if version >= 3 {
+                response.error_code = top;
+                response.members = members
+                    .iter()
+                    .zip(errors)
+                    .map(|((id, instance), error)| {
+                        km::leave_group_response::MemberResponse::default()
+                            .with_member_id(s(id))
+                            .with_group_instance_id(instance.as_deref().map(s))
+                            .with_error_code(error)
+                    })
+                    .collect();
+            } else {
+                response.error_code = errors.first().copied().unwrap_or(top);
+            }
+        }
+        other => response.error_code = reply_error(&other),
+    }
+    response
+}
+
+pub async fn offset_commit(
+    shard: &Rc<Shard>,
+    request: km::OffsetCommitRequest,
+    version: i16,
+) -> km::OffsetCommitResponse {
+    let group = request.group_id.0.to_string();
+    let now = crate::now_ms();
+    let mut offsets = Vec::new();
+    for topic in &request.topics {
+        for p in &topic.partitions {
+            offsets.push((
+                topic.name.0.to_string(),
+                p.partition_index,
+                OffsetAndMetadata {
+                    offset: p.committed_offset,
+                    leader_epoch: if version >= 6 {
+                        p.committed_leader_epoch
+                    } else {
+                        -1
+                    },
+                    metadata: p
+                        .committed_metadata
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .unwrap_or_default(),
+                    commit_timestamp_ms: now,
+                },
+            ));
+        }
+    }
+    let op = GroupOp::Commit {
+        group_id: group.clone(),
+        generation_id: request.generation_id_or_member_epoch,
+        member_id: request.member_id.to_string(),
+        group_instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
+        offsets,
+    };
+    let errors = match call_group(shard, &group, op).await {
+        GroupReply::Errors(_, errors) => errors,
+        other => vec![reply_error(&other); request.topics.iter().map(|t| t.partitions.len()).sum()],
+    };
+    let mut errors = errors.into_iter();
+    let mut response = km::OffsetCommitResponse::default();
+    for topic in &request.topics {
+        let mut out = km::offset_commit_response::OffsetCommitResponseTopic::default()
+            .with_name(topic.name.clone());
+        for p in &topic.partitions {
+            out.partitions.push(
+                km::offset_commit_response::OffsetCommitResponsePartition::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(errors.next().unwrap_or(codes::UNKNOWN_SERVER_ERROR)),
+            );
+        }
+        response.topics.push(out);
+    }
+    response
+}
+
+type FetchedOffsets = (ErrorCode, Vec<(String, i32, Option<OffsetAndMetadata>)>);
+
+async fn fetch_group_offsets(
+    shard: &Rc<Shard>,
+    group: &str,
+    partitions: Option<Vec<(String, Vec<i32>)>>,
+) -> FetchedOffsets {
+    let op = GroupOp::FetchOffsets {
+        group_id: group.to_string(),
+        partitions,
+    };
+    match call_group(shard, group, op).await {
+        GroupReply::Offsets(code, offsets) => (code, offsets),
+        other => (reply_error(&other), Vec::new()),
+    }
+}
+
+pub async fn offset_fetch(
+    shard: &Rc<Shard>,
+    request: km::OffsetFetchRequest,
+    version: i16,
+) -> km::OffsetFetchResponse {
+    let mut response = km::OffsetFetchResponse::default();
+    if version >= 8 {
+        for g in &request.groups {
+            let group = g.group_id.0.to_string();
+            let partitions = g.topics.as_ref().map(|ts| {
+                ts.iter()
+                    .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+                    .collect()
+            });
+            let (error, offsets) = fetch_group_offsets(shard, &group, partitions).await;
+            let mut out = km::offset_fetch_response::OffsetFetchResponseGroup::default()
+                .with_group_id(group_id(&group))
+                .with_error_code(error);
+            for (topic, partition, found) in offsets {
+                let entry = km::offset_fetch_response::OffsetFetchResponsePartitions::default()
+                    .with_partition_index(partition)
+                    .with_committed_offset(found.as_ref().map_or(-1, |o| o.offset))
+                    .with_committed_leader_epoch(found.as_ref().map_or(-1, |o| o.leader_epoch))
+                    .with_metadata(Some(s(found.as_ref().map_or("", |o| o.metadata.as_str()))));
+                match out.topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
+                    Some(t) => t.partitions.push(entry),
+                    None => out.topics.push(
+                        km::offset_fetch_response::OffsetFetchResponseTopics::default()
+                            .with_name(km::TopicName(s(&topic)))
+                            .with_partitions(vec![entry]),
+                    ),
+                }
+            }
+            response.groups.push(out);
+        }
+        return response;
+    }
+    let group = request.group_id.0.to_string();
+    let partitions = request.topics.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+            .collect()
+    });
+    let (error, offsets) = fetch_group_offsets(shard, &group, partitions).await;
+    if version >= 2 {
+        response.error_code = error;
+    }
+    for (topic, partition, found) in offsets {
+        let mut entry = km::offset_fetch_response::OffsetFetchResponsePartition::default()
+            .with_partition_index(partition)
+            .with_committed_offset(found.as_ref().map_or(-1, |o| o.offset))
+            .with_metadata(Some(s(found.as_ref().map_or("", |o| o.metadata.as_str()))))
+            .with_error_code(if version < 2 { error } else { codes::NONE });
+        if version >= 5 {
+            entry.committed_leader_epoch = found.as_ref().map_or(-1, |o| o.leader_epoch);
+        }
+        match response
+            .topics
+            .iter_mut()
+            .find(|t| t.name.0.as_str() == topic)
+        {
+            Some(t) => t.partitions.push(entry),
+            None => response.topics.push(
+                km::offset_fetch_response::OffsetFetchResponseTopic::default()
+                    .with_name(km::TopicName(s(&topic)))
+                    .with_partitions(vec![entry]),
+            ),
+        }
+    }
+    response
+}
+
+pub async fn describe_groups(
+    shard: &Rc<Shard>,
+    request: km::DescribeGroupsRequest,
+    version: i16,
+) -> km::DescribeGroupsResponse {
+    let mut response = km::DescribeGroupsResponse::default();
+    for id in &request.groups {
+        let group = id.0.to_string();
+        let mut out =
+            km::describe_groups_response::DescribedGroup::default().with_group_id(id.clone());
+        match call_group(
+            shard,
+            &group,
+            GroupOp::Describe {
+                group_id: group.clone(),
+            },
+        )
+        .await
+        {
+            GroupReply::Described(_, Some(description)) => {
+                out.group_state = s(description.state.name());
+                out.protocol_type = s(&description.protocol_type);
+                out.protocol_data = s(&description.protocol_name);
+                out.members = description
+                    .members
+                    .into_iter()
+                    .map(|m| {
+                        let mut member =
+                            km::describe_groups_response::DescribedGroupMember::default()
+                                .with_member_id(s(&m.member_id))
+                                .with_client_id(s(&m.client_id))
+                                .with_client_host(s(&m.client_host))
+                                .with_member_metadata(m.metadata)
+                                .with_member_assignment(m.assignment);
+                        if version >= 4 {
+                            member.group_instance_id = m.group_instance_id.as_deref().map(s);
+                        }
+                        member
+                    })
+                    .collect();
+            }
+            GroupReply::Described(_, None) => out.group_state = s("Dead"),
+            other => out.error_code = reply_error(&other),
+        }
+        response.groups.push(out);
+    }
+    response
+}
+
+pub async fn list_groups(
+    shard: &Rc<Shard>,
+    request: km::ListGroupsRequest,
+    version: i16,
+) -> km::ListGroupsResponse {
+    let mut response = km::ListGroupsResponse::default();
+    let states: Vec<String> = request
+        .states_filter
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let calls = (0..shard.count).map(|target| {
+        let shard = shard.clone();
+        async move { shard.call(target, ShardOp::Group(GroupOp::List)).await }
+    });
+    for reply in futures::future::join_all(calls).await {
+        let ShardReply::Group(GroupReply::Listed(groups)) = reply else {
+            continue;
+        };
+        for (id, protocol_type, state) in groups {
+            if !states.is_empty() && !states.iter().any(|f| f.eq_ignore_ascii_case(state)) {
+                continue;
+            }
+            let mut listed = km::list_groups_response::ListedGroup::default()
+                .with_group_id(group_id(&id))
+                .with_protocol_type(s(&protocol_type));
+            if version >= 4 {
+                listed.group_state = s(state);
+            }
+            if version >= 5 {
+                listed.group_type = s("classic");
+            }
+            response.groups.push(listed);
+        }
+    }
+    response
+}
+
+pub async fn delete_groups(
+    shard: &Rc<Shard>,
+    request: km::DeleteGroupsRequest,
+) -> km::DeleteGroupsResponse {
+    let mut response = km::DeleteGroupsResponse::default();
+    for id in &request.groups_names {
+        let group = id.0.to_string();
+        let reply = call_group(
+            shard,
+            &group,
+            GroupOp::Delete {
+                group_id: group.clone(),
+            },
+        )
+        .await;
+        response.results.push(
+            km::delete_groups_response::DeletableGroupResult::default()
+                .with_group_id(id.clone())
+                .with_error_code(reply_error(&reply)),
+        );
+    }
+    response
+}
+
+pub async fn offset_delete(
+    shard: &Rc<Shard>,
+    request: km::OffsetDeleteRequest,
+) -> km::OffsetDeleteResponse {
+    let group = request.group_id.0.to_string();
+    let partitions: Vec<(String, i32)> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.name.0.to_string(), p.partition_index))
+        })
+        .collect();
+    let op = GroupOp::DeleteOffsets {
+        group_id: group.clone(),
+        partitions: partitions.clone(),
+    };
+    let mut response = km::OffsetDeleteResponse::default();
+    let (top, errors) = match call_group(shard, &group, op).await {
+        GroupReply::Errors(top, errors) => (top, errors),
+        other => (reply_error(&other), Vec::new()),
+    };
+    response.error_code = top;
+    if top == codes::NONE {
+        let mut errors = errors.into_iter();
+        for topic in &request.topics {
+            let mut out = km::offset_delete_response::OffsetDeleteResponseTopic::default()
+                .with_name(topic.name.clone());
+            for p in &topic.partitions {
+                out.partitions.push(
+                    km::offset_delete_response::OffsetDeleteResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(errors.next().unwrap_or(codes::NONE)),
+                );
+            }
+            response.topics.push(out);
+        }
+    }
+    response
+}
