@@ -444,6 +444,10 @@ pub async fn describe_groups(
         .await
         {
             GroupReply::Described(_, Some(description)) => {
+                if version >= 3 && request.include_authorized_operations {
+                    // READ, DELETE, DESCRIBE: no ACLs yet.
+                    out.authorized_operations = (1 << 3) | (1 << 6) | (1 << 8);
+                }
                 out.group_state = s(description.state.name());
                 out.protocol_type = s(&description.protocol_type);
                 out.protocol_data = s(&description.protocol_name);

@@ -42,6 +42,13 @@ const FETCH_WAIT_MS_MAX: u64 = 30_000;
 /// Bound on wake-ups while one Fetch waits for `min_bytes`.
 const FETCH_WAIT_ROUNDS_MAX: usize = 1000;
 const CLUSTER_ID: &str = "gregor-single-node";
+/// Authorized-operation bitfields (bit = Kafka AclOperation code) reported
+/// when a client asks: no ACLs yet, so everything a topic, the cluster or a
+/// group supports is allowed.
+const TOPIC_AUTHORIZED_OPERATIONS: i32 =
+    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+const CLUSTER_AUTHORIZED_OPERATIONS: i32 =
+    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 
 fn encode_frame<R: Encodable + HeaderVersion>(
     correlation_id: i32,
@@ -397,6 +404,10 @@ async fn metadata(
         response.cluster_id = Some(str_bytes(CLUSTER_ID));
     }
     response.brokers = vec![broker];
+    if (8..=10).contains(&version) && request.include_cluster_authorized_operations {
+        response.cluster_authorized_operations = CLUSTER_AUTHORIZED_OPERATIONS;
+    }
+    let include_topic_operations = version >= 8 && request.include_topic_authorized_operations;
     let allow_auto_create = version < 4 || request.allow_auto_topic_creation;
     let names: Vec<(Option<String>, ErrorCode)> = match request.topics {
         // v0: an empty list means all topics; v1+: null means all.
@@ -442,6 +453,10 @@ async fn metadata(
         let mut topic = km::metadata_response::MetadataResponseTopic::default();
         topic.name = name.as_deref().map(topic_name);
         topic.error_code = error;
+        if include_topic_operations {
+            // Kafka reports them for every topic in the answer, errors included.
+            topic.topic_authorized_operations = TOPIC_AUTHORIZED_OPERATIONS;
+        }
         let image = shard.image();
         if let Some(found) = name
             .as_deref()
@@ -454,6 +469,7 @@ async fn metadata(
             if version >= 1 {
                 topic.is_internal = found.name == engine::group::OFFSETS_TOPIC;
             }
+
             topic.partitions = (0..found.partition_count() as i32)
                 .map(|index| {
                     let mut p = km::metadata_response::MetadataResponsePartition::default()

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, builds Gregor, runs the Rust
+# tests, then the real-client integration tests (scripts/tests) against the
+# release binary. Idempotent; extra arguments go to pytest, e.g.
+#   bash scripts/test.sh -k crash
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO_ROOT="$PWD"
+
+phase() {
+    printf '\n==== %s ====\n' "$*"
+}
+
+# Run as root, or through sudo when there is one.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        echo "error: need root (or sudo) to run: $*" >&2
+        exit 1
+    fi
+}
+
+APT_UPDATED=0
+apt_install() {
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        as_root apt-get update
+        APT_UPDATED=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+}
+
+phase "1/5 system packages (kcat)"
+if command -v kcat >/dev/null 2>&1; then
+    echo "kcat present: $(command -v kcat)"
+else
+    apt_install kcat
+fi
+
+phase "2/5 python test environment (.venv)"
+PYTHON="${PYTHON:-python3}"
+VENV="$REPO_ROOT/.venv"
+REQUIREMENTS="$REPO_ROOT/scripts/requirements.txt"
+if [ ! -x "$VENV/bin/python" ]; then
+    if ! "$PYTHON" -m venv "$VENV"; then
+        # Debian's python3 needs the venv module (ensurepip) as a package.
+        rm -rf "$VENV"
+        apt_install python3-venv
+        "$PYTHON" -m venv "$VENV"
+    fi
+fi
+# Reinstall only when requirements.txt changed since the last install.
+STAMP="$VENV/.requirements.sha256"
+WANT="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
+    echo "$WANT" >"$STAMP"
+fi
+"$VENV/bin/python" -c 'import confluent_kafka, kafka; print("confluent-kafka", confluent_kafka.__version__, "librdkafka", confluent_kafka.libversion()[0], "kafka-python", kafka.__version__)'
+
+phase "3/5 cargo build --release --workspace"
+cargo build --release --workspace
+
+phase "4/5 cargo test --workspace --release"
+cargo test --workspace --release
+
+phase "5/5 real-client tests (pytest scripts/tests)"
+TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
+case "$TARGET_DIR" in
+    /*) ;;
+    *) TARGET_DIR="$REPO_ROOT/$TARGET_DIR" ;;
+esac
+export GREGOR_BIN="${GREGOR_BIN:-$TARGET_DIR/release/gregor}"
+echo "gregor binary: $GREGOR_BIN"
+exec "$VENV/bin/python" -m pytest -p no:cacheprovider -v -ra --durations=15 "$REPO_ROOT/scripts/tests" "$@"

@@ -1,0 +1,284 @@
+"""pytest fixtures: start the real `gregor` binary on a free port with a temp
+data dir, and stop it (always) at teardown.
+
+Environment:
+  GREGOR_BIN               path of the gregor binary (default: target/release/gregor)
+  GREGOR_TEST_EXTRA_ARGS   extra `gregor serve` arguments for every broker (shell words)
+  RUST_LOG                 passed through; defaults to "info"
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 30  # hang protection: the broker must accept TCP by then
+STOP_TIMEOUT_S = 30  # hang protection: a SIGTERM'd broker must exit by then
+TEST_TIMEOUT_S = 900  # hang protection per test (pytest-timeout), never a performance bound
+LOG_TAIL_LINES = 80
+
+_live_brokers: set["Broker"] = set()
+
+
+def default_gregor_bin() -> Path:
+    if os.environ.get("GREGOR_BIN"):
+        return Path(os.environ["GREGOR_BIN"])
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or REPO_ROOT / "target")
+    if not target.is_absolute():
+        target = REPO_ROOT / target
+    return target / "release" / "gregor"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    """One `gregor serve` process with its own data dir, port and log file."""
+
+    def __init__(self, binary: Path, workdir: Path, extra_args=(), shards: int = 2):
+        self.binary = Path(binary)
+        self.workdir = workdir
+        self.data_dir = workdir / "data"
+        self.log_path = workdir / "gregor.log"  # beside (not inside) the data dir
+        self.port = free_port()
+        self.shards = shards
+        self.extra_args = [str(a) for a in extra_args]
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        # True while the harness believes the process should be running; a
+        # process that exits on its own meanwhile has crashed.
+        self.expected_running = False
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def command(self) -> list[str]:
+        cmd = [
+            str(self.binary),
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--listen",
+            self.bootstrap,
+            "--shards",
+            str(self.shards),
+            *self.extra_args,
+        ]
+        cmd += shlex.split(os.environ.get("GREGOR_TEST_EXTRA_ARGS", ""))
+        return cmd
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def crashed(self) -> bool:
+        """The process exited although the harness did not stop it."""
+        return self.expected_running and self.proc is not None and self.proc.poll() is not None
+
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        assert not self.is_running(), "broker already running"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.starts += 1
+        cmd = self.command()
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "info")
+        env.setdefault("RUST_BACKTRACE", "1")
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== harness: start #{self.starts}: {shlex.join(cmd)}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.workdir,
+                # Own process group: Ctrl-C on pytest does not hit the broker
+                # before the harness stops it.
+                start_new_session=True,
+            )
+        _live_brokers.add(self)
+        self.expected_running = True
+        self._wait_ready(timeout_s)
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                self.expected_running = False
+                pytest.fail(
+                    f"gregor exited with code {rc} during start-up\n{self.log_tail()}",
+                    pytrace=False,
+                )
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self._sigkill()
+                pytest.fail(
+                    f"gregor did not accept TCP connections on {self.bootstrap} within {timeout_s}s\n"
+                    f"{self.log_tail()}",
+                    pytrace=False,
+                )
+            time.sleep(0.05)
+
+    def _sigkill(self) -> None:
+        self.expected_running = False
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(timeout=STOP_TIMEOUT_S)
+        _live_brokers.discard(self)
+
+    def kill9(self) -> None:
+        """SIGKILL the broker and reap it (a crash: no shutdown code runs)."""
+        assert self.is_running(), f"kill9 on a broker that is not running\n{self.log_tail()}"
+        self._sigkill()
+        self._log_marker("SIGKILL sent")
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
+        """SIGTERM and wait for a clean exit; returns the exit code. A broker that
+        does not exit within `timeout_s` is SIGKILLed and the test fails."""
+        assert self.proc is not None, "stop on a broker never started"
+        self.expected_running = False
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self._sigkill()
+                pytest.fail(
+                    f"gregor did not exit within {timeout_s}s of SIGTERM\n{self.log_tail()}",
+                    pytrace=False,
+                )
+        _live_brokers.discard(self)
+        self._log_marker(f"stopped, exit code {self.proc.returncode}")
+        return self.proc.returncode
+
+    def restart(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Start again with the same data dir and port (stopping it first if it
+        still runs)."""
+        if self.is_running():
+            self.stop()
+        self.start(timeout_s)
+
+    def _log_marker(self, text: str) -> None:
+        with open(self.log_path, "ab") as log:
+            log.write(f"===== harness: {text}\n".encode())
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        tail = "\n".join(self.log_text().splitlines()[-lines:])
+        return f"--- last {lines} lines of {self.log_path} ---\n{tail}\n--- end of log ---"
+
+    def teardown(self) -> None:
+        """Stop the process whatever state it is in; never raises for a slow stop."""
+        if self.proc is None or self.proc.poll() is not None:
+            _live_brokers.discard(self)
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.expected_running = False
+        _live_brokers.discard(self)
+
+
+@atexit.register
+def _kill_leftover_brokers() -> None:
+    # Only if pytest itself is torn down abruptly (e.g. a hang timeout).
+    for b in list(_live_brokers):
+        if b.proc is not None and b.proc.poll() is None:
+            b.proc.kill()
+            b.proc.wait()
+
+
+def pytest_collection_modifyitems(config, items):
+    # Hang protection for every test, if pytest-timeout is installed.
+    if not config.pluginmanager.hasplugin("timeout"):
+        return
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(TEST_TIMEOUT_S))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed:
+        for b in getattr(item, "_gregor_brokers", ()):
+            report.sections.append((f"gregor log ({b.bootstrap})", b.log_tail()))
+    return report
+
+
+@pytest.fixture(scope="session")
+def gregor_bin() -> Path:
+    path = default_gregor_bin()
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail(
+            f"gregor binary not found at {path}: run `cargo build --release` or set GREGOR_BIN",
+            pytrace=False,
+        )
+    return path
+
+
+@pytest.fixture
+def broker_factory(request, tmp_path, gregor_bin):
+    """make(*extra_args, shards=2, start=True) -> a started Broker. All brokers
+    made are stopped at teardown; a broker that died on its own fails the test."""
+    brokers: list[Broker] = []
+    request.node._gregor_brokers = brokers
+
+    def make(*extra_args, shards: int = 2, start: bool = True) -> Broker:
+        workdir = tmp_path / f"broker{len(brokers)}"
+        workdir.mkdir()
+        b = Broker(gregor_bin, workdir, extra_args, shards)
+        brokers.append(b)
+        if start:
+            b.start()
+        return b
+
+    yield make
+
+    crashed = [b for b in brokers if b.crashed()]
+    for b in brokers:
+        b.teardown()
+    if crashed:
+        details = "\n".join(
+            f"gregor on {b.bootstrap} exited on its own with code {b.proc.returncode}\n{b.log_tail()}"
+            for b in crashed
+        )
+        pytest.fail(details, pytrace=False)
+
+
+@pytest.fixture
+def broker(broker_factory) -> Broker:
+    """A started broker with default settings (auto-create topics on)."""
+    return broker_factory()

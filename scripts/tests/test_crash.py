@@ -1,0 +1,220 @@
+"""kill -9 the broker while a producer writes with acks=all, restart it, and
+check the durability contract: every acknowledged record is in the log, once,
+at its acknowledged offset, byte for byte.
+
+Records whose delivery failed may or may not be present (the broker may have
+synced them before dying). Without idempotence, a retried request can also
+write a record twice: the first copy was written but not acknowledged, the
+retry is acknowledged. So:
+  - with retries off, no record may appear twice at all;
+  - with retries on, an acknowledged record appears at its acknowledged offset
+    and any other copy of it sits earlier in the same partition.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections import defaultdict
+
+import pytest
+from confluent_kafka import Producer
+
+from helpers import (
+    assert_dense_offsets,
+    confluent_producer_conf,
+    consume_confluent,
+    create_topic_confluent,
+    make_records,
+    produce_confluent,
+    verify_log,
+    watermarks,
+)
+
+CRASH_ROUNDS = 3
+CRASH_SEED = int(os.environ.get("GREGOR_CRASH_SEED", "4242"))
+CRASH_PARTITIONS = 2
+SEGMENT_BYTES = 1024 * 1024  # small segments so that crashes hit rolls too
+VALUE_PAD = b"." * 100
+PROGRESS_ACKS = 1000  # acks to see after each restart before the next kill
+MAX_QUEUED = 20_000  # the producer thread keeps at most this many unacked records
+NO_INFLIGHT_COUNT = 20_000
+
+
+def crash_value(i: int) -> bytes:
+    return f"v{i}:".encode() + VALUE_PAD
+
+
+def crash_key(i: int) -> bytes:
+    return f"k{i}".encode()
+
+
+def index_of_value(value: bytes) -> int:
+    head, sep, pad = value.partition(b":")
+    assert sep and head.startswith(b"v") and pad == VALUE_PAD, f"value not written by this test: {value[:40]!r}"
+    return int(head[1:])
+
+
+class BackgroundProducer:
+    """Produces f"v{i}" records as fast as the broker takes them, from a
+    thread, recording each delivery report."""
+
+    def __init__(self, bootstrap: str, topic: str, retries: bool):
+        extra = {
+            "linger.ms": 5,
+            "message.timeout.ms": 60_000,
+            "reconnect.backoff.ms": 50,
+            "reconnect.backoff.max.ms": 500,
+            "retry.backoff.ms": 100,
+        }
+        if not retries:
+            extra["retries"] = 0
+        self.producer = Producer(confluent_producer_conf(bootstrap, **extra))
+        self.topic = topic
+        self.lock = threading.Lock()
+        self.acked: dict[int, tuple[int, int]] = {}  # i -> (partition, offset)
+        self.failed: dict[int, str] = {}
+        self.sent = 0
+        self.stop_flag = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="crash-producer", daemon=True)
+
+    def _on_delivery(self, err, msg) -> None:
+        i = index_of_value(msg.value())
+        with self.lock:
+            if err is None:
+                self.acked[i] = (msg.partition(), msg.offset())
+            else:
+                self.failed[i] = str(err)
+
+    def _run(self) -> None:
+        try:
+            while not self.stop_flag.is_set():
+                if len(self.producer) >= MAX_QUEUED:
+                    self.producer.poll(0.05)
+                    continue
+                i = self.sent
+                try:
+                    self.producer.produce(
+                        self.topic, key=crash_key(i), value=crash_value(i), on_delivery=self._on_delivery
+                    )
+                except BufferError:
+                    self.producer.poll(0.05)
+                    continue
+                self.sent += 1
+                self.producer.poll(0)
+            remaining = self.producer.flush(120)
+            if remaining:
+                raise AssertionError(f"{remaining} records unresolved after flush")
+        except BaseException as e:  # surfaced by join()
+            self.error = e
+
+    def ack_count(self) -> int:
+        with self.lock:
+            return len(self.acked)
+
+    def wait_for_acks(self, at_least: int, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.ack_count() < at_least:
+            assert self.thread.is_alive(), f"producer thread died: {self.error!r}"
+            assert time.monotonic() < deadline, (
+                f"only {self.ack_count()} acks of {at_least} within {timeout_s}s "
+                f"({len(self.failed)} failed, last errors {list(self.failed.values())[-3:]})"
+            )
+            time.sleep(0.05)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def join(self) -> None:
+        self.stop_flag.set()
+        self.thread.join(timeout=300)
+        assert not self.thread.is_alive(), "producer thread did not finish"
+        if self.error is not None:
+            raise self.error
+
+
+@pytest.mark.parametrize("retries", [False, True], ids=["no-retries", "retries"])
+def test_kill9_during_acks_all_writes(broker_factory, retries):
+    broker = broker_factory("--segment-bytes", SEGMENT_BYTES)
+    topic = "crash"
+    create_topic_confluent(broker.bootstrap, topic, CRASH_PARTITIONS)
+    rng = random.Random(CRASH_SEED + retries)
+    print(f"crash seed {CRASH_SEED} (set GREGOR_CRASH_SEED to change)")
+
+    producer = BackgroundProducer(broker.bootstrap, topic, retries)
+    producer.start()
+    try:
+        producer.wait_for_acks(PROGRESS_ACKS)
+        for round_ in range(CRASH_ROUNDS):
+            # Keep writing for a random while, then crash mid-stream.
+            time.sleep(rng.uniform(0.2, 1.5))
+            before = producer.ack_count()
+            broker.kill9()
+            print(f"round {round_}: killed after {before} acks, {producer.sent} sent")
+            time.sleep(rng.uniform(0.0, 0.5))
+            broker.restart()
+            # Recovered and writable again before the next crash.
+            producer.wait_for_acks(producer.ack_count() + PROGRESS_ACKS)
+    finally:
+        producer.join()
+
+    acked, failed = producer.acked, producer.failed
+    print(f"sent {producer.sent}, acked {len(acked)}, failed {len(failed)}")
+    assert len(acked) + len(failed) == producer.sent, "some records got no delivery report"
+
+    consumed = consume_confluent(broker.bootstrap, topic, range(CRASH_PARTITIONS))
+    assert_dense_offsets(consumed)
+
+    at: dict[tuple[int, int], tuple[bytes, bytes]] = {}
+    copies: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for p, recs in consumed.items():
+        for r in recs:
+            i = index_of_value(r.value)
+            assert i < producer.sent, f"partition {p} offset {r.offset}: record {i} was never sent"
+            assert r.key == crash_key(i), f"partition {p} offset {r.offset}: key {r.key!r} with value of record {i}"
+            at[(p, r.offset)] = (r.key, r.value)
+            copies[i].append((p, r.offset))
+
+    for i, (p, off) in sorted(acked.items()):
+        got = at.get((p, off))
+        assert got == (crash_key(i), crash_value(i)), (
+            f"acknowledged record {i} at partition {p} offset {off} is "
+            f"{'missing' if got is None else got}"
+        )
+        others = [c for c in copies[i] if c != (p, off)]
+        if retries:
+            bad = [c for c in others if c[0] != p or c[1] > off]
+            assert not bad, f"acknowledged record {i} at {(p, off)} also found at {bad}"
+        else:
+            assert not others, f"acknowledged record {i} at {(p, off)} also found at {others}"
+    if not retries:
+        dup = {i: c for i, c in copies.items() if len(c) > 1}
+        assert not dup, f"records written twice without retries: {dict(list(dup.items())[:5])}"
+
+
+def test_kill9_when_idle_keeps_everything(broker_factory):
+    """All writes acknowledged and nothing in flight: SIGKILL, restart, and the
+    log is exactly what was written; new writes continue at the next offset."""
+    broker = broker_factory("--segment-bytes", SEGMENT_BYTES)
+    topic = "idle-crash"
+    create_topic_confluent(broker.bootstrap, topic, CRASH_PARTITIONS)
+    records = make_records(NO_INFLIGHT_COUNT, seed=99)
+    acks = produce_confluent(broker.bootstrap, topic, records)
+
+    broker.kill9()
+    broker.restart()
+
+    consumed = consume_confluent(broker.bootstrap, topic, range(CRASH_PARTITIONS))
+    verify_log(records, acks, consumed, CRASH_PARTITIONS)
+
+    counts = {p: len(consumed[p]) for p in range(CRASH_PARTITIONS)}
+    for p in range(CRASH_PARTITIONS):
+        wm = watermarks(broker.bootstrap, topic, p)
+        assert wm == (0, counts[p]), f"partition {p}: watermarks {wm} after restart, expected (0, {counts[p]})"
+
+    more = make_records(CRASH_PARTITIONS, seed=100)
+    next_acks = produce_confluent(broker.bootstrap, topic, more, partitions=list(range(CRASH_PARTITIONS)))
+    assert next_acks == [(p, counts[p]) for p in range(CRASH_PARTITIONS)], "writes after the crash did not continue at the next offset"
