@@ -29,6 +29,8 @@ pub struct BrokerConfig {
     pub shard_request_bytes_max: usize,
     /// Consumer group coordinator settings (`group.*`, `offsets.*`).
     pub groups: GroupConfig,
+    /// `connections.max.idle.ms`: connections silent this long are closed.
+    pub connection_idle_ms_max: u64,
     /// `offsets.topic.num.partitions`
     pub offsets_topic_partitions: u32,
 }
@@ -48,6 +50,7 @@ impl BrokerConfig {
             log: LogConfig::default(),
             shard_request_bytes_max: 256 << 20,
             groups: GroupConfig::default(),
+            connection_idle_ms_max: 600_000,
             offsets_topic_partitions: engine::group::OFFSETS_TOPIC_PARTITIONS_DEFAULT,
         }
     }

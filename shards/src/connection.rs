@@ -12,11 +12,29 @@ use glommio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
 use crate::handlers::{start_request, RequestError};
-use crate::shard::Shard;
+use crate::shard::{with_timeout, Shard};
 
 /// Requests started but not yet answered, per connection; when full the
 /// connection stops reading (backpressure onto the client).
 const IN_FLIGHT_REQUESTS_MAX: usize = 64;
+/// A request body must arrive within this time once its size is known, so a
+/// client trickling bytes cannot hold request memory for long.
+const FRAME_READ_MS_MAX: u64 = 30_000;
+/// Bytes read per step of a request body: memory follows what arrives, not
+/// what the size prefix claims.
+const FRAME_READ_CHUNK_BYTES: usize = 1 << 20;
+
+/// Reads a request body of `size` bytes, growing the buffer as bytes arrive.
+async fn read_frame<R: futures::io::AsyncRead + Unpin>(reader: &mut R, size: usize) -> std::io::Result<Vec<u8>> {
+    let mut frame = Vec::with_capacity(size.min(FRAME_READ_CHUNK_BYTES));
+    while frame.len() < size {
+        let start = frame.len();
+        let step = (size - start).min(FRAME_READ_CHUNK_BYTES);
+        frame.resize(start + step, 0);
+        reader.read_exact(&mut frame[start..]).await?;
+    }
+    Ok(frame)
+}
 
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     loop {
@@ -64,10 +82,16 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         Some(writer)
     });
     let request_bytes_max = shard.config.request_bytes_max;
+    let idle_ms_max = shard.config.connection_idle_ms_max;
     loop {
         let mut prefix = [0u8; 4];
-        if reader.read_exact(&mut prefix).await.is_err() {
-            break;
+        match with_timeout(idle_ms_max, reader.read_exact(&mut prefix)).await {
+            Some(Ok(())) => {}
+            Some(Err(_)) => break,
+            None => {
+                debug!(%peer, "closing idle connection (connections.max.idle.ms)");
+                break;
+            }
         }
         let size = match parse_frame_size(prefix, request_bytes_max) {
             Ok(size) => size,
@@ -86,10 +110,14 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         else {
             break;
         };
-        let mut frame = vec![0u8; size];
-        if reader.read_exact(&mut frame).await.is_err() {
-            break;
-        }
+        let frame = match with_timeout(FRAME_READ_MS_MAX, read_frame(&mut reader, size)).await {
+            Some(Ok(frame)) => frame,
+            Some(Err(_)) => break,
+            None => {
+                warn!(%peer, size, "closing connection: request body not received within {FRAME_READ_MS_MAX} ms");
+                break;
+            }
+        };
         match start_request(&shard, bytes::Bytes::from(frame), &client_host).await {
             Ok(response) => {
                 let handle = glommio::spawn_local(async move {

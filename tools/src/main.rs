@@ -59,6 +59,24 @@ struct ServeArgs {
     /// socket.request.max.bytes
     #[arg(long, env = "GREGOR_SOCKET_REQUEST_MAX_BYTES", default_value_t = 100 * 1024 * 1024)]
     socket_request_max_bytes: usize,
+    /// connections.max.idle.ms
+    #[arg(long, env = "GREGOR_CONNECTIONS_MAX_IDLE_MS", default_value_t = 600_000)]
+    connections_max_idle_ms: u64,
+    /// group.initial.rebalance.delay.ms
+    #[arg(long, env = "GREGOR_GROUP_INITIAL_REBALANCE_DELAY_MS", default_value_t = 3_000)]
+    group_initial_rebalance_delay_ms: i64,
+    /// group.min.session.timeout.ms
+    #[arg(long, env = "GREGOR_GROUP_MIN_SESSION_TIMEOUT_MS", default_value_t = 6_000)]
+    group_min_session_timeout_ms: i32,
+    /// group.max.session.timeout.ms
+    #[arg(long, env = "GREGOR_GROUP_MAX_SESSION_TIMEOUT_MS", default_value_t = 1_800_000)]
+    group_max_session_timeout_ms: i32,
+    /// offsets.retention.minutes
+    #[arg(long, env = "GREGOR_OFFSETS_RETENTION_MINUTES", default_value_t = 10_080)]
+    offsets_retention_minutes: i64,
+    /// offsets.topic.num.partitions (used when __consumer_offsets is first created)
+    #[arg(long, env = "GREGOR_OFFSETS_TOPIC_NUM_PARTITIONS", default_value_t = 50)]
+    offsets_topic_num_partitions: u32,
 }
 
 fn parse_host_port(text: &str) -> anyhow::Result<(String, u16)> {
@@ -101,6 +119,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.log.segment_ms = args.segment_ms;
     config.log.message_bytes_max = args.message_max_bytes;
     config.request_bytes_max = args.socket_request_max_bytes;
+    config.connection_idle_ms_max = args.connections_max_idle_ms;
+    config.groups.initial_rebalance_delay_ms = args.group_initial_rebalance_delay_ms.max(0);
+    config.groups.session_timeout_ms_min = args.group_min_session_timeout_ms;
+    config.groups.session_timeout_ms_max = args.group_max_session_timeout_ms;
+    config.groups.offsets_retention_ms = args.offsets_retention_minutes.saturating_mul(60_000);
+    if args.offsets_topic_num_partitions == 0 {
+        bail!("--offsets-topic-num-partitions must be at least 1");
+    }
+    config.offsets_topic_partitions = args.offsets_topic_num_partitions;
     shards::run(config)?;
     Ok(())
 }
