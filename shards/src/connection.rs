@@ -25,7 +25,10 @@ const FRAME_READ_MS_MAX: u64 = 30_000;
 const FRAME_READ_CHUNK_BYTES: usize = 1 << 20;
 
 /// Reads a request body of `size` bytes, growing the buffer as bytes arrive.
-async fn read_frame<R: futures::io::AsyncRead + Unpin>(reader: &mut R, size: usize) -> std::io::Result<Vec<u8>> {
+async fn read_frame<R: futures::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    size: usize,
+) -> std::io::Result<Vec<u8>> {
     let mut frame = Vec::with_capacity(size.min(FRAME_READ_CHUNK_BYTES));
     while frame.len() < size {
         let start = frame.len();

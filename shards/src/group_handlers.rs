@@ -13,6 +13,9 @@ use engine::protocol::{self as codes, ErrorCode};
 use crate::mesh::{GroupOp, GroupReply, ShardOp, ShardReply};
 use crate::shard::Shard;
 
+/// `offset.metadata.max.bytes` default.
+const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+
 fn s(text: &str) -> StrBytes {
     StrBytes::from_string(text.to_string())
 }
@@ -307,6 +310,11 @@ pub async fn offset_commit(
             ));
         }
     }
+    // offset.metadata.max.bytes: larger metadata fails the whole request,
+    // before anything is written (records must decode at load).
+    let too_large = offsets
+        .iter()
+        .any(|(_, _, o)| o.metadata.len() > OFFSET_METADATA_BYTES_MAX);
     let op = GroupOp::Commit {
         group_id: group.clone(),
         generation_id: request.generation_id_or_member_epoch,
@@ -314,9 +322,15 @@ pub async fn offset_commit(
         group_instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
         offsets,
     };
-    let errors = match call_group(shard, &group, op).await {
+    let partition_count: usize = request.topics.iter().map(|t| t.partitions.len()).sum();
+    let reply = if too_large {
+        GroupReply::Error(codes::OFFSET_METADATA_TOO_LARGE)
+    } else {
+        call_group(shard, &group, op).await
+    };
+    let errors = match reply {
         GroupReply::Errors(_, errors) => errors,
-        other => vec![reply_error(&other); request.topics.iter().map(|t| t.partitions.len()).sum()],
+        other => vec![reply_error(&other); partition_count],
     };
     let mut errors = errors.into_iter();
     let mut response = km::OffsetCommitResponse::default();

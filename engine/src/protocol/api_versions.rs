@@ -89,9 +89,11 @@ mod tests {
         assert!(is_version_served(ApiKey::ApiVersions, 4));
         assert!(!is_version_served(ApiKey::ApiVersions, 5));
         assert!(!is_version_served(ApiKey::ListOffsets, 0));
+        assert!(is_version_served(ApiKey::JoinGroup, 0));
+        assert!(!is_version_served(ApiKey::JoinGroup, 10));
         // Not implemented yet: not advertised, not served.
-        assert_eq!(supported_range(ApiKey::JoinGroup), None);
-        assert!(!is_version_served(ApiKey::JoinGroup, 0));
+        assert_eq!(supported_range(ApiKey::InitProducerId), None);
+        assert!(!is_version_served(ApiKey::InitProducerId, 0));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub const INVALID_REPLICATION_FACTOR: ErrorCode = 38;
 pub const INVALID_REQUEST: ErrorCode = 42;
 pub const KAFKA_STORAGE_ERROR: ErrorCode = 56;
 pub const UNKNOWN_TOPIC_ID: ErrorCode = 100;
+pub const OFFSET_METADATA_TOO_LARGE: ErrorCode = 12;
 pub const COORDINATOR_LOAD_IN_PROGRESS: ErrorCode = 14;
 pub const COORDINATOR_NOT_AVAILABLE: ErrorCode = 15;
 pub const NOT_COORDINATOR: ErrorCode = 16;
