@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use engine::group::GroupConfig;
-use engine::log::LogConfig;
+use engine::metadata::TopicDefaults;
 
 /// Everything a broker needs to start. Built by `gregor serve` from flags and
 /// `GREGOR_*` variables.
@@ -21,14 +21,15 @@ pub struct BrokerConfig {
     pub default_partitions: u32,
     /// `socket.request.max.bytes`
     pub request_bytes_max: usize,
-    /// `log.segment.bytes`, `log.segment.ms`, `log.index.interval.bytes`,
-    /// `message.max.bytes` as the defaults of every partition.
-    pub log: LogConfig,
+    /// Broker defaults of topic configs (`log.retention.ms`, `log.segment.bytes`, ...).
+    pub topic_defaults: TopicDefaults,
     /// Bound on request bytes a shard holds in flight (read, queued for
     /// append, not yet answered); when reached, its connections stop reading.
     pub shard_request_bytes_max: usize,
     /// Consumer group coordinator settings (`group.*`, `offsets.*`).
     pub groups: GroupConfig,
+    /// `log.retention.check.interval.ms`
+    pub retention_check_interval_ms: u64,
     /// `connections.max.idle.ms`: connections silent this long are closed.
     pub connection_idle_ms_max: u64,
     /// `offsets.topic.num.partitions`
@@ -47,10 +48,11 @@ impl BrokerConfig {
             auto_create_topics: true,
             default_partitions: 1,
             request_bytes_max: engine::protocol::REQUEST_BYTES_MAX_DEFAULT,
-            log: LogConfig::default(),
+            topic_defaults: TopicDefaults::default(),
             shard_request_bytes_max: 256 << 20,
             groups: GroupConfig::default(),
             connection_idle_ms_max: 600_000,
+            retention_check_interval_ms: 300_000,
             offsets_topic_partitions: engine::group::OFFSETS_TOPIC_PARTITIONS_DEFAULT,
         }
     }

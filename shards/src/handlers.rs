@@ -19,6 +19,7 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use tracing::{debug, warn};
 
+use crate::admin_handlers as ah;
 use crate::group_handlers as gh;
 use crate::mesh::{ShardOp, ShardReply, TopicResult, TopicSpec};
 use crate::shard::{with_timeout, Shard};
@@ -41,13 +42,13 @@ fn close(reason: impl Into<String>) -> RequestError {
 const FETCH_WAIT_MS_MAX: u64 = 30_000;
 /// Bound on wake-ups while one Fetch waits for `min_bytes`.
 const FETCH_WAIT_ROUNDS_MAX: usize = 1000;
-const CLUSTER_ID: &str = "gregor-single-node";
+pub const CLUSTER_ID: &str = "gregor-single-node";
 /// Authorized-operation bitfields (bit = Kafka AclOperation code) reported
 /// when a client asks: no ACLs yet, so everything a topic, the cluster or a
 /// group supports is allowed.
 const TOPIC_AUTHORIZED_OPERATIONS: i32 =
     (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
-const CLUSTER_AUTHORIZED_OPERATIONS: i32 =
+pub const CLUSTER_AUTHORIZED_OPERATIONS: i32 =
     (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 
 fn encode_frame<R: Encodable + HeaderVersion>(
@@ -331,6 +332,66 @@ pub async fn start_request(
                     correlation_id,
                     version,
                     &gh::offset_delete(&shard, request).await,
+                )
+            }
+            .boxed_local()
+        }
+        ApiKey::DescribeConfigs => {
+            let request = decode!(km::DescribeConfigsRequest);
+            ready(respond(
+                correlation_id,
+                version,
+                &ah::describe_configs(&shard, request, version),
+            ))
+        }
+        ApiKey::AlterConfigs => {
+            let request = decode!(km::AlterConfigsRequest);
+            async move {
+                respond(
+                    correlation_id,
+                    version,
+                    &ah::alter_configs(&shard, request).await,
+                )
+            }
+            .boxed_local()
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let request = decode!(km::IncrementalAlterConfigsRequest);
+            async move {
+                respond(
+                    correlation_id,
+                    version,
+                    &ah::incremental_alter_configs(&shard, request).await,
+                )
+            }
+            .boxed_local()
+        }
+        ApiKey::CreatePartitions => {
+            let request = decode!(km::CreatePartitionsRequest);
+            async move {
+                respond(
+                    correlation_id,
+                    version,
+                    &ah::create_partitions(&shard, request).await,
+                )
+            }
+            .boxed_local()
+        }
+        ApiKey::DescribeCluster => {
+            let request = decode!(km::DescribeClusterRequest);
+            ready(respond(
+                correlation_id,
+                version,
+                &ah::describe_cluster(&shard, request, version),
+            ))
+        }
+        ApiKey::OffsetForLeaderEpoch => {
+            let request = decode!(km::OffsetForLeaderEpochRequest);
+            async move {
+                respond(
+                    correlation_id,
+                    version,
+                    &ah::offset_for_leader_epoch(&shard, request).await,
                 )
             }
             .boxed_local()

@@ -3,6 +3,7 @@
 //!
 //! The only crate that knows glommio and io_uring exist.
 
+mod admin_handlers;
 mod broker;
 mod config;
 mod connection;

@@ -52,6 +52,11 @@ pub enum ShardOp {
     CreateTopics { topics: Vec<TopicSpec> },
     /// Controller (shard 0) only: delete topics.
     DeleteTopics { names: Vec<String> },
+    /// Controller (shard 0) only: change topic configs.
+    AlterTopicConfigs { changes: Vec<ConfigChange> },
+    /// Controller (shard 0) only: grow topics to (name, new count,
+    /// validate only).
+    AddPartitions { topics: Vec<(String, i32, bool)> },
     /// Apply a committed metadata record to this shard's image and files.
     ApplyMetadata { record: MetadataRecord },
     /// Work for the group coordinator of the shard that owns the group's
@@ -110,6 +115,17 @@ pub enum GroupReply {
     Described(ErrorCode, Option<GroupDescription>),
     /// (group id, protocol type, state)
     Listed(Vec<(String, String, &'static str)>),
+}
+
+/// One topic's config change. Not incremental (AlterConfigs): `set` is the
+/// whole new set. Incremental: `set` and `delete` apply on top.
+#[derive(Debug, Clone)]
+pub struct ConfigChange {
+    pub topic: String,
+    pub incremental: bool,
+    pub set: Vec<(String, String)>,
+    pub delete: Vec<String>,
+    pub validate_only: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -95,6 +95,10 @@ impl Partition {
         })
     }
 
+    pub fn set_config(&self, config: engine::log::LogConfig) {
+        self.log.borrow_mut().set_config(config);
+    }
+
     pub fn high_watermark_offset(&self) -> i64 {
         self.high_watermark.get()
     }

@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use engine::log::LogConfig;
+use engine::metadata::{validate_topic_config, TopicConfig};
 use engine::metadata::{ClusterImage, MetadataRecord, TopicImage};
 use engine::protocol::{self as codes, ErrorCode};
 use futures::channel::oneshot;
@@ -20,7 +21,7 @@ use crate::config::BrokerConfig;
 use crate::controller::MetadataLog;
 use crate::group_commit::GroupCommit;
 use crate::groups::GroupHost;
-use crate::mesh::{MeshMessage, ShardOp, ShardReply, TopicResult, TopicSpec};
+use crate::mesh::{ConfigChange, MeshMessage, ShardOp, ShardReply, TopicResult, TopicSpec};
 use crate::partition::Partition;
 use crate::partition_files::{create_partition, open_partition, partition_dir};
 use crate::shutdown::StopFlag;
@@ -80,8 +81,47 @@ impl Shard {
         owner_shard(topic, partition, self.count).ok_or(codes::UNKNOWN_TOPIC_OR_PARTITION)
     }
 
-    pub fn log_config(&self) -> LogConfig {
-        self.config.log
+    /// The effective config of a topic (topic values over broker defaults).
+    pub fn topic_config(&self, topic: &str) -> TopicConfig {
+        let image = self.image.borrow();
+        let empty = Default::default();
+        let configs = image.topic(topic).map(|t| &t.configs).unwrap_or(&empty);
+        TopicConfig::effective(configs, &self.config.topic_defaults)
+    }
+
+    fn log_config(&self, topic: &str) -> LogConfig {
+        let mut config = self.topic_config(topic).log_config();
+        // Keep the engine's bound on index spacing sane for tiny values.
+        config.index_interval_bytes = config.index_interval_bytes.max(1);
+        config
+    }
+
+    /// Creates the partitions of `topic` placed on this shard among
+    /// `first_index..`.
+    async fn create_owned_partitions(
+        &self,
+        topic: &str,
+        first_index: usize,
+        partition_shards: &[u32],
+    ) {
+        for (offset, &placed) in partition_shards.iter().enumerate() {
+            if placed as usize % self.count != self.id {
+                continue;
+            }
+            let index = (first_index + offset) as i32;
+            let dir = partition_dir(&self.config.data_dir, topic, index);
+            match create_partition(&dir, self.log_config(topic)).await {
+                Ok((log, files)) => {
+                    let partition = Partition::new(topic.to_string(), index, dir, log, files);
+                    self.partitions
+                        .borrow_mut()
+                        .insert((topic.to_string(), index), partition);
+                }
+                Err(e) => {
+                    error!(topic = %topic, partition = index, error = %e, "cannot create partition")
+                }
+            }
+        }
     }
 
     /// Runs `op` on shard `target`: inline when it is this shard, otherwise
@@ -181,6 +221,12 @@ impl Shard {
                 ShardReply::Topics(self.create_topics(topics).await)
             }
             ShardOp::DeleteTopics { names } => ShardReply::Topics(self.delete_topics(names).await),
+            ShardOp::AlterTopicConfigs { changes } => {
+                ShardReply::Topics(self.alter_topic_configs(changes).await)
+            }
+            ShardOp::AddPartitions { topics } => {
+                ShardReply::Topics(self.add_partitions(topics).await)
+            }
             ShardOp::ApplyMetadata { record } => {
                 self.apply_metadata(&record).await;
                 ShardReply::Applied
@@ -245,6 +291,16 @@ impl Shard {
                 results.push(result);
                 continue;
             }
+            if let Some(e) = spec
+                .configs
+                .iter()
+                .find_map(|(k, v)| validate_topic_config(k, v).err())
+            {
+                result.error = codes::INVALID_CONFIG;
+                result.message = Some(e);
+                results.push(result);
+                continue;
+            }
             if partitions < 1 {
                 result.error = codes::INVALID_PARTITIONS;
                 result.message = Some(format!("partition count {partitions} must be at least 1"));
@@ -273,6 +329,110 @@ impl Shard {
                 result.message = Some(e.to_string());
             } else if !spec.validate_only {
                 records.push(record);
+            }
+            results.push(result);
+        }
+        if !self.commit_metadata(&records).await {
+            for result in results.iter_mut().filter(|r| r.error == codes::NONE) {
+                result.error = codes::KAFKA_STORAGE_ERROR;
+            }
+        }
+        results
+    }
+
+    async fn alter_topic_configs(self: &Rc<Self>, changes: Vec<ConfigChange>) -> Vec<TopicResult> {
+        assert_eq!(self.id, 0, "shard 0 is the controller");
+        let _permit = self.controller_busy.acquire_permit(1).await;
+        let mut planned = self.image.borrow().clone();
+        let mut results = Vec::new();
+        let mut records = Vec::new();
+        for change in changes {
+            let mut result = TopicResult {
+                name: change.topic.clone(),
+                error: codes::NONE,
+                message: None,
+                partitions: -1,
+            };
+            let Some(current) = planned.topic(&change.topic) else {
+                result.error = codes::UNKNOWN_TOPIC_OR_PARTITION;
+                results.push(result);
+                continue;
+            };
+            let mut configs = if change.incremental {
+                current.configs.clone()
+            } else {
+                Default::default()
+            };
+            for (key, value) in &change.set {
+                configs.insert(key.clone(), value.clone());
+            }
+            for key in &change.delete {
+                configs.remove(key);
+            }
+            if let Some(e) = configs
+                .iter()
+                .find_map(|(k, v)| validate_topic_config(k, v).err())
+            {
+                result.error = codes::INVALID_CONFIG;
+                result.message = Some(e);
+                results.push(result);
+                continue;
+            }
+            let record = MetadataRecord::SetTopicConfigs {
+                name: change.topic.clone(),
+                configs: configs.into_iter().collect(),
+            };
+            if !change.validate_only {
+                planned.apply(&record).expect("checked: topic exists");
+                records.push(record);
+            }
+            results.push(result);
+        }
+        if !self.commit_metadata(&records).await {
+            for result in results.iter_mut().filter(|r| r.error == codes::NONE) {
+                result.error = codes::KAFKA_STORAGE_ERROR;
+            }
+        }
+        results
+    }
+
+    async fn add_partitions(self: &Rc<Self>, topics: Vec<(String, i32, bool)>) -> Vec<TopicResult> {
+        assert_eq!(self.id, 0, "shard 0 is the controller");
+        let _permit = self.controller_busy.acquire_permit(1).await;
+        let mut planned = self.image.borrow().clone();
+        let mut results = Vec::new();
+        let mut records = Vec::new();
+        for (name, count, validate_only) in topics {
+            let mut result = TopicResult {
+                name: name.clone(),
+                error: codes::NONE,
+                message: None,
+                partitions: count,
+            };
+            let Some(current) = planned.topic(&name).map(|t| t.partition_count() as i32) else {
+                result.error = codes::UNKNOWN_TOPIC_OR_PARTITION;
+                results.push(result);
+                continue;
+            };
+            if count <= current {
+                result.error = codes::INVALID_PARTITIONS;
+                result.message = Some(format!(
+                    "topic has {current} partitions; the new count {count} must be larger"
+                ));
+                results.push(result);
+                continue;
+            }
+            let record = MetadataRecord::AddPartitions {
+                name: name.clone(),
+                partition_shards: planned.place_partitions((count - current) as usize, self.count),
+            };
+            match planned.apply(&record) {
+                Ok(()) if !validate_only => records.push(record),
+                Ok(()) => {}
+                Err(e) => {
+                    result.error = codes::INVALID_PARTITIONS;
+                    result.message = Some(e.to_string());
+                }
             }
             results.push(result);
         }
@@ -348,25 +508,30 @@ impl Shard {
                 partition_shards,
                 ..
             } => {
-                for (index, &placed) in partition_shards.iter().enumerate() {
-                    if placed as usize % self.count != self.id {
-                        continue;
-                    }
-                    let index = index as i32;
-                    let dir = partition_dir(&self.config.data_dir, name, index);
-                    match create_partition(&dir, self.log_config()).await {
-                        Ok((log, files)) => {
-                            let partition = Partition::new(name.clone(), index, dir, log, files);
-                            self.partitions
-                                .borrow_mut()
-                                .insert((name.clone(), index), partition);
-                        }
-                        Err(e) => {
-                            error!(topic = %name, partition = index, error = %e, "cannot create partition")
-                        }
-                    }
-                }
+                self.create_owned_partitions(name, 0, partition_shards)
+                    .await;
                 info!(shard = self.id, topic = %name, partitions = partition_shards.len(), "topic created");
+            }
+            MetadataRecord::AddPartitions {
+                name,
+                partition_shards,
+            } => {
+                let total = self
+                    .image
+                    .borrow()
+                    .topic(name)
+                    .map_or(0, |t| t.partition_count());
+                let first = total - partition_shards.len();
+                self.create_owned_partitions(name, first, partition_shards)
+                    .await;
+                info!(shard = self.id, topic = %name, partitions = total, "partitions added");
+            }
+            MetadataRecord::SetTopicConfigs { name, .. } => {
+                let config = self.log_config(name);
+                for partition in self.owned_partitions().iter().filter(|p| &p.topic == name) {
+                    partition.set_config(config);
+                }
+                info!(shard = self.id, topic = %name, "topic configs changed");
             }
             MetadataRecord::DeleteTopic { name } => {
                 let owned: Vec<Rc<Partition>> = {
@@ -397,9 +562,9 @@ impl Shard {
                 }
                 let dir = partition_dir(&self.config.data_dir, &topic.name, index);
                 let (log, files, _report) = if dir.exists() {
-                    open_partition(&dir, self.log_config(), clean).await?
+                    open_partition(&dir, self.log_config(&topic.name), clean).await?
                 } else {
-                    let (log, files) = create_partition(&dir, self.log_config()).await?;
+                    let (log, files) = create_partition(&dir, self.log_config(&topic.name)).await?;
                     (log, files, Default::default())
                 };
                 let partition = Partition::new(topic.name.clone(), index, dir, log, files);

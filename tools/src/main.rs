@@ -47,35 +47,79 @@ struct ServeArgs {
     /// num.partitions: partitions of an auto-created topic.
     #[arg(long, env = "GREGOR_NUM_PARTITIONS", default_value_t = 1)]
     num_partitions: u32,
-    /// log.segment.bytes
-    #[arg(long, env = "GREGOR_SEGMENT_BYTES", default_value_t = 1 << 30)]
-    segment_bytes: u64,
-    /// log.segment.ms
-    #[arg(long, env = "GREGOR_SEGMENT_MS", default_value_t = 7 * 24 * 3600 * 1000)]
-    segment_ms: i64,
-    /// message.max.bytes: largest record set a producer may send.
-    #[arg(long, env = "GREGOR_MESSAGE_MAX_BYTES", default_value_t = 1_048_588)]
-    message_max_bytes: usize,
+    /// Broker settings file (Kafka names, key=value lines), e.g.
+    /// log.retention.hours=24, log.segment.bytes=536870912.
+    #[arg(long, env = "GREGOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// log.segment.bytes [default: 1073741824]
+    #[arg(long, env = "GREGOR_SEGMENT_BYTES")]
+    segment_bytes: Option<u64>,
+    /// log.roll.ms [default: 604800000]
+    #[arg(long, env = "GREGOR_SEGMENT_MS")]
+    segment_ms: Option<i64>,
+    /// message.max.bytes: largest record set a producer may send [default: 1048588]
+    #[arg(long, env = "GREGOR_MESSAGE_MAX_BYTES")]
+    message_max_bytes: Option<usize>,
+    /// log.retention.ms (-1: forever) [default: 604800000]
+    #[arg(long, env = "GREGOR_RETENTION_MS")]
+    retention_ms: Option<i64>,
+    /// log.retention.bytes per partition (-1: no bound) [default: -1]
+    #[arg(long, env = "GREGOR_RETENTION_BYTES")]
+    retention_bytes: Option<i64>,
+    /// log.cleanup.policy: delete, compact or compact,delete [default: delete]
+    #[arg(long, env = "GREGOR_CLEANUP_POLICY")]
+    cleanup_policy: Option<String>,
+    /// log.retention.check.interval.ms
+    #[arg(
+        long,
+        env = "GREGOR_RETENTION_CHECK_INTERVAL_MS",
+        default_value_t = 300_000
+    )]
+    retention_check_interval_ms: u64,
     /// socket.request.max.bytes
     #[arg(long, env = "GREGOR_SOCKET_REQUEST_MAX_BYTES", default_value_t = 100 * 1024 * 1024)]
     socket_request_max_bytes: usize,
     /// connections.max.idle.ms
-    #[arg(long, env = "GREGOR_CONNECTIONS_MAX_IDLE_MS", default_value_t = 600_000)]
+    #[arg(
+        long,
+        env = "GREGOR_CONNECTIONS_MAX_IDLE_MS",
+        default_value_t = 600_000
+    )]
     connections_max_idle_ms: u64,
     /// group.initial.rebalance.delay.ms
-    #[arg(long, env = "GREGOR_GROUP_INITIAL_REBALANCE_DELAY_MS", default_value_t = 3_000)]
+    #[arg(
+        long,
+        env = "GREGOR_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        default_value_t = 3_000
+    )]
     group_initial_rebalance_delay_ms: i64,
     /// group.min.session.timeout.ms
-    #[arg(long, env = "GREGOR_GROUP_MIN_SESSION_TIMEOUT_MS", default_value_t = 6_000)]
+    #[arg(
+        long,
+        env = "GREGOR_GROUP_MIN_SESSION_TIMEOUT_MS",
+        default_value_t = 6_000
+    )]
     group_min_session_timeout_ms: i32,
     /// group.max.session.timeout.ms
-    #[arg(long, env = "GREGOR_GROUP_MAX_SESSION_TIMEOUT_MS", default_value_t = 1_800_000)]
+    #[arg(
+        long,
+        env = "GREGOR_GROUP_MAX_SESSION_TIMEOUT_MS",
+        default_value_t = 1_800_000
+    )]
     group_max_session_timeout_ms: i32,
     /// offsets.retention.minutes
-    #[arg(long, env = "GREGOR_OFFSETS_RETENTION_MINUTES", default_value_t = 10_080)]
+    #[arg(
+        long,
+        env = "GREGOR_OFFSETS_RETENTION_MINUTES",
+        default_value_t = 10_080
+    )]
     offsets_retention_minutes: i64,
     /// offsets.topic.num.partitions (used when __consumer_offsets is first created)
-    #[arg(long, env = "GREGOR_OFFSETS_TOPIC_NUM_PARTITIONS", default_value_t = 50)]
+    #[arg(
+        long,
+        env = "GREGOR_OFFSETS_TOPIC_NUM_PARTITIONS",
+        default_value_t = 50
+    )]
     offsets_topic_num_partitions: u32,
 }
 
@@ -103,9 +147,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .map(|n| n.get())
             .unwrap_or(1),
     };
-    if args.segment_bytes < 1024 {
-        bail!("--segment-bytes must be at least 1024");
-    }
     let mut config = shards::BrokerConfig::with_defaults(args.data_dir, listen, shard_count);
     if let Some(advertise) = args.advertise {
         let (host, port) = parse_host_port(&advertise)?;
@@ -115,11 +156,50 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.node_id = args.node_id;
     config.auto_create_topics = args.auto_create_topics;
     config.default_partitions = args.num_partitions.max(1);
-    config.log.segment_bytes_max = args.segment_bytes;
-    config.log.segment_ms = args.segment_ms;
-    config.log.message_bytes_max = args.message_max_bytes;
+    let defaults = &mut config.topic_defaults;
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --config {}", path.display()))?;
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            let (key, value) = line.split_once('=').with_context(|| {
+                format!("{}:{}: expected key=value", path.display(), number + 1)
+            })?;
+            defaults
+                .set_broker_config(key.trim(), value.trim())
+                .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), number + 1))?;
+        }
+    }
+    // Flags given explicitly win over the file.
+    for (name, value) in [
+        (
+            "log.segment.bytes",
+            args.segment_bytes.map(|v| v.to_string()),
+        ),
+        ("log.roll.ms", args.segment_ms.map(|v| v.to_string())),
+        (
+            "message.max.bytes",
+            args.message_max_bytes.map(|v| v.to_string()),
+        ),
+        ("log.retention.ms", args.retention_ms.map(|v| v.to_string())),
+        (
+            "log.retention.bytes",
+            args.retention_bytes.map(|v| v.to_string()),
+        ),
+        ("log.cleanup.policy", args.cleanup_policy.clone()),
+    ] {
+        if let Some(value) = value {
+            defaults
+                .set_broker_config(name, &value)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    }
     config.request_bytes_max = args.socket_request_max_bytes;
     config.connection_idle_ms_max = args.connections_max_idle_ms;
+    config.retention_check_interval_ms = args.retention_check_interval_ms.max(10);
     config.groups.initial_rebalance_delay_ms = args.group_initial_rebalance_delay_ms.max(0);
     config.groups.session_timeout_ms_min = args.group_min_session_timeout_ms;
     config.groups.session_timeout_ms_max = args.group_max_session_timeout_ms;

@@ -14,6 +14,16 @@ pub enum MetadataRecord {
     DeleteTopic {
         name: String,
     },
+    /// Replaces a topic's configs (only the ones set on the topic).
+    SetTopicConfigs {
+        name: String,
+        configs: Vec<(String, String)>,
+    },
+    /// Adds partitions to a topic, placed on these shards.
+    AddPartitions {
+        name: String,
+        partition_shards: Vec<u32>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,9 +113,23 @@ impl ClusterImage {
                 }
                 Ok(())
             }
-            MetadataRecord::DeleteTopic { name } => {
+            MetadataRecord::DeleteTopic { name } | MetadataRecord::SetTopicConfigs { name, .. } => {
                 if !self.topics.contains_key(name) {
                     return Err(MetadataError::UnknownTopic(name.clone()));
+                }
+                Ok(())
+            }
+            MetadataRecord::AddPartitions {
+                name,
+                partition_shards,
+            } => {
+                let topic = self
+                    .topics
+                    .get(name)
+                    .ok_or_else(|| MetadataError::UnknownTopic(name.clone()))?;
+                let count = (topic.partition_shards.len() + partition_shards.len()) as i64;
+                if partition_shards.is_empty() || count > TOPIC_PARTITIONS_MAX {
+                    return Err(MetadataError::InvalidPartitions(count));
                 }
                 Ok(())
             }
@@ -133,6 +157,17 @@ impl ClusterImage {
             }
             MetadataRecord::DeleteTopic { name } => {
                 self.topics.remove(name);
+            }
+            MetadataRecord::SetTopicConfigs { name, configs } => {
+                let topic = self.topics.get_mut(name).expect("checked");
+                topic.configs = configs.iter().cloned().collect();
+            }
+            MetadataRecord::AddPartitions {
+                name,
+                partition_shards,
+            } => {
+                let topic = self.topics.get_mut(name).expect("checked");
+                topic.partition_shards.extend_from_slice(partition_shards);
             }
         }
         Ok(())

@@ -4,6 +4,8 @@
 
 mod image;
 mod log_codec;
+mod topic_config;
 
 pub use image::*;
 pub use log_codec::*;
+pub use topic_config::*;

@@ -18,6 +18,7 @@ pub const UNSUPPORTED_VERSION: ErrorCode = 35;
 pub const TOPIC_ALREADY_EXISTS: ErrorCode = 36;
 pub const INVALID_PARTITIONS: ErrorCode = 37;
 pub const INVALID_REPLICATION_FACTOR: ErrorCode = 38;
+pub const INVALID_CONFIG: ErrorCode = 40;
 pub const INVALID_REQUEST: ErrorCode = 42;
 pub const KAFKA_STORAGE_ERROR: ErrorCode = 56;
 pub const UNKNOWN_TOPIC_ID: ErrorCode = 100;
