@@ -115,10 +115,13 @@ fn alter_response(
         .with_error_message(message.as_deref().map(s))
 }
 
+/// (resource type, resource name, the change or why it cannot be made)
+type ResourceChange = (i8, String, Result<ConfigChange, (ErrorCode, String)>);
+
 /// Runs topic config changes; answers other resource types with an error.
 async fn apply_changes(
     shard: &Rc<Shard>,
-    resources: Vec<(i8, String, Result<ConfigChange, (ErrorCode, String)>)>,
+    resources: Vec<ResourceChange>,
 ) -> Vec<(i8, String, ErrorCode, Option<String>)> {
     let changes: Vec<ConfigChange> = resources
         .iter()
