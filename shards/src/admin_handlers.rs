@@ -381,3 +381,98 @@ pub async fn offset_for_leader_epoch(
     }
     response
 }
+
+pub async fn delete_records(
+    shard: &Rc<Shard>,
+    request: km::DeleteRecordsRequest,
+) -> km::DeleteRecordsResponse {
+    let mut response = km::DeleteRecordsResponse::default();
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let mut out = km::delete_records_response::DeleteRecordsTopicResult::default()
+            .with_name(topic.name.clone());
+        for p in topic.partitions {
+            let mut entry = km::delete_records_response::DeleteRecordsPartitionResult::default()
+                .with_partition_index(p.partition_index)
+                .with_low_watermark(-1);
+            match shard.route(&name, p.partition_index) {
+                Err(code) => entry.error_code = code,
+                Ok(owner) => {
+                    let op = ShardOp::DeleteRecords {
+                        topic: name.clone(),
+                        partition: p.partition_index,
+                        offset: p.offset,
+                    };
+                    match shard.call(owner, op).await {
+                        ShardReply::ListOffset(Ok((start, _))) => entry.low_watermark = start,
+                        ShardReply::ListOffset(Err(code)) => entry.error_code = code,
+                        _ => entry.error_code = codes::UNKNOWN_SERVER_ERROR,
+                    }
+                }
+            }
+            out.partitions.push(entry);
+        }
+        response.topics.push(out);
+    }
+    response
+}
+
+/// Total and free bytes of the file system holding `path`.
+fn disk_space(path: &std::path::Path) -> Option<(i64, i64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills a plain struct we own from a valid C string.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    let block = stat.f_frsize as i64;
+    Some((stat.f_blocks as i64 * block, stat.f_bavail as i64 * block))
+}
+
+pub async fn describe_log_dirs(
+    shard: &Rc<Shard>,
+    request: km::DescribeLogDirsRequest,
+    version: i16,
+) -> km::DescribeLogDirsResponse {
+    let calls = (0..shard.count).map(|target| {
+        let shard = shard.clone();
+        async move { shard.call(target, ShardOp::LogDirSizes).await }
+    });
+    let mut sizes: Vec<(String, i32, u64)> = Vec::new();
+    for reply in futures::future::join_all(calls).await {
+        if let ShardReply::Sizes(list) = reply {
+            sizes.extend(list);
+        }
+    }
+    sizes.sort();
+    let wanted = |topic: &str, partition: i32| {
+        request.topics.as_ref().is_none_or(|ts| {
+            ts.iter()
+                .any(|t| t.topic.0.as_str() == topic && t.partitions.contains(&partition))
+        })
+    };
+    let dir = std::fs::canonicalize(&shard.config.data_dir)
+        .unwrap_or_else(|_| shard.config.data_dir.clone());
+    let mut result = km::describe_log_dirs_response::DescribeLogDirsResult::default()
+        .with_log_dir(s(&dir.display().to_string()));
+    if version >= 4 {
+        let (total, usable) = disk_space(&dir).unwrap_or((-1, -1));
+        result.total_bytes = total;
+        result.usable_bytes = usable;
+    }
+    for (topic, partition, bytes) in sizes.into_iter().filter(|(t, p, _)| wanted(t, *p)) {
+        let entry = km::describe_log_dirs_response::DescribeLogDirsPartition::default()
+            .with_partition_index(partition)
+            .with_partition_size(bytes as i64);
+        match result.topics.last_mut() {
+            Some(last) if last.name.0.as_str() == topic => last.partitions.push(entry),
+            _ => result.topics.push(
+                km::describe_log_dirs_response::DescribeLogDirsTopic::default()
+                    .with_name(km::TopicName(s(&topic)))
+                    .with_partitions(vec![entry]),
+            ),
+        }
+    }
+    km::DescribeLogDirsResponse::default().with_results(vec![result])
+}

@@ -396,6 +396,28 @@ pub async fn start_request(
             }
             .boxed_local()
         }
+        ApiKey::DeleteRecords => {
+            let request = decode!(km::DeleteRecordsRequest);
+            async move {
+                respond(
+                    correlation_id,
+                    version,
+                    &ah::delete_records(&shard, request).await,
+                )
+            }
+            .boxed_local()
+        }
+        ApiKey::DescribeLogDirs => {
+            let request = decode!(km::DescribeLogDirsRequest);
+            async move {
+                respond(
+                    correlation_id,
+                    version,
+                    &ah::describe_log_dirs(&shard, request, version).await,
+                )
+            }
+            .boxed_local()
+        }
         other => return Err(close(format!("API {other:?} is not served"))),
     })
 }

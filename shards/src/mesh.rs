@@ -42,6 +42,15 @@ pub enum ShardOp {
         partition: i32,
         timestamp_ms: i64,
     },
+    /// DeleteRecords for one partition; answers ListOffset with the new
+    /// log start offset.
+    DeleteRecords {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+    /// Sizes of this shard's partitions (DescribeLogDirs).
+    LogDirSizes,
     /// Answer once any listed partition has data past its offset, or after
     /// `timeout_ms`.
     WaitForData {
@@ -170,4 +179,6 @@ pub enum ShardReply {
     Topics(Vec<TopicResult>),
     Applied,
     Group(GroupReply),
+    /// (topic, partition, bytes)
+    Sizes(Vec<(String, i32, u64)>),
 }

@@ -14,12 +14,12 @@ use engine::log::{select_batches, AppendError, BatchSelection, PartitionLog, Rea
 use engine::protocol::{self as codes, ErrorCode};
 use engine::record::{first_record_at_or_after, BatchHeader, BATCH_HEADER_BYTES};
 use futures::channel::oneshot;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use crate::mesh::{AppendOutcome, ReadOutcome};
 use crate::partition_files::{
-    open_segment_file, sync_dir, write_all_at, write_clean_checkpoint, write_segment_indexes,
-    SegmentFiles,
+    open_segment_file, remove_segment_files, sync_dir, write_all_at, write_clean_checkpoint,
+    write_log_start_offset, write_segment_indexes, SegmentFiles,
 };
 
 /// Single-node leader epoch until replication exists.
@@ -454,6 +454,63 @@ impl Partition {
             position += header.total_bytes() as u64;
         }
         Ok((-1, -1))
+    }
+
+    /// Deletes closed segments past retention; returns (segments, bytes).
+    pub async fn apply_retention(
+        &self,
+        now_ms: i64,
+        retention_ms: i64,
+        retention_bytes: i64,
+    ) -> io::Result<(usize, u64)> {
+        if self.closed.get() {
+            return Ok((0, 0));
+        }
+        let (removed, log_start_offset) = {
+            let mut log = self.log.borrow_mut();
+            let doomed = log.plan_retention(now_ms, retention_ms, retention_bytes);
+            if doomed.is_empty() {
+                return Ok((0, 0));
+            }
+            let removed = log.remove_segments(&doomed);
+            (removed, log.log_start_offset())
+        };
+        let bytes: u64 = removed.iter().map(|s| s.size_bytes).sum();
+        write_log_start_offset(&self.dir, log_start_offset).await?;
+        for segment in &removed {
+            self.files.borrow_mut().remove(&segment.base_offset);
+            remove_segment_files(&self.dir, segment.base_offset).await?;
+        }
+        info!(topic = %self.topic, partition = self.index, segments = removed.len(), bytes, log_start_offset, "retention deleted segments");
+        Ok((removed.len(), bytes))
+    }
+
+    /// DeleteRecords: records below `offset` (-1: the high watermark) go;
+    /// returns the new log start offset (the low watermark).
+    pub async fn delete_records(&self, offset: i64) -> Result<i64, ErrorCode> {
+        let high_watermark = self.high_watermark.get();
+        let offset = if offset == -1 { high_watermark } else { offset };
+        if offset > high_watermark {
+            return Err(codes::OFFSET_OUT_OF_RANGE);
+        }
+        let log_start_offset = self
+            .log
+            .borrow_mut()
+            .advance_log_start_offset(offset)
+            .map_err(|_| codes::OFFSET_OUT_OF_RANGE)?;
+        write_log_start_offset(&self.dir, log_start_offset)
+            .await
+            .map_err(|_| codes::KAFKA_STORAGE_ERROR)?;
+        // Whole segments below the new start go now rather than at the next
+        // retention pass.
+        self.apply_retention(crate::now_ms(), -1, -1)
+            .await
+            .map_err(|_| codes::KAFKA_STORAGE_ERROR)?;
+        Ok(log_start_offset)
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.log.borrow().size_bytes()
     }
 
     /// Waits for the writer to finish what is queued and refuses new appends.

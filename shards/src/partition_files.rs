@@ -18,6 +18,7 @@ use tracing::{info, warn};
 /// Read size while scanning a segment during recovery.
 const RECOVERY_READ_BYTES: usize = 1 << 20;
 const CHECKPOINT_FILE: &str = "active-segment.checkpoint";
+const LOG_START_FILE: &str = "log-start-offset";
 
 pub type SegmentFiles = BTreeMap<i64, Rc<BufferedFile>>;
 
@@ -123,6 +124,35 @@ pub async fn write_clean_checkpoint(dir: &Path, active: &Segment) -> io::Result<
         active.base_offset, active.size_bytes, active.next_offset, active.max_timestamp_ms
     );
     write_file_durably(&dir.join(CHECKPOINT_FILE), text.into_bytes()).await
+}
+
+/// Persists the log start offset (moved by retention or DeleteRecords).
+pub async fn write_log_start_offset(dir: &Path, offset: i64) -> io::Result<()> {
+    write_file_durably(
+        &dir.join(LOG_START_FILE),
+        format!("{offset}\n").into_bytes(),
+    )
+    .await
+}
+
+fn read_log_start_offset(dir: &Path) -> i64 {
+    std::fs::read_to_string(dir.join(LOG_START_FILE))
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Removes a segment's files (its data may still be read through open
+/// handles until they close).
+pub async fn remove_segment_files(dir: &Path, base_offset: i64) -> io::Result<()> {
+    for extension in ["log", "index", "timeindex"] {
+        match std::fs::remove_file(segment_path(dir, base_offset, extension)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    sync_dir(dir).await
 }
 
 fn read_checkpoint(dir: &Path) -> Option<(i64, u64, i64, i64)> {
@@ -266,8 +296,9 @@ pub async fn open_partition(
     if report.scanned_segments > 0 {
         info!(dir = %dir.display(), scanned_segments = report.scanned_segments, truncated_bytes = report.truncated_bytes, "recovered partition");
     }
+    let log_start_offset = read_log_start_offset(dir);
     Ok((
-        PartitionLog::from_segments(config, segments, 0),
+        PartitionLog::from_segments(config, segments, log_start_offset),
         files,
         report,
     ))

@@ -202,6 +202,22 @@ impl Shard {
                 Some(p) => ShardReply::Read(p.read(offset, max_bytes).await),
                 None => ShardReply::Read(Err(codes::NOT_LEADER_OR_FOLLOWER)),
             },
+            ShardOp::DeleteRecords {
+                topic,
+                partition,
+                offset,
+            } => match self.partition(&topic, partition) {
+                Some(p) => {
+                    ShardReply::ListOffset(p.delete_records(offset).await.map(|start| (start, -1)))
+                }
+                None => ShardReply::ListOffset(Err(codes::NOT_LEADER_OR_FOLLOWER)),
+            },
+            ShardOp::LogDirSizes => ShardReply::Sizes(
+                self.owned_partitions()
+                    .iter()
+                    .map(|p| (p.topic.clone(), p.index, p.size_bytes()))
+                    .collect(),
+            ),
             ShardOp::ListOffset {
                 topic,
                 partition,
@@ -552,6 +568,28 @@ impl Shard {
         }
     }
 
+    /// Runs retention over this shard's partitions every
+    /// `log.retention.check.interval.ms` until the shard stops.
+    async fn retention_loop(self: Rc<Self>) {
+        let interval = Duration::from_millis(self.config.retention_check_interval_ms);
+        while !self.stop.is_raised() {
+            glommio::timer::sleep(interval).await;
+            for partition in self.owned_partitions() {
+                let config = self.topic_config(&partition.topic);
+                if !config.cleanup_delete {
+                    continue;
+                }
+                if let Err(e) = partition
+                    .apply_retention(crate::now_ms(), config.retention_ms, config.retention_bytes)
+                    .await
+                {
+                    error!(topic = %partition.topic, partition = partition.index, error = %e, "retention failed");
+                }
+                glommio::executor().yield_if_needed().await;
+            }
+        }
+    }
+
     /// Opens (and if needed recovers) every partition placed on this shard.
     async fn open_partitions(&self, clean: bool) -> std::io::Result<()> {
         let topics: Vec<TopicImage> = self.image.borrow().topics().cloned().collect();
@@ -696,6 +734,7 @@ pub async fn run_shard(
         return false;
     }
     shard.load_groups().await;
+    glommio::spawn_local(shard.clone().retention_loop()).detach();
     glommio::spawn_local(shard.clone().group_ticker()).detach();
     let partitions = shard.partitions.borrow().len();
     let _ = ready.send(Ok(partitions));

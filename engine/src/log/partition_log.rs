@@ -273,6 +273,65 @@ impl PartitionLog {
         }))
     }
 
+    /// Closed segments that retention removes, oldest first: whole segments
+    /// past `retention_ms` (by their largest timestamp), then the oldest
+    /// while the log is over `retention_bytes`, and any that lie wholly below
+    /// the log start offset. The active segment always stays. -1 disables a
+    /// bound.
+    pub fn plan_retention(&self, now_ms: i64, retention_ms: i64, retention_bytes: i64) -> Vec<i64> {
+        let active_base = self.active().base_offset;
+        let mut remaining_bytes = self.size_bytes();
+        let mut doomed = Vec::new();
+        for segment in self.segments.values() {
+            if segment.base_offset == active_base {
+                break;
+            }
+            let below_start = segment.next_offset <= self.log_start_offset;
+            let expired = retention_ms >= 0
+                && segment.max_timestamp_ms >= 0
+                && now_ms.saturating_sub(segment.max_timestamp_ms) > retention_ms;
+            let oversize = retention_bytes >= 0
+                && remaining_bytes.saturating_sub(segment.size_bytes) >= retention_bytes as u64;
+            if !(below_start || expired || oversize) {
+                // Retention removes a prefix of the log, never a hole.
+                break;
+            }
+            remaining_bytes -= segment.size_bytes;
+            doomed.push(segment.base_offset);
+        }
+        doomed
+    }
+
+    /// Drops the oldest segments (a plan from `plan_retention`) and moves the
+    /// log start offset to the first remaining offset if it was below.
+    pub fn remove_segments(&mut self, bases: &[i64]) -> Vec<Segment> {
+        let mut removed = Vec::with_capacity(bases.len());
+        for base in bases {
+            assert_ne!(*base, self.active().base_offset, "the active segment stays");
+            let first = *self.segments.keys().next().expect("never empty");
+            assert_eq!(*base, first, "retention removes a prefix");
+            removed.push(self.segments.remove(base).expect("first exists"));
+        }
+        let first_base = *self.segments.keys().next().expect("never empty");
+        self.log_start_offset = self.log_start_offset.max(first_base);
+        removed
+    }
+
+    /// DeleteRecords: moves the log start offset forward (never back).
+    /// `offset` must not pass the log end.
+    pub fn advance_log_start_offset(&mut self, offset: i64) -> Result<i64, ReadError> {
+        let log_end_offset = self.next_offset();
+        if offset > log_end_offset || offset < 0 {
+            return Err(ReadError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset,
+            });
+        }
+        self.log_start_offset = self.log_start_offset.max(offset);
+        Ok(self.log_start_offset)
+    }
+
     /// Where to start scanning for the first record with a timestamp at or
     /// after `timestamp_ms`: the first segment whose max timestamp reaches it.
     /// `None` when no record is that new.

@@ -47,6 +47,8 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     range(ApiKey::CreatePartitions, 0, 3),
     range(ApiKey::IncrementalAlterConfigs, 0, 1),
     range(ApiKey::DescribeCluster, 0, 1),
+    range(ApiKey::DeleteRecords, 0, 2),
+    range(ApiKey::DescribeLogDirs, 1, 4),
 ];
 
 /// The advertised range for an API key, if the broker serves it.
