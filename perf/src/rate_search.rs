@@ -20,10 +20,15 @@ pub struct StepObservation {
     pub scheduled: u64,
     /// Records with an intended time in the step that were acknowledged.
     pub acked: u64,
+    /// Acknowledgements that arrived while the step ran (not in the drain
+    /// after it): falls behind `scheduled` as soon as the broker cannot keep up.
+    pub acked_during: u64,
     pub errors: u64,
     pub publish_p99_ms: Option<f64>,
     /// Per consumer group: records of the step read. Empty without consumers.
     pub consumed_per_group: Vec<u64>,
+    /// Per consumer group: records read while the step ran.
+    pub consumed_during_per_group: Vec<u64>,
     pub e2e_p99_ms: Option<f64>,
 }
 
@@ -42,6 +47,12 @@ pub fn judge(obs: &StepObservation, max_p99_ms: f64) -> Result<(), String> {
             obs.acked, obs.scheduled
         ));
     }
+    if obs.acked_during < need {
+        return Err(format!(
+            "only {} of {} scheduled records acknowledged during the step (falling behind)",
+            obs.acked_during, obs.scheduled
+        ));
+    }
     match obs.publish_p99_ms {
         Some(p99) if p99 > max_p99_ms => {
             return Err(format!("publish p99 {p99:.1} ms > {max_p99_ms} ms"));
@@ -56,6 +67,14 @@ pub fn judge(obs: &StepObservation, max_p99_ms: f64) -> Result<(), String> {
                 min, obs.scheduled
             ));
         }
+        if let Some(min) = obs.consumed_during_per_group.iter().min() {
+            if *min < need {
+                return Err(format!(
+                    "consumers read only {} of {} scheduled records during the step (falling behind)",
+                    min, obs.scheduled
+                ));
+            }
+        }
         if let Some(p99) = obs.e2e_p99_ms {
             if p99 > max_p99_ms {
                 return Err(format!("end-to-end p99 {p99:.1} ms > {max_p99_ms} ms"));
@@ -67,6 +86,8 @@ pub fn judge(obs: &StepObservation, max_p99_ms: f64) -> Result<(), String> {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
+    /// A confirmation step (longer, after the search proper).
+    pub confirm: bool,
     pub rate_msgs: f64,
     pub sustainable: bool,
     pub reason: String,
@@ -117,6 +138,7 @@ impl RateSearch {
             self.lowest_bad = Some(self.lowest_bad.map_or(rate, |b| b.min(rate)));
         }
         self.steps.push(Step {
+            confirm: false,
             rate_msgs: rate,
             sustainable,
             reason: verdict.err().unwrap_or_else(|| "sustainable".into()),
@@ -125,8 +147,19 @@ impl RateSearch {
         self.next = self.decide();
     }
 
+    /// Records a confirmation step; it does not change the search's state.
+    pub fn record_confirmation(&mut self, obs: StepObservation, verdict: Result<(), String>) {
+        self.steps.push(Step {
+            confirm: true,
+            rate_msgs: obs.rate_msgs,
+            sustainable: verdict.is_ok(),
+            reason: verdict.err().unwrap_or_else(|| "sustainable".into()),
+            observation: obs,
+        });
+    }
+
     fn decide(&self) -> Option<f64> {
-        if self.steps.len() as u32 >= self.max_steps {
+        if self.steps.iter().filter(|s| !s.confirm).count() as u32 >= self.max_steps {
             return None;
         }
         match (self.best_ok, self.lowest_bad) {
@@ -148,6 +181,7 @@ mod tests {
             duration_s: 1.0,
             scheduled: rate as u64,
             acked: rate as u64,
+            acked_during: rate as u64,
             publish_p99_ms: Some(5.0),
             ..Default::default()
         }
@@ -203,6 +237,9 @@ mod tests {
             .unwrap_err()
             .contains("acknowledged 900 of 1000"));
         let mut o = obs(1000.0);
+        o.acked_during = 900;
+        assert!(judge(&o, 100.0).unwrap_err().contains("falling behind"));
+        let mut o = obs(1000.0);
         o.publish_p99_ms = Some(250.0);
         assert!(judge(&o, 100.0).unwrap_err().contains("publish p99"));
         let mut o = obs(1000.0);
@@ -212,6 +249,11 @@ mod tests {
         o.consumed_per_group = vec![1000, 10];
         assert!(judge(&o, 100.0).unwrap_err().contains("consumers read 10"));
         o.consumed_per_group = vec![1000, 999];
+        o.consumed_during_per_group = vec![1000, 100];
+        assert!(judge(&o, 100.0)
+            .unwrap_err()
+            .contains("consumers read only 100"));
+        o.consumed_during_per_group = vec![1000, 999];
         o.e2e_p99_ms = Some(101.0);
         assert!(judge(&o, 100.0).unwrap_err().contains("end-to-end"));
         o.e2e_p99_ms = Some(99.0);

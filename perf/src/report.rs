@@ -58,6 +58,13 @@ pub struct PrefillResult {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Measured {
+    /// With producers: "kept up" if the window passes the rate search's test
+    /// (>=95% acked and read during the window, no errors, p99 under
+    /// rate_search.max_p99_ms), else "did not keep up: why".
+    pub verdict: Option<String>,
+    /// The window, in seconds since the run started (as in `series`).
+    pub window_start_s: f64,
+    pub window_end_s: f64,
     pub duration_s: f64,
     /// Records the schedule called for in the window (rate × duration).
     pub scheduled: u64,
@@ -443,6 +450,13 @@ pub fn human(report: &Report, r: &TargetResult) -> String {
             .map(|c| format!(", caught up in {c:.1} s"))
             .unwrap_or_default()
     );
+    if let Some(v) = &m.verdict {
+        let _ = writeln!(
+            s,
+            "verdict   {v} (p99 bound {} ms)",
+            w.rate_search.max_p99_ms
+        );
+    }
     s.push('\n');
     let share = |metric: &str| -> String {
         r.limit_shares
@@ -635,6 +649,13 @@ pub fn markdown(report: &Report) -> String {
             );
         }
         let m = &r.measured;
+        if let Some(v) = &m.verdict {
+            let _ = writeln!(
+                s,
+                "- {}: {v} (the rate search's test on the whole window, p99 bound {} ms)",
+                r.label, w.rate_search.max_p99_ms
+            );
+        }
         let _ = writeln!(
             s,
             "- {}: {} records scheduled, {} sent, {} acked, {} errors, {} unacked after the drain{}",
@@ -709,11 +730,12 @@ pub fn markdown(report: &Report) -> String {
                 let o = &st.observation;
                 let _ = writeln!(
                     s,
-                    "| {} | {:.0} | {:.1} | {} / {} | {} | {} |",
+                    "| {}{} | {:.0} | {:.1} | {} / {} | {} | {} |",
                     i + 1,
+                    if st.confirm { " (confirm)" } else { "" },
                     st.rate_msgs,
                     st.rate_msgs * w.record_size.0 as f64 / 1e6,
-                    o.acked,
+                    o.acked_during,
                     o.scheduled,
                     fmt_opt(o.publish_p99_ms, 2),
                     st.reason
@@ -777,7 +799,7 @@ pub fn limits_human(l: &Limits) -> String {
     format!(
         "machine   {} ({} cores, kernel {}), files in {}\n\
          write     {:>8.0} MB/s  sequential, buffered 1 MiB writes + fdatasync every 32 MiB\n\
-         write     {:>8}       sequential, O_DIRECT 1 MiB writes\n\
+         write     {:>8} MB/s  sequential, O_DIRECT 1 MiB writes{}\n\
          fdatasync p50 {} p99 {} p99.9 {} max {} ({:.0} syncs/s, 4 KiB appends)\n\
          loopback  {:>8.0} MB/s  TCP, one stream\n\
          memcpy    {:>8.0} MB/s  1 MiB buffers\n",
@@ -787,8 +809,12 @@ pub fn limits_human(l: &Limits) -> String {
         l.dir,
         l.seq_write_fdatasync_mb_s,
         l.seq_write_odirect_mb_s
-            .map(|v| format!("{v:.0} MB/s"))
-            .unwrap_or_else(|| format!("n/a: {}", l.odirect_error.as_deref().unwrap_or("?"))),
+            .map(|v| format!("{v:.0}"))
+            .unwrap_or_else(|| "n/a".into()),
+        l.odirect_error
+            .as_deref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default(),
         fmt_ms(f.p50_ms),
         fmt_ms(f.p99_ms),
         fmt_ms(f.p99_9_ms),
@@ -820,8 +846,8 @@ pub fn charts(report: &Report) -> Vec<(String, Chart)> {
         }
     };
     let measured_band = |r: &TargetResult| -> Option<(f64, f64)> {
-        let m: Vec<&IntervalSample> = r.series.iter().filter(|s| s.phase == "measure").collect();
-        Some((m.first()?.t_s - m.first()?.dt_s, m.last()?.t_s))
+        let m = &r.measured;
+        (m.window_end_s > m.window_start_s).then_some((m.window_start_s, m.window_end_s))
     };
 
     let mut lat = Chart::new(
@@ -988,6 +1014,8 @@ mod tests {
             label: label.into(),
             bootstrap: "127.0.0.1:9092".into(),
             measured: Measured {
+                window_start_s: 3.0,
+                window_end_s: 10.0,
                 duration_s: 10.0,
                 scheduled: 100,
                 sent: 100,

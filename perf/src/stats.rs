@@ -83,13 +83,24 @@ impl Window {
         }
     }
 
+    /// Opens [start_ns, ∞). Call `shut` (and reset the threads' window
+    /// parts) first, so that late completions of an earlier window cannot
+    /// leak into this one.
     pub fn open(&self, start_ns: u64) {
-        self.end.store(u64::MAX, Ordering::SeqCst);
         self.start.store(start_ns, Ordering::SeqCst);
+        self.end.store(u64::MAX, Ordering::SeqCst);
     }
 
+    /// Ends the window at `end_ns`; records intended before it still count
+    /// when they complete later (the drain).
     pub fn close(&self, end_ns: u64) {
         self.end.store(end_ns, Ordering::SeqCst);
+    }
+
+    /// Counts nothing any more, not even late completions.
+    pub fn shut(&self) {
+        self.start.store(u64::MAX, Ordering::SeqCst);
+        self.end.store(u64::MAX, Ordering::SeqCst);
     }
 
     pub fn contains(&self, t_ns: u64) -> bool {
@@ -389,6 +400,12 @@ mod tests {
         assert_eq!(s.window_by_time.msgs, 2);
         assert_eq!(s.total_done, 4);
         assert_eq!(s.window_intended.latency.max(), 4); // (5000-190) ns -> 4 µs
+        w.shut();
+        s.record_done(&w, 10, 150, 6_000);
+        assert_eq!(
+            s.window_intended.done.msgs, 2,
+            "a shut window counts nothing"
+        );
         s.reset_window();
         assert_eq!(s.window_intended.done.msgs, 0);
         assert!(s.window_intended.latency.is_empty());

@@ -167,10 +167,10 @@ fn search_start_default() -> Rate {
     Rate::BytesPerSec(5e6)
 }
 fn search_step_s_default() -> f64 {
-    2.0
+    3.0
 }
 fn search_max_p99_ms_default() -> f64 {
-    500.0
+    200.0
 }
 fn search_max_steps_default() -> u32 {
     14
