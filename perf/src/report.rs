@@ -400,8 +400,9 @@ fn rate_line(w: &Workload, r: &TargetResult) -> String {
     let size = w.record_size.0 as f64;
     match (r.rate.searched, r.rate.measured_msgs_per_s) {
         (true, Some(m)) => format!(
-            "searched in {} steps: max sustainable {} msg/s ({:.1} MB/s), held for the window",
-            r.rate.search_steps.len(),
+            "searched in {} steps + {} confirmations: max sustainable {} msg/s ({:.1} MB/s), held for the window",
+            r.rate.search_steps.iter().filter(|s| !s.confirm).count(),
+            r.rate.search_steps.iter().filter(|s| s.confirm).count(),
             fmt_count(m),
             m * size / 1e6
         ),

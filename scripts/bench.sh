@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# The standard benchmark: builds gregor and gregor-perf (release), measures the
+# machine's limits, then runs each standard workload against a fresh Gregor
+# (new temp data dir per workload) and writes everything under
+#   perf/results/<date>-<git sha>/
+# (limits.json, one report directory per workload, summary.md, bench.log).
+#
+#   bash scripts/bench.sh                      # all standard workloads
+#   bash scripts/bench.sh latency-50mbps       # only some
+#   BENCH_OUT=/tmp/x bash scripts/bench.sh     # somewhere else
+#   BENCH_SET="duration_s=5 warmup_s=1" bash scripts/bench.sh   # quick look
+#
+# Environment: CARGO_TARGET_DIR (default target), GREGOR_BIN and
+# GREGOR_PERF_BIN (skip the build when both are given), BENCH_SHARDS (default:
+# all cores), BENCH_TMP (parent of the temp data dirs; default: perf/results,
+# i.e. the repository's disk, which `limits` measures too).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO_ROOT="$PWD"
+
+WORKLOADS=("$@")
+if [ ${#WORKLOADS[@]} -eq 0 ]; then
+    WORKLOADS=(max-throughput-1k small-records-100b latency-50mbps catch-up-read many-partitions)
+fi
+
+TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$REPO_ROOT/$TARGET_DIR" ;; esac
+if [ -n "${GREGOR_BIN:-}" ] && [ -n "${GREGOR_PERF_BIN:-}" ]; then
+    echo "using $GREGOR_BIN and $GREGOR_PERF_BIN"
+else
+    echo "==== building gregor and gregor-perf (release)"
+    cargo build --release -p gregor -p gregor-perf
+    GREGOR_BIN="$TARGET_DIR/release/gregor"
+    GREGOR_PERF_BIN="$TARGET_DIR/release/gregor-perf"
+fi
+
+SHA="$(git rev-parse --short HEAD 2>/dev/null || echo nogit)"
+if [ -n "$(git status --porcelain -- engine shards tools perf 2>/dev/null)" ]; then
+    SHA="$SHA-dirty"
+fi
+OUT="${BENCH_OUT:-$REPO_ROOT/perf/results/$(date -u +%Y-%m-%d)-$SHA}"
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+TMP_PARENT="${BENCH_TMP:-$REPO_ROOT/perf/results}"
+mkdir -p "$TMP_PARENT"
+WORK="$(mktemp -d "$TMP_PARENT/.bench-tmp.XXXXXX")"
+LOG="$OUT/bench.log"
+: >"$LOG"
+
+BROKER_PID=""
+stop_broker() {
+    if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then
+        kill -TERM "$BROKER_PID" 2>/dev/null || true
+        for _ in $(seq 1 300); do
+            kill -0 "$BROKER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$BROKER_PID" 2>/dev/null; then
+            echo "broker $BROKER_PID did not stop on SIGTERM within 30 s; killing it" | tee -a "$LOG"
+            kill -KILL "$BROKER_PID" 2>/dev/null || true
+        fi
+        wait "$BROKER_PID" 2>/dev/null || true
+    fi
+    BROKER_PID=""
+}
+cleanup() {
+    stop_broker
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+start_broker() {
+    local name="$1"
+    local data="$WORK/$name-data"
+    PORT="$(free_port)"
+    local shard_args=()
+    if [ -n "${BENCH_SHARDS:-}" ]; then
+        shard_args=(--shards "$BENCH_SHARDS")
+    fi
+    RUST_LOG="${RUST_LOG:-warn}" "$GREGOR_BIN" serve --data-dir "$data" --listen "127.0.0.1:$PORT" \
+        "${shard_args[@]}" >"$WORK/$name-gregor.log" 2>&1 &
+    BROKER_PID=$!
+    for _ in $(seq 1 300); do
+        if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+            echo "gregor exited during start-up:" >&2
+            tail -20 "$WORK/$name-gregor.log" >&2
+            exit 1
+        fi
+        if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $PORT), 1)" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "gregor did not accept connections on 127.0.0.1:$PORT within 30 s" >&2
+    exit 1
+}
+
+START_S=$(date +%s)
+{
+    echo "gregor-perf bench: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $SHA"
+    echo "host $(hostname), $(nproc) cores, kernel $(uname -r)"
+    echo "gregor: $GREGOR_BIN"
+    echo "workloads: ${WORKLOADS[*]}"
+} | tee -a "$LOG"
+
+echo "==== limits" | tee -a "$LOG"
+"$GREGOR_PERF_BIN" limits --dir "$WORK" --out "$OUT/limits.json" 2>>"$LOG" | tee "$OUT/limits.txt" | tee -a "$LOG"
+
+SET_ARGS=()
+for kv in ${BENCH_SET:-}; do
+    SET_ARGS+=(--set "$kv")
+done
+
+FAILED=()
+for w in "${WORKLOADS[@]}"; do
+    echo "==== $w" | tee -a "$LOG"
+    mkdir -p "$OUT/$w"
+    rm -f "$OUT/$w/result.json"
+    start_broker "$w"
+    if "$GREGOR_PERF_BIN" run "$w" --bootstrap "127.0.0.1:$PORT" --label gregor \
+        --broker-pid "$BROKER_PID" --limits "$OUT/limits.json" --report "$OUT/$w" \
+        "${SET_ARGS[@]}" 2>>"$LOG" | tee "$OUT/$w/result.txt" | tee -a "$LOG"; then
+        :
+    fi
+    if [ ! -f "$OUT/$w/result.json" ]; then
+        echo "workload $w failed (see $LOG)" | tee -a "$LOG"
+        FAILED+=("$w")
+    fi
+    stop_broker
+    cp "$WORK/$w-gregor.log" "$OUT/$w-gregor.log" 2>/dev/null || true
+    rm -rf "$WORK/$w-data"
+done
+
+ELAPSED=$(( $(date +%s) - START_S ))
+
+# One summary page with the headline numbers of every workload.
+python3 - "$OUT" "$SHA" "$ELAPSED" "${WORKLOADS[@]}" <<'EOF'
+import json, os, sys
+out, sha, elapsed, names = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+lim = json.load(open(os.path.join(out, "limits.json")))
+f = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
+lines = [f"# Gregor benchmark {os.path.basename(out)}", "",
+         f"Commit {sha}; {lim['host']}, {lim['cpus']} cores, kernel {lim['kernel']}; "
+         f"bench.sh took {elapsed // 60} min {elapsed % 60} s. Client: librdkafka via gregor-perf.", "",
+         "## Machine limits", "",
+         f"- sequential write + fdatasync: {lim['seq_write_fdatasync_mb_s']:.0f} MB/s",
+         f"- sequential write O_DIRECT: {f(lim['seq_write_odirect_mb_s'], 0)} MB/s",
+         f"- 4 KiB append + fdatasync: p50 {lim['fsync_4k']['p50_ms']*1000:.0f} µs, p99 {lim['fsync_4k']['p99_ms']*1000:.0f} µs ({lim['fsync_4k_per_s']:.0f}/s)",
+         f"- loopback TCP: {lim['loopback_tcp_mb_s']:.0f} MB/s; memcpy: {lim['memcpy_mb_s']:.0f} MB/s", "",
+         "## Workloads", "",
+         "| workload | rate | produce MB/s | msg/s | consume MB/s | publish p50 / p99 / p99.9 ms | e2e p50 / p99 / p99.9 ms | verdict | broker CPU % | RSS MB |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
+for n in names:
+    p = os.path.join(out, n, "result.json")
+    if not os.path.exists(p):
+        lines.append(f"| [{n}]({n}/) | failed | | | | | | | | |")
+        continue
+    r = json.load(open(p))["results"][0]
+    m = r["measured"]
+    lat = lambda l: "-" if not l else f"{l['p50_ms']:.2f} / {l['p99_ms']:.2f} / {l['p99_9_ms']:.2f}"
+    rate = r["rate"]["measured_msgs_per_s"]
+    rate_s = "read only" if rate is None else (("max " if r["rate"]["searched"] else "") + f"{rate:,.0f} msg/s")
+    if m.get("caught_up_s") is not None:
+        rate_s += f", caught up in {m['caught_up_s']:.1f} s"
+    lines.append(f"| [{n}]({n}/summary.md) | {rate_s} | {m['produce']['mb_per_s']:.1f} | {m['produce']['msgs_per_s']:,.0f} | "
+                 f"{m['consume']['mb_per_s']:.1f} | {lat(m['publish_latency'])} | {lat(m['e2e_latency'])} | {m.get('verdict') or '-'} | "
+                 f"{f(m['broker_cpu_pct'], 0)} | {f(m['broker_rss_max_mb'], 0)} |")
+lines += ["", "Latencies from each record's intended send time (open loop). MB = 10^6 bytes of record values.",
+          "Client and broker share this machine's cores; the client's CPU is in each workload's result."]
+open(os.path.join(out, "summary.md"), "w").write("\n".join(lines) + "\n")
+EOF
+
+echo "==== done in $((ELAPSED / 60)) min $((ELAPSED % 60)) s: $OUT" | tee -a "$LOG"
+cat "$OUT/summary.md"
+if [ ${#FAILED[@]} -gt 0 ]; then
+    echo "failed workloads: ${FAILED[*]}" >&2
+    exit 1
+fi
