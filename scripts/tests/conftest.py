@@ -128,11 +128,14 @@ class Broker:
                     f"gregor exited with code {rc} during start-up\n{self.log_tail()}",
                     pytrace=False,
                 )
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                pass
+            # Ready = this start logged "gregor is serving" and the port
+            # answers (a killed broker's listener can linger briefly).
+            if "gregor is serving" in self._log_since_last_start():
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                        return
+                except OSError:
+                    pass
             if time.monotonic() > deadline:
                 self._sigkill()
                 pytest.fail(
@@ -141,6 +144,12 @@ class Broker:
                     pytrace=False,
                 )
             time.sleep(0.05)
+
+    def _log_since_last_start(self) -> str:
+        text = self.log_text()
+        marker = f"===== harness: start #{self.starts}:"
+        index = text.rfind(marker)
+        return text[index:] if index >= 0 else ""
 
     def _sigkill(self) -> None:
         self.expected_running = False

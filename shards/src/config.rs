@@ -30,6 +30,8 @@ pub struct BrokerConfig {
     pub groups: GroupConfig,
     /// `log.retention.check.interval.ms`
     pub retention_check_interval_ms: u64,
+    /// `log.cleaner.backoff.ms`: how often compaction looks for work.
+    pub cleaner_backoff_ms: u64,
     /// `connections.max.idle.ms`: connections silent this long are closed.
     pub connection_idle_ms_max: u64,
     /// `offsets.topic.num.partitions`
@@ -53,6 +55,7 @@ impl BrokerConfig {
             groups: GroupConfig::default(),
             connection_idle_ms_max: 600_000,
             retention_check_interval_ms: 300_000,
+            cleaner_backoff_ms: 15_000,
             offsets_topic_partitions: engine::group::OFFSETS_TOPIC_PARTITIONS_DEFAULT,
         }
     }

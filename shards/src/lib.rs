@@ -12,6 +12,7 @@ mod group_commit;
 mod group_handlers;
 mod groups;
 mod handlers;
+mod log_cleaner;
 mod mesh;
 mod partition;
 mod partition_files;

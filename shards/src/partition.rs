@@ -40,21 +40,21 @@ struct QueuedAppend {
 pub struct Partition {
     pub topic: String,
     pub index: i32,
-    dir: PathBuf,
-    log: RefCell<PartitionLog>,
-    files: RefCell<SegmentFiles>,
+    pub(crate) dir: PathBuf,
+    pub(crate) log: RefCell<PartitionLog>,
+    pub(crate) files: RefCell<SegmentFiles>,
     queue: RefCell<VecDeque<QueuedAppend>>,
     queued_bytes: Cell<usize>,
-    writer_running: Cell<bool>,
+    pub(crate) writer_running: Cell<bool>,
     writer_idle: RefCell<Vec<oneshot::Sender<()>>>,
     /// Offset below which records are written and visible to consumers.
     high_watermark: Cell<i64>,
     /// Bytes of the active segment that are written.
-    written_position: Cell<u64>,
+    pub(crate) written_position: Cell<u64>,
     data_waiters: RefCell<Vec<oneshot::Sender<()>>>,
     /// Set after an I/O error: the partition refuses appends until restart.
     failed: Cell<bool>,
-    closed: Cell<bool>,
+    pub(crate) closed: Cell<bool>,
     pub(crate) sync_pending: Cell<bool>,
 }
 
@@ -146,6 +146,19 @@ impl Partition {
         }
         self.queued_bytes.set(self.queued_bytes.get() - bytes);
         taken
+    }
+
+    /// Gives back the writer role taken for out-of-band work (a time-based
+    /// roll), starting the writer if appends queued meanwhile.
+    pub(crate) fn release_writer(self: &Rc<Self>) {
+        if self.queue.borrow().is_empty() {
+            self.writer_running.set(false);
+            for waiter in self.writer_idle.borrow_mut().drain(..) {
+                let _ = waiter.send(());
+            }
+        } else {
+            glommio::spawn_local(self.clone().run_writer()).detach();
+        }
     }
 
     async fn run_writer(self: Rc<Self>) {
@@ -248,7 +261,7 @@ impl Partition {
         }
     }
 
-    fn fail(&self, what: &str, e: &io::Error) {
+    pub(crate) fn fail(&self, what: &str, e: &io::Error) {
         error!(topic = %self.topic, partition = self.index, error = %e, "{what} failed; partition goes offline until restart");
         self.failed.set(true);
     }
@@ -264,7 +277,7 @@ impl Partition {
 
     /// Closes the active segment durably (data, then indexes) and starts a new
     /// one. Called by the writer with nothing in flight.
-    async fn roll(&self) -> io::Result<()> {
+    pub(crate) async fn roll(&self) -> io::Result<()> {
         let old = self.active_file();
         old.fdatasync()
             .await

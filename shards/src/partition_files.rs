@@ -246,6 +246,7 @@ pub async fn open_partition(
     config: LogConfig,
     clean: bool,
 ) -> io::Result<(PartitionLog, SegmentFiles, RecoveryReport)> {
+    crate::log_cleaner::finish_interrupted_swaps(dir)?;
     let mut bases: Vec<i64> = std::fs::read_dir(dir)?
         .filter_map(|entry| entry.ok())
         .filter_map(|entry| parse_segment_file_name(entry.file_name().to_str()?, "log"))

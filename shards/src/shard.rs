@@ -568,22 +568,42 @@ impl Shard {
         }
     }
 
-    /// Runs retention over this shard's partitions every
-    /// `log.retention.check.interval.ms` until the shard stops.
-    async fn retention_loop(self: Rc<Self>) {
-        let interval = Duration::from_millis(self.config.retention_check_interval_ms);
+    /// Log maintenance until the shard stops: time-based rolls and
+    /// compaction every `log.cleaner.backoff.ms`, retention every
+    /// `log.retention.check.interval.ms`. Runs in a low-priority task queue
+    /// and yields between partitions, so produce and fetch come first.
+    async fn maintenance_loop(self: Rc<Self>) {
+        let tick_ms = self
+            .config
+            .cleaner_backoff_ms
+            .min(self.config.retention_check_interval_ms)
+            .max(10);
+        let mut since_retention_ms = 0u64;
         while !self.stop.is_raised() {
-            glommio::timer::sleep(interval).await;
+            glommio::timer::sleep(Duration::from_millis(tick_ms)).await;
+            since_retention_ms += tick_ms;
+            let retention_due = since_retention_ms >= self.config.retention_check_interval_ms;
+            if retention_due {
+                since_retention_ms = 0;
+            }
             for partition in self.owned_partitions() {
                 let config = self.topic_config(&partition.topic);
-                if !config.cleanup_delete {
-                    continue;
+                let now = crate::now_ms();
+                if let Err(e) = partition.roll_if_idle_expired(now).await {
+                    error!(topic = %partition.topic, partition = partition.index, error = %e, "roll failed");
                 }
-                if let Err(e) = partition
-                    .apply_retention(crate::now_ms(), config.retention_ms, config.retention_bytes)
-                    .await
-                {
-                    error!(topic = %partition.topic, partition = partition.index, error = %e, "retention failed");
+                if config.cleanup_compact {
+                    if let Err(e) = partition.clean(&config, now).await {
+                        error!(topic = %partition.topic, partition = partition.index, error = %e, "compaction failed");
+                    }
+                }
+                if retention_due && config.cleanup_delete {
+                    if let Err(e) = partition
+                        .apply_retention(now, config.retention_ms, config.retention_bytes)
+                        .await
+                    {
+                        error!(topic = %partition.topic, partition = partition.index, error = %e, "retention failed");
+                    }
                 }
                 glommio::executor().yield_if_needed().await;
             }
@@ -653,6 +673,77 @@ impl Shard {
     }
 }
 
+/// Listen backlog per shard listener.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A listening socket with SO_REUSEPORT (one per shard, the kernel spreads
+/// connections) and SO_REUSEADDR (so a restart after a crash binds at once
+/// although the old connections sit in TIME_WAIT, as Kafka does), handed to
+/// glommio.
+fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<glommio::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket syscalls on a descriptor this function owns; on
+    // every error path it is closed before returning.
+    unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fail = |fd: i32| {
+            let e = std::io::Error::last_os_error();
+            libc::close(fd);
+            Err(e)
+        };
+        let one: libc::c_int = 1;
+        for option in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+            let set = libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+            if set != 0 {
+                return fail(fd);
+            }
+        }
+        let bound = match addr {
+            std::net::SocketAddr::V4(v4) => {
+                let mut sa: libc::sockaddr_in = std::mem::zeroed();
+                sa.sin_family = libc::AF_INET as libc::sa_family_t;
+                sa.sin_port = v4.port().to_be();
+                sa.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
+                libc::bind(
+                    fd,
+                    &sa as *const libc::sockaddr_in as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+            std::net::SocketAddr::V6(v6) => {
+                let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+                sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sa.sin6_port = v6.port().to_be();
+                sa.sin6_addr.s6_addr = v6.ip().octets();
+                sa.sin6_scope_id = v6.scope_id();
+                libc::bind(
+                    fd,
+                    &sa as *const libc::sockaddr_in6 as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        };
+        if bound != 0 || libc::listen(fd, LISTEN_BACKLOG) != 0 {
+            return fail(fd);
+        }
+        Ok(glommio::net::TcpListener::from_raw_fd(fd))
+    }
+}
+
 /// What a shard thread reports to the main thread once it is serving.
 pub type Ready = std::sync::mpsc::Sender<Result<usize, String>>;
 
@@ -688,7 +779,7 @@ pub async fn run_shard(
     } else {
         None
     };
-    let listener = match glommio::net::TcpListener::bind(config.listen) {
+    let listener = match bind_listener(config.listen) {
         Ok(listener) => listener,
         Err(e) => {
             let _ = ready.send(Err(format!(
@@ -734,7 +825,20 @@ pub async fn run_shard(
         return false;
     }
     shard.load_groups().await;
-    glommio::spawn_local(shard.clone().retention_loop()).detach();
+    let maintenance_queue = glommio::executor().create_task_queue(
+        glommio::Shares::Static(10),
+        glommio::Latency::NotImportant,
+        "log-maintenance",
+    );
+    match glommio::spawn_local_into(shard.clone().maintenance_loop(), maintenance_queue) {
+        Ok(task) => {
+            task.detach();
+        }
+        Err(e) => {
+            warn!(shard = id, error = %e, "no low-priority queue; maintenance runs in the default one");
+            glommio::spawn_local(shard.clone().maintenance_loop()).detach();
+        }
+    }
     glommio::spawn_local(shard.clone().group_ticker()).detach();
     let partitions = shard.partitions.borrow().len();
     let _ = ready.send(Ok(partitions));

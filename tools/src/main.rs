@@ -69,6 +69,9 @@ struct ServeArgs {
     /// log.cleanup.policy: delete, compact or compact,delete [default: delete]
     #[arg(long, env = "GREGOR_CLEANUP_POLICY")]
     cleanup_policy: Option<String>,
+    /// log.cleaner.backoff.ms: how often compaction looks for work
+    #[arg(long, env = "GREGOR_CLEANER_BACKOFF_MS", default_value_t = 15_000)]
+    cleaner_backoff_ms: u64,
     /// log.retention.check.interval.ms
     #[arg(
         long,
@@ -200,6 +203,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.request_bytes_max = args.socket_request_max_bytes;
     config.connection_idle_ms_max = args.connections_max_idle_ms;
     config.retention_check_interval_ms = args.retention_check_interval_ms.max(10);
+    config.cleaner_backoff_ms = args.cleaner_backoff_ms.max(10);
     config.groups.initial_rebalance_delay_ms = args.group_initial_rebalance_delay_ms.max(0);
     config.groups.session_timeout_ms_min = args.group_min_session_timeout_ms;
     config.groups.session_timeout_ms_max = args.group_max_session_timeout_ms;
@@ -220,6 +224,7 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,glommio=warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match cli.command {

@@ -317,6 +317,29 @@ impl PartitionLog {
         removed
     }
 
+    /// Compaction's swap: the closed segments at `old_bases` (a contiguous
+    /// run, the active segment excluded) are replaced by one segment holding
+    /// what survived. Its base is the first old base; it may be empty.
+    pub fn replace_segments(&mut self, old_bases: &[i64], replacement: Segment) {
+        assert!(!old_bases.is_empty());
+        assert_eq!(replacement.base_offset, old_bases[0]);
+        let active_base = self.active().base_offset;
+        let end = self
+            .segment_after(*old_bases.last().expect("non-empty"))
+            .map(|s| s.base_offset)
+            .unwrap_or(i64::MAX);
+        assert!(end <= active_base, "the active segment is never compacted");
+        assert!(
+            replacement.next_offset <= end,
+            "compaction never adds offsets"
+        );
+        for base in old_bases {
+            assert_ne!(*base, active_base);
+            self.segments.remove(base).expect("old segment exists");
+        }
+        self.segments.insert(replacement.base_offset, replacement);
+    }
+
     /// DeleteRecords: moves the log start offset forward (never back).
     /// `offset` must not pass the log end.
     pub fn advance_log_start_offset(&mut self, offset: i64) -> Result<i64, ReadError> {

@@ -23,7 +23,10 @@ pub fn build_batch(records: &[(Bytes, Option<Bytes>)], timestamp_ms: i64) -> Vec
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // The encoder starts a new batch whenever offset - sequence
+            // changes; keep it constant so all records share one batch whose
+            // baseSequence is -1 (no producer).
+            sequence: i as i32 - 1,
             timestamp: timestamp_ms,
             key: Some(key.clone()),
             value: value.clone(),

@@ -1,7 +1,8 @@
 //! Test-only builders for RecordBatch v2 bytes: a small hand-written encoder
-//! for uncompressed batches (every header field under the test's control) and
-//! a wrapper over `kafka_protocol`'s encoder for real compression. Every test
-//! in the crate builds its batches here.
+//! (every header field under the test's control, records uncompressed or
+//! compressed with `kafka_protocol`'s codecs) and a wrapper over
+//! `kafka_protocol`'s batch encoder. Every test in the crate builds its
+//! batches here.
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{
@@ -25,6 +26,16 @@ impl TestRecord {
             timestamp_delta: 0,
             key: None,
             value: Some(value),
+            headers: Vec::new(),
+        }
+    }
+
+    /// A keyed record; a `None` value is a tombstone.
+    pub fn keyed(key: &[u8], value: Option<&[u8]>, timestamp_delta: i64) -> TestRecord {
+        TestRecord {
+            timestamp_delta,
+            key: Some(key.to_vec()),
+            value: value.map(<[u8]>::to_vec),
             headers: Vec::new(),
         }
     }
@@ -100,8 +111,38 @@ fn encode_record(out: &mut Vec<u8>, record: &TestRecord, offset_delta: i32) {
 }
 
 /// Encodes an uncompressed batch with a correct length, lastOffsetDelta,
-/// maxTimestamp, recordsCount and CRC.
+/// maxTimestamp, recordsCount and CRC. The codec bits of `spec.attributes`
+/// are written as they are, but the records stay uncompressed.
 pub fn encode_batch(spec: &BatchSpec) -> Vec<u8> {
+    encode_batch_as(spec, Compression::None)
+}
+
+/// Like `encode_batch`, but the records are compressed with the codec in
+/// `spec.attributes` (bits 0-2), as a producer sends them: every header
+/// field stays under the test's control, whatever the codec.
+pub fn encode_compressed_batch(spec: &BatchSpec) -> Vec<u8> {
+    let codec = Compression::from_attributes(spec.attributes).expect("a known codec");
+    encode_batch_as(spec, codec)
+}
+
+fn compress(records: &[u8], codec: Compression) -> Vec<u8> {
+    use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
+    let write = |out: &mut BytesMut| {
+        out.extend_from_slice(records);
+        Ok(())
+    };
+    let mut out = BytesMut::new();
+    match codec {
+        Compression::None => out.extend_from_slice(records),
+        Compression::Gzip => Gzip::compress(&mut out, write).expect("gzip"),
+        Compression::Snappy => Snappy::compress(&mut out, write).expect("snappy"),
+        Compression::Lz4 => Lz4::compress(&mut out, write).expect("lz4"),
+        Compression::Zstd => Zstd::compress(&mut out, write).expect("zstd"),
+    }
+    out.to_vec()
+}
+
+fn encode_batch_as(spec: &BatchSpec, codec: Compression) -> Vec<u8> {
     let count = spec.records.len();
     let last_offset_delta = count.saturating_sub(1) as i32;
     let max_timestamp = spec.base_timestamp
@@ -126,9 +167,11 @@ pub fn encode_batch(spec: &BatchSpec) -> Vec<u8> {
     out.extend_from_slice(&spec.base_sequence.to_be_bytes());
     out.extend_from_slice(&(count as i32).to_be_bytes());
     assert_eq!(out.len(), super::BATCH_HEADER_BYTES);
+    let mut records = Vec::new();
     for (i, record) in spec.records.iter().enumerate() {
-        encode_record(&mut out, record, i as i32);
+        encode_record(&mut records, record, i as i32);
     }
+    out.extend_from_slice(&compress(&records, codec));
     let batch_length = (out.len() - super::LOG_OVERHEAD_BYTES) as i32;
     out[8..12].copy_from_slice(&batch_length.to_be_bytes());
     fix_crc(&mut out);
@@ -200,6 +243,17 @@ pub fn encoded_batch(records: &[Record], compression: Compression) -> Vec<u8> {
     )
     .expect("encode");
     buf.to_vec()
+}
+
+/// The attribute bits (0-2) that name `compression`.
+pub fn compression_attributes(compression: Compression) -> i16 {
+    match compression {
+        Compression::None => 0,
+        Compression::Gzip => 1,
+        Compression::Snappy => 2,
+        Compression::Lz4 => 3,
+        Compression::Zstd => 4,
+    }
 }
 
 pub const ALL_COMPRESSIONS: [Compression; 5] = [
