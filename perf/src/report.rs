@@ -508,11 +508,13 @@ pub fn human(report: &Report, r: &TargetResult) -> String {
         );
     }
     s.push('\n');
-    let _ = writeln!(
-        s,
-        "{:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
-        "latency ms", "p50", "p90", "p99", "p99.9", "p99.99", "max", "count"
-    );
+    if m.scheduled > 0 {
+        let _ = writeln!(
+            s,
+            "{:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
+            "latency ms", "p50", "p90", "p99", "p99.9", "p99.99", "max", "count"
+        );
+    }
     if m.scheduled > 0 {
         s += &lat_row("publish", &m.publish_latency);
     }

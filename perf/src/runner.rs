@@ -79,6 +79,9 @@ struct Shared {
     mode: Mutex<Mode>,
     mode_gen: AtomicU64,
     stop: AtomicBool,
+    /// Consumers keep their partitions paused while set (a catch-up read
+    /// starts only when the measured window opens).
+    hold_consumers: AtomicBool,
 }
 
 impl Shared {
@@ -160,7 +163,10 @@ fn consumer_config(w: &Workload, bootstrap: &str, group: &str, client_id: &str) 
     c.set("group.id", group)
         .set("client.id", client_id)
         .set("auto.offset.reset", reset)
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // Offsets are stored only for records actually counted, so that a
+        // record handed back while consumers are held is never committed.
+        .set("enable.auto.offset.store", "false");
     for (k, v) in &w.consumer_config {
         c.set(k, v);
     }
@@ -515,25 +521,52 @@ fn consumer_loop(
     assigned: Arc<AtomicUsize>,
 ) -> Result<()> {
     let mut last_assign_check = Instant::now() - Duration::from_secs(1);
+    let mut held = false;
     while !shared.stop.load(Ordering::Relaxed) {
-        if last_assign_check.elapsed() >= Duration::from_millis(100) {
+        let hold = shared.hold_consumers.load(Ordering::SeqCst);
+        if last_assign_check.elapsed() >= Duration::from_millis(100) || held != hold {
             last_assign_check = Instant::now();
-            let n = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+            let assignment = consumer.assignment().ok();
+            let n = assignment.as_ref().map(|a| a.count()).unwrap_or(0);
             assigned.store(n, Ordering::SeqCst);
+            if let Some(a) = assignment.filter(|a| a.count() > 0) {
+                // (Re)pause while held: a rebalance hands out unpaused partitions.
+                if hold {
+                    let _ = consumer.pause(&a);
+                } else if held {
+                    let _ = consumer.resume(&a);
+                }
+            }
+            held = hold;
         }
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
+            Some(Ok(m)) if held => {
+                // Fetched before the pause took effect: hand it back.
+                let mut tpl = rdkafka::TopicPartitionList::new();
+                tpl.add_partition(m.topic(), m.partition());
+                let _ = consumer.pause(&tpl);
+                let _ = consumer.seek(
+                    m.topic(),
+                    m.partition(),
+                    rdkafka::Offset::Offset(m.offset()),
+                    Duration::from_secs(5),
+                );
+            }
             Some(Ok(m)) => {
                 let now = shared.clock.now_ns();
                 let payload = m.payload().unwrap_or(&[]);
-                let mut s = lock(&stats);
-                match Header::read(payload) {
-                    Some(h) if h.run_id == shared.run_id => {
-                        let intended = shared.clock.run_ns_of_unix(h.intended_unix_ns);
-                        s.record_done(&shared.window, payload.len() as u64, intended, now);
+                {
+                    let mut s = lock(&stats);
+                    match Header::read(payload) {
+                        Some(h) if h.run_id == shared.run_id => {
+                            let intended = shared.clock.run_ns_of_unix(h.intended_unix_ns);
+                            s.record_done(&shared.window, payload.len() as u64, intended, now);
+                        }
+                        _ => s.foreign += 1,
                     }
-                    _ => s.foreign += 1,
                 }
+                let _ = consumer.store_offset_from_message(&m);
             }
             Some(Err(e)) => {
                 let mut s = lock(&stats);
@@ -838,6 +871,9 @@ pub fn run(w: &Workload, target: &Target, opts: &RunOptions) -> Result<TargetRes
         mode: Mutex::new(Mode::Paused),
         mode_gen: AtomicU64::new(0),
         stop: AtomicBool::new(false),
+        hold_consumers: AtomicBool::new(
+            w.prefill.0 > 0 && w.consumer_start == ConsumerStart::Beginning,
+        ),
     });
 
     let topic_names: Vec<String> = (0..w.topics)
@@ -1134,6 +1170,7 @@ fn drive(
     while shared.clock.now_ns() < t0 {
         std::thread::sleep(Duration::from_micros(200));
     }
+    shared.hold_consumers.store(false, Ordering::SeqCst);
     c.in_window = true;
     c.set_phase("measure", w.duration_s);
     let catch_up = w.producers == 0;
