@@ -596,8 +596,8 @@ pub fn markdown(report: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "Workload: {} topic(s) x {} partitions, {} B records, keys {:?}, {} producer(s), {} consumer group(s) x {}, acks={}, compression {}, batch {} B, linger {} ms, warm-up {} s, measured {} s.\n",
-        w.topics, w.partitions_per_topic, w.record_size.0, w.key_distribution, w.producers,
+        "Workload: {} topic(s) x {} partitions, {} B records, keys {}, {} producer(s), {} consumer group(s) x {}, acks={}, compression {}, batch {} B, linger {} ms, warm-up {} s, measured {} s.\n",
+        w.topics, w.partitions_per_topic, w.record_size.0, format!("{:?}", w.key_distribution).to_lowercase(), w.producers,
         w.consumer_groups, w.consumers, w.acks.as_config(), w.compression.as_str(), w.batch_size.0,
         w.linger_ms, w.warmup_s, w.duration_s
     );
