@@ -30,6 +30,8 @@ pub struct BrokerConfig {
     pub groups: GroupConfig,
     /// `log.retention.check.interval.ms`
     pub retention_check_interval_ms: u64,
+    /// Where /metrics, /health and /ready are served (None: off).
+    pub metrics_listen: Option<SocketAddr>,
     /// `log.cleaner.backoff.ms`: how often compaction looks for work.
     pub cleaner_backoff_ms: u64,
     /// `connections.max.idle.ms`: connections silent this long are closed.
@@ -56,6 +58,7 @@ impl BrokerConfig {
             connection_idle_ms_max: 600_000,
             retention_check_interval_ms: 300_000,
             cleaner_backoff_ms: 15_000,
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9644))),
             offsets_topic_partitions: engine::group::OFFSETS_TOPIC_PARTITIONS_DEFAULT,
         }
     }

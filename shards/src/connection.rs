@@ -66,6 +66,10 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         .peer_addr()
         .map(|a| format!("/{}", a.ip()))
         .unwrap_or_default();
+    shard
+        .metrics
+        .connections
+        .set(shard.metrics.connections.get() + 1);
     let (mut reader, mut writer) = stream.split();
     let (queue, responses) = local_channel::new_bounded::<glommio::task::JoinHandle<Option<Vec<u8>>>>(
         IN_FLIGHT_REQUESTS_MAX,
@@ -144,5 +148,9 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     if let Some(mut writer) = writer_task.await {
         let _ = writer.close().await;
     }
+    shard
+        .metrics
+        .connections
+        .set(shard.metrics.connections.get() - 1);
     debug!(shard = shard.id, %peer, "connection closed");
 }

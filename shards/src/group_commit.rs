@@ -16,9 +16,14 @@ pub struct GroupCommit {
     dirty: RefCell<Vec<Rc<Partition>>>,
     waiters: RefCell<Vec<oneshot::Sender<bool>>>,
     running: Cell<bool>,
+    fsync_latency: RefCell<crate::metrics::Histogram>,
 }
 
 impl GroupCommit {
+    pub fn fsync_latency(&self) -> crate::metrics::Histogram {
+        self.fsync_latency.borrow().clone()
+    }
+
     /// Resolves true once everything `partition` wrote so far is on disk.
     pub async fn sync(self: &Rc<Self>, partition: &Rc<Partition>) -> bool {
         if !partition.sync_pending.replace(true) {
@@ -42,7 +47,11 @@ impl GroupCommit {
             for partition in &dirty {
                 partition.sync_pending.set(false);
             }
+            let started = std::time::Instant::now();
             let results = futures::future::join_all(dirty.iter().map(|p| p.sync())).await;
+            self.fsync_latency
+                .borrow_mut()
+                .observe(started.elapsed().as_secs_f64());
             let mut ok = true;
             for (partition, result) in dirty.iter().zip(results) {
                 if let Err(e) = result {

@@ -74,6 +74,10 @@ fn subscribed(group: &Group, topic: &str) -> bool {
 }
 
 impl Shard {
+    pub fn group_count(&self) -> usize {
+        self.groups.coordinator.borrow().groups().count()
+    }
+
     /// The `__consumer_offsets` partition and owning shard of a group.
     pub fn group_route(&self, group_id: &str) -> Result<(i32, usize), ErrorCode> {
         let partitions = self

@@ -134,6 +134,8 @@ pub async fn start_request(
         )));
     }
     debug!(?api_key, version, correlation_id, "request");
+    let started = std::time::Instant::now();
+    let measured = shard.clone();
     let shard = shard.clone();
     macro_rules! decode {
         ($t:ty) => {
@@ -141,7 +143,7 @@ pub async fn start_request(
                 .map_err(|e| close(format!("bad {api_key:?} v{version} body: {e}")))?
         };
     }
-    Ok(match api_key {
+    let response = match api_key {
         ApiKey::ApiVersions => ready(respond(
             correlation_id,
             version,
@@ -419,7 +421,48 @@ pub async fn start_request(
             .boxed_local()
         }
         other => return Err(close(format!("API {other:?} is not served"))),
-    })
+    };
+    Ok(async move {
+        let response = response.await;
+        measured
+            .metrics
+            .on_request(api_name(api_key), started.elapsed());
+        response
+    }
+    .boxed_local())
+}
+
+/// A static name per API for metric labels.
+fn api_name(api_key: ApiKey) -> &'static str {
+    match api_key {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::DeleteRecords => "DeleteRecords",
+        ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::AlterConfigs => "AlterConfigs",
+        ApiKey::DescribeLogDirs => "DescribeLogDirs",
+        ApiKey::CreatePartitions => "CreatePartitions",
+        ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::DescribeCluster => "DescribeCluster",
+        _ => "Other",
+    }
 }
 
 fn api_versions_body(error_code: ErrorCode) -> km::ApiVersionsResponse {

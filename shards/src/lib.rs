@@ -14,6 +14,7 @@ mod groups;
 mod handlers;
 mod log_cleaner;
 mod mesh;
+mod metrics;
 mod partition;
 mod partition_files;
 mod shard;

@@ -51,6 +51,8 @@ pub enum ShardOp {
     },
     /// Sizes of this shard's partitions (DescribeLogDirs).
     LogDirSizes,
+    /// This shard's metrics snapshot (a scrape).
+    Metrics,
     /// Answer once any listed partition has data past its offset, or after
     /// `timeout_ms`.
     WaitForData {
@@ -181,4 +183,5 @@ pub enum ShardReply {
     Group(GroupReply),
     /// (topic, partition, bytes)
     Sizes(Vec<(String, i32, u64)>),
+    Metrics(Box<crate::metrics::MetricsSnapshot>),
 }

@@ -56,6 +56,8 @@ pub struct Partition {
     failed: Cell<bool>,
     pub(crate) closed: Cell<bool>,
     pub(crate) sync_pending: Cell<bool>,
+    /// Produce/fetch totals for metrics.
+    pub counters: Cell<crate::metrics::TopicCounters>,
 }
 
 fn append_error_code(e: &AppendError) -> ErrorCode {
@@ -92,6 +94,7 @@ impl Partition {
             failed: Cell::new(false),
             closed: Cell::new(false),
             sync_pending: Cell::new(false),
+            counters: Cell::new(Default::default()),
         })
     }
 
@@ -239,6 +242,11 @@ impl Partition {
                 assert_eq!(self.written_position.get(), pending.position);
                 self.written_position.set(pending.position + length);
                 let log = self.log.borrow();
+                let mut counters = self.counters.get();
+                counters.produce_bytes += length;
+                counters.produce_records +=
+                    (log.next_offset() - self.high_watermark.get()).max(0) as u64;
+                self.counters.set(counters);
                 self.high_watermark.set(log.next_offset());
                 let log_start_offset = log.log_start_offset();
                 drop(log);
@@ -323,6 +331,22 @@ impl Partition {
         }
     }
 
+    fn count_fetch(&self, records: &[u8]) {
+        let mut count = 0u64;
+        let mut position = 0usize;
+        while let Ok(header) = BatchHeader::parse(&records[position..]) {
+            count += header.last_offset_delta as u64 + 1;
+            position += header.total_bytes();
+            if position >= records.len() {
+                break;
+            }
+        }
+        let mut counters = self.counters.get();
+        counters.fetch_bytes += records.len() as u64;
+        counters.fetch_records += count;
+        self.counters.set(counters);
+    }
+
     /// Whole batches from `offset`, about `max_bytes` of them (at least one).
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadOutcome, ErrorCode> {
         let high_watermark = self.high_watermark.get();
@@ -375,7 +399,9 @@ impl Partition {
             })?;
             match select_batches(&window, offset, max_bytes) {
                 BatchSelection::Found { start, end } => {
-                    return empty(Bytes::copy_from_slice(&window[start..end]));
+                    let records = Bytes::copy_from_slice(&window[start..end]);
+                    self.count_fetch(&records);
+                    return empty(records);
                 }
                 BatchSelection::NeedBytes { start, total_bytes } => {
                     let whole = file
@@ -385,7 +411,9 @@ impl Partition {
                     if whole.len() != total_bytes {
                         return Err(codes::KAFKA_STORAGE_ERROR);
                     }
-                    return empty(Bytes::copy_from_slice(&whole));
+                    let records = Bytes::copy_from_slice(&whole);
+                    self.count_fetch(&records);
+                    return empty(records);
                 }
                 BatchSelection::Before { scanned } if scanned > 0 => position += scanned as u64,
                 BatchSelection::Before { .. } => {

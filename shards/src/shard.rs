@@ -22,6 +22,7 @@ use crate::controller::MetadataLog;
 use crate::group_commit::GroupCommit;
 use crate::groups::GroupHost;
 use crate::mesh::{ConfigChange, MeshMessage, ShardOp, ShardReply, TopicResult, TopicSpec};
+use crate::metrics::ShardMetrics;
 use crate::partition::Partition;
 use crate::partition_files::{create_partition, open_partition, partition_dir};
 use crate::shutdown::StopFlag;
@@ -46,6 +47,7 @@ pub struct Shard {
     pub request_memory: Rc<glommio::sync::Semaphore>,
     pub groups: GroupHost,
     pub stop: StopFlag,
+    pub metrics: ShardMetrics,
 }
 
 /// The shard that owns a partition, from its placement.
@@ -136,6 +138,7 @@ impl Shard {
         if target == self.id {
             return self.clone().start_op(op);
         }
+        self.metrics.mesh_hops.set(self.metrics.mesh_hops.get() + 1);
         let id = self.next_request_id.get();
         self.next_request_id.set(id + 1);
         let (sender, receiver) = oneshot::channel();
@@ -212,6 +215,7 @@ impl Shard {
                 }
                 None => ShardReply::ListOffset(Err(codes::NOT_LEADER_OR_FOLLOWER)),
             },
+            ShardOp::Metrics => ShardReply::Metrics(Box::new(self.metrics_snapshot())),
             ShardOp::LogDirSizes => ShardReply::Sizes(
                 self.owned_partitions()
                     .iter()
@@ -680,7 +684,10 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// connections) and SO_REUSEADDR (so a restart after a crash binds at once
 /// although the old connections sit in TIME_WAIT, as Kafka does), handed to
 /// glommio.
-fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<glommio::net::TcpListener> {
+pub fn bind_listener(
+    addr: std::net::SocketAddr,
+    reuse_port: bool,
+) -> std::io::Result<glommio::net::TcpListener> {
     use std::os::fd::FromRawFd;
     let family = if addr.is_ipv4() {
         libc::AF_INET
@@ -700,7 +707,12 @@ fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<glommio::net::Tc
             Err(e)
         };
         let one: libc::c_int = 1;
-        for option in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+        let options: &[libc::c_int] = if reuse_port {
+            &[libc::SO_REUSEADDR, libc::SO_REUSEPORT]
+        } else {
+            &[libc::SO_REUSEADDR]
+        };
+        for &option in options {
             let set = libc::setsockopt(
                 fd,
                 libc::SOL_SOCKET,
@@ -779,7 +791,7 @@ pub async fn run_shard(
     } else {
         None
     };
-    let listener = match bind_listener(config.listen) {
+    let listener = match bind_listener(config.listen, true) {
         Ok(listener) => listener,
         Err(e) => {
             let _ = ready.send(Err(format!(
@@ -809,6 +821,7 @@ pub async fn run_shard(
         )),
         groups: GroupHost::new(group_config),
         stop: stop.clone(),
+        metrics: ShardMetrics::default(),
     });
     for (peer, receiver) in receivers.streams() {
         let shard = shard.clone();
@@ -843,8 +856,18 @@ pub async fn run_shard(
     let partitions = shard.partitions.borrow().len();
     let _ = ready.send(Ok(partitions));
     let accept = glommio::spawn_local(crate::connection::accept_loop(shard.clone(), listener));
+    let metrics_http = match (id, shard.config.metrics_listen) {
+        (0, Some(addr)) => crate::metrics::bind_metrics(addr).map(|listener| {
+            tracing::info!(%addr, "metrics at http://{addr}/metrics");
+            glommio::spawn_local(crate::metrics::serve_http(shard.clone(), listener))
+        }),
+        _ => None,
+    };
     stop.wait().await;
     drop(accept.cancel());
+    if let Some(task) = metrics_http {
+        drop(task.cancel());
+    }
     let clean = shard.close_partitions().await;
     // Peers may still be closing; let in-flight mesh replies drain.
     glommio::timer::sleep(Duration::from_millis(50)).await;
