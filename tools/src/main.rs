@@ -1,5 +1,8 @@
 //! `gregor`: the single binary. `gregor serve` runs the broker; the operator
-//! CLI (topic, produce, consume, group, cluster) comes with issue 7.
+//! CLI (topic, produce, consume, group, cluster) talks to any Kafka endpoint.
+
+mod cli;
+mod client;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -16,12 +19,45 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Kafka brokers to talk to (host:port[,host:port...]).
+    #[arg(
+        short = 'b',
+        long,
+        global = true,
+        env = "GREGOR_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    brokers: String,
+    /// Output: table, json, or (produce/consume) a kcat-like pattern such as '%k=%v\n'.
+    #[arg(short = 'f', long, global = true, default_value = "table")]
+    format: String,
+    /// Connect and request timeout.
+    #[arg(
+        long,
+        global = true,
+        env = "GREGOR_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    timeout_ms: u64,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the broker.
     Serve(ServeArgs),
+    /// Create, list, describe, delete and configure topics.
+    #[command(subcommand)]
+    Topic(cli::topic::TopicCommand),
+    /// Write records to a topic (stdin lines, a --format pattern, or --file).
+    Produce(cli::produce::ProduceArgs),
+    /// Read records from a topic, alone or in a consumer group.
+    Consume(cli::consume::ConsumeArgs),
+    /// List, describe, delete and seek consumer groups.
+    #[command(subcommand)]
+    Group(cli::group::GroupCommand),
+    /// Cluster information and broker configs.
+    #[command(subcommand)]
+    Cluster(cli::cluster::ClusterCommand),
 }
 
 #[derive(clap::Args)]
@@ -226,9 +262,30 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Usage errors as one line, like every other error.
+        Err(e) if e.use_stderr() => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("gregor: {first} — see `gregor --help`");
+            std::process::exit(2);
+        }
+        Err(e) => e.exit(),
+    };
+    let ctx = cli::Context {
+        brokers: cli.brokers,
+        timeout: std::time::Duration::from_millis(cli.timeout_ms.max(1)),
+        format: cli::Format::parse(&cli.format),
+    };
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Topic(command) => cli::topic::run(&ctx, command),
+        Command::Produce(args) => cli::produce::run(&ctx, args),
+        Command::Consume(args) => cli::consume::run(&ctx, args),
+        Command::Group(command) => cli::group::run(&ctx, command),
+        Command::Cluster(command) => cli::cluster::run(&ctx, command),
     };
     if let Err(e) = result {
         eprintln!("gregor: {e:#}");
