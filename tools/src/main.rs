@@ -105,6 +105,9 @@ struct ServeArgs {
     /// log.cleanup.policy: delete, compact or compact,delete [default: delete]
     #[arg(long, env = "GREGOR_CLEANUP_POLICY")]
     cleanup_policy: Option<String>,
+    /// Where /metrics (Prometheus), /health and /ready are served; "off" disables.
+    #[arg(long, env = "GREGOR_METRICS", default_value = "127.0.0.1:9644")]
+    metrics: String,
     /// log.cleaner.backoff.ms: how often compaction looks for work
     #[arg(long, env = "GREGOR_CLEANER_BACKOFF_MS", default_value_t = 15_000)]
     cleaner_backoff_ms: u64,
@@ -240,6 +243,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.connection_idle_ms_max = args.connections_max_idle_ms;
     config.retention_check_interval_ms = args.retention_check_interval_ms.max(10);
     config.cleaner_backoff_ms = args.cleaner_backoff_ms.max(10);
+    config.metrics_listen = match args.metrics.as_str() {
+        "off" | "" => None,
+        text => Some(
+            text.to_socket_addrs()
+                .with_context(|| format!("cannot resolve --metrics {text}"))?
+                .next()
+                .with_context(|| format!("--metrics {text} resolves to nothing"))?,
+        ),
+    };
     config.groups.initial_rebalance_delay_ms = args.group_initial_rebalance_delay_ms.max(0);
     config.groups.session_timeout_ms_min = args.group_min_session_timeout_ms;
     config.groups.session_timeout_ms_max = args.group_max_session_timeout_ms;
