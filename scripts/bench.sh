@@ -83,7 +83,9 @@ start_broker() {
     if [ -n "${BENCH_SHARDS:-}" ]; then
         shard_args=(--shards "$BENCH_SHARDS")
     fi
-    RUST_LOG="${RUST_LOG:-warn}" "$GREGOR_BIN" serve --data-dir "$data" --listen "127.0.0.1:$PORT" \
+    # Metrics stay on (the default) but on a free port, so that no other
+    # broker on this machine collides with this one.
+    GREGOR_METRICS="127.0.0.1:$(free_port)" RUST_LOG="${RUST_LOG:-warn}" "$GREGOR_BIN" serve --data-dir "$data" --listen "127.0.0.1:$PORT" \
         "${shard_args[@]}" >"$WORK/$name-gregor.log" 2>&1 &
     BROKER_PID=$!
     for _ in $(seq 1 300); do
@@ -107,7 +109,13 @@ START_S=$(date +%s)
     echo "host $(hostname), $(nproc) cores, kernel $(uname -r)"
     echo "gregor: $GREGOR_BIN"
     echo "workloads: ${WORKLOADS[*]}"
+    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee -a "$LOG"
+LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
+# Other work on the machine lowers every number (and the limits with them).
+if python3 -c "import os,sys; sys.exit(0 if os.getloadavg()[0] > 0.5 * os.cpu_count() else 1)"; then
+    echo "WARNING: the machine is busy (load $LOAD_START on $(nproc) cores): numbers will be low and noisy" | tee -a "$LOG"
+fi
 
 echo "==== limits" | tee -a "$LOG"
 "$GREGOR_PERF_BIN" limits --dir "$WORK" --out "$OUT/limits.json" 2>>"$LOG" | tee "$OUT/limits.txt" | tee -a "$LOG"
@@ -138,16 +146,19 @@ for w in "${WORKLOADS[@]}"; do
 done
 
 ELAPSED=$(( $(date +%s) - START_S ))
+LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
+echo "load average at end: $LOAD_END" | tee -a "$LOG"
 
 # One summary page with the headline numbers of every workload.
-python3 - "$OUT" "$SHA" "$ELAPSED" "${WORKLOADS[@]}" <<'EOF'
+python3 - "$OUT" "$SHA" "$ELAPSED" "$LOAD_START" "$LOAD_END" "${WORKLOADS[@]}" <<'EOF'
 import json, os, sys
-out, sha, elapsed, names = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+out, sha, elapsed, load0, load1, names = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6:]
 lim = json.load(open(os.path.join(out, "limits.json")))
 f = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
 lines = [f"# Gregor benchmark {os.path.basename(out)}", "",
          f"Commit {sha}; {lim['host']}, {lim['cpus']} cores, kernel {lim['kernel']}; "
-         f"bench.sh took {elapsed // 60} min {elapsed % 60} s. Client: librdkafka via gregor-perf.", "",
+         f"bench.sh took {elapsed // 60} min {elapsed % 60} s; load average {load0} at the start, {load1} at the end. "
+         "Client: librdkafka via gregor-perf.", "",
          "## Machine limits", "",
          f"- sequential write + fdatasync: {lim['seq_write_fdatasync_mb_s']:.0f} MB/s",
          f"- sequential write O_DIRECT: {f(lim['seq_write_odirect_mb_s'], 0)} MB/s",
