@@ -36,7 +36,9 @@ else
 fi
 
 SHA="$(git rev-parse --short HEAD 2>/dev/null || echo nogit)"
-if [ -n "$(git status --porcelain -- engine shards tools perf 2>/dev/null)" ]; then
+# Tracked changes to the code under test make the run "-dirty" (the results
+# directory itself is untracked and does not count).
+if [ -n "$(git status --porcelain --untracked-files=no -- engine shards tools perf/src perf/workloads perf/Cargo.toml Cargo.lock 2>/dev/null)" ]; then
     SHA="$SHA-dirty"
 fi
 OUT="${BENCH_OUT:-$REPO_ROOT/perf/results/$(date -u +%Y-%m-%d)-$SHA}"
