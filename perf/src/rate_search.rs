@@ -7,7 +7,10 @@
 //!
 //! The search doubles the rate until a step fails, then bisects
 //! (geometrically) between the best good and the lowest bad rate until they
-//! are within `precision` of each other or the step budget is spent.
+//! are within `precision` of each other or the step budget is spent. The
+//! runner then confirms the best rate over longer steps (`runner::trial`),
+//! stepping down by `precision` until one holds; confirmations are recorded
+//! here as steps but do not change the search.
 
 use serde::Serialize;
 

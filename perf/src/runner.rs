@@ -47,8 +47,10 @@ const ASSIGN_TIMEOUT: Duration = Duration::from_secs(60);
 const STEP_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 const FINAL_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const TICK: Duration = Duration::from_secs(1);
-/// Confirmation steps after the rate search (each 2 × step_s).
+/// Confirmation steps after the rate search, each CONFIRM_LEN × step_s: a
+/// 2x step still passed rates that a 15 s window could not hold.
 const CONFIRM_MAX: usize = 3;
+const CONFIRM_LEN: f64 = 3.0;
 /// Records sent per pass before the producer loop looks at its mode again.
 const SEND_BURST_MAX: u32 = 2048;
 
@@ -1112,7 +1114,15 @@ fn drive(
         for i in 0..CONFIRM_MAX {
             let Some(b) = best else { break };
             let label = format!("confirm {}", i + 1);
-            let (obs, verdict) = trial(c, shared, w, b, cfg.step_s * 2.0, &label, &consumed_target);
+            let (obs, verdict) = trial(
+                c,
+                shared,
+                w,
+                b,
+                cfg.step_s * CONFIRM_LEN,
+                &label,
+                &consumed_target,
+            );
             let ok = verdict.is_ok();
             search.record_confirmation(obs, verdict);
             if ok {
