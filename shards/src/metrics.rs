@@ -427,8 +427,16 @@ mod tests {
         );
         let text = render(&[snapshot]);
         assert!(text.contains("gregor_produce_bytes_total{shard=\"1\",topic=\"we\\\"ird\"} 10\n"));
-        for family in ["gregor_produce_bytes_total", "gregor_connections", "gregor_fsync_latency_seconds"] {
-            assert_eq!(text.matches(&format!("# TYPE {family} ")).count(), 1, "{family}");
+        for family in [
+            "gregor_produce_bytes_total",
+            "gregor_connections",
+            "gregor_fsync_latency_seconds",
+        ] {
+            assert_eq!(
+                text.matches(&format!("# TYPE {family} ")).count(),
+                1,
+                "{family}"
+            );
         }
     }
 }

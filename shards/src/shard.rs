@@ -352,11 +352,7 @@ impl Shard {
             }
             results.push(result);
         }
-        if !self.commit_metadata(&records).await {
-            for result in results.iter_mut().filter(|r| r.error == codes::NONE) {
-                result.error = codes::KAFKA_STORAGE_ERROR;
-            }
-        }
+        self.commit_and_report(&records, &mut results).await;
         results
     }
 
@@ -408,11 +404,7 @@ impl Shard {
             }
             results.push(result);
         }
-        if !self.commit_metadata(&records).await {
-            for result in results.iter_mut().filter(|r| r.error == codes::NONE) {
-                result.error = codes::KAFKA_STORAGE_ERROR;
-            }
-        }
+        self.commit_and_report(&records, &mut results).await;
         results
     }
 
@@ -456,11 +448,7 @@ impl Shard {
             }
             results.push(result);
         }
-        if !self.commit_metadata(&records).await {
-            for result in results.iter_mut().filter(|r| r.error == codes::NONE) {
-                result.error = codes::KAFKA_STORAGE_ERROR;
-            }
-        }
+        self.commit_and_report(&records, &mut results).await;
         results
     }
 
@@ -486,12 +474,22 @@ impl Shard {
                 partitions: -1,
             });
         }
-        if !self.commit_metadata(&records).await {
+        self.commit_and_report(&records, &mut results).await;
+        results
+    }
+
+    /// Commits the planned records; if the metadata log write fails, every
+    /// result that had succeeded becomes KAFKA_STORAGE_ERROR.
+    async fn commit_and_report(
+        self: &Rc<Self>,
+        records: &[MetadataRecord],
+        results: &mut [TopicResult],
+    ) {
+        if !self.commit_metadata(records).await {
             for result in results.iter_mut().filter(|r| r.error == codes::NONE) {
                 result.error = codes::KAFKA_STORAGE_ERROR;
             }
         }
-        results
     }
 
     /// Makes records durable in the metadata log, then has every shard apply

@@ -29,8 +29,8 @@ use kafka_protocol::records::{
 };
 
 use crate::record::{
-    decode_records, patch_leader_epoch, patch_max_timestamp, validate_batch, BatchError,
-    BatchHeader, Compression, BATCH_HEADER_BYTES,
+    decode_records, patch_leader_epoch, patch_max_timestamp, read_varint, validate_batch,
+    BatchError, BatchHeader, Compression, BATCH_HEADER_BYTES,
 };
 
 /// Position of `attributes` in a batch (KAFKA_NOTES.md "RecordBatch v2").
@@ -385,20 +385,6 @@ fn header_counts(records: &[u8], records_count: usize) -> Option<Vec<usize>> {
         counts.push(usize::try_from(read_varint(record, &mut at, 5)?).ok()?);
     }
     Some(counts)
-}
-
-/// Reads a zig-zag varint of at most `max_bytes` bytes.
-fn read_varint(buf: &[u8], position: &mut usize, max_bytes: usize) -> Option<i64> {
-    let mut value = 0u64;
-    for i in 0..max_bytes {
-        let byte = *buf.get(*position)?;
-        *position += 1;
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((value >> 1) as i64 ^ -((value & 1) as i64));
-        }
-    }
-    None
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use super::{BatchError, BatchHeader};
 
 /// Reads a zig-zag varint of at most `max_bytes` bytes (5 for an int32, 10
 /// for an int64).
-fn read_varint(buf: &[u8], position: &mut usize, max_bytes: usize) -> Option<i64> {
+pub(crate) fn read_varint(buf: &[u8], position: &mut usize, max_bytes: usize) -> Option<i64> {
     let mut value = 0u64;
     for i in 0..max_bytes {
         let byte = *buf.get(*position)?;
