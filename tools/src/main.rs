@@ -105,6 +105,9 @@ struct ServeArgs {
     /// log.cleanup.policy: delete, compact or compact,delete [default: delete]
     #[arg(long, env = "GREGOR_CLEANUP_POLICY")]
     cleanup_policy: Option<String>,
+    /// Log format on stderr: text or json.
+    #[arg(long, env = "GREGOR_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     /// Where /metrics (Prometheus), /health and /ready are served; "off" disables.
     #[arg(long, env = "GREGOR_METRICS", default_value = "127.0.0.1:9644")]
     metrics: String,
@@ -264,16 +267,25 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Logs to stderr through tracing, filtered by RUST_LOG; `json` gives one
+/// JSON object per line for log shippers.
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        // glommio logs a harmless ERROR while probing iopoll support.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,glommio=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+}
+
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // glommio logs a harmless ERROR while probing iopoll support.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,glommio=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // Usage errors as one line, like every other error.
@@ -286,6 +298,11 @@ fn main() {
         }
         Err(e) => e.exit(),
     };
+    let json_logs = match &cli.command {
+        Command::Serve(args) => args.log_format == "json",
+        _ => false,
+    };
+    init_logging(json_logs);
     let ctx = cli::Context {
         brokers: cli.brokers,
         timeout: std::time::Duration::from_millis(cli.timeout_ms.max(1)),
