@@ -17,7 +17,7 @@ use engine::group::{
 use engine::protocol::kafka_protocol::messages::ConsumerProtocolSubscription;
 use engine::protocol::kafka_protocol::protocol::Decodable;
 use engine::protocol::{self as codes, ErrorCode};
-use engine::record::{build_batch, decode_records, BatchHeader};
+use engine::record::{build_batch, decode_records, BatchCompression, BatchHeader, NewRecord};
 use futures::channel::oneshot;
 use tracing::{info, warn};
 
@@ -111,16 +111,16 @@ impl Shard {
         if records.is_empty() {
             return Ok(());
         }
-        let mut by_partition: BTreeMap<i32, Vec<(Bytes, Option<Bytes>)>> = BTreeMap::new();
+        let mut by_partition: BTreeMap<i32, Vec<NewRecord>> = BTreeMap::new();
         for record in &records {
             let (partition, owner) = self.group_route(record.group_id())?;
             if owner != self.id {
                 return Err(codes::NOT_COORDINATOR);
             }
-            by_partition
-                .entry(partition)
-                .or_default()
-                .push(record.encode());
+            by_partition.entry(partition).or_default().push({
+                let (key, value) = record.encode();
+                NewRecord::keyed(key, value)
+            });
         }
         let now = crate::now_ms();
         let mut waits = Vec::new();
@@ -128,7 +128,9 @@ impl Shard {
             let partition = self
                 .partition(OFFSETS_TOPIC, index)
                 .ok_or(codes::NOT_COORDINATOR)?;
-            let written = partition.enqueue(Bytes::from(build_batch(&kvs, now)));
+            let batch = build_batch(&kvs, now, BatchCompression::None)
+                .map_err(|_| codes::UNKNOWN_SERVER_ERROR)?;
+            let written = partition.enqueue(Bytes::from(batch));
             waits.push((partition, written));
         }
         for (partition, written) in waits {

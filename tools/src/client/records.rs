@@ -3,20 +3,12 @@
 //! a fetched record set (through engine::record).
 
 use anyhow::Context;
-use bytes::{Bytes, BytesMut};
-use engine::protocol::kafka_protocol::protocol::StrBytes;
-use engine::protocol::kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
-use engine::record::{decode_records, BatchHeader};
+use bytes::Bytes;
+use engine::protocol::kafka_protocol::records::{Compression, Record};
+use engine::record::{build_batch, decode_records, BatchHeader, NewRecord};
 
 /// One record to produce.
-#[derive(Debug, Clone, Default)]
-pub struct OutRecord {
-    pub key: Option<Bytes>,
-    pub value: Option<Bytes>,
-    pub headers: Vec<(String, Option<Bytes>)>,
-}
+pub type OutRecord = NewRecord;
 
 pub fn parse_compression(name: &str) -> anyhow::Result<Compression> {
     Ok(match name {
@@ -38,48 +30,9 @@ pub fn build_producer_batch(
     timestamp_ms: i64,
     compression: Compression,
 ) -> anyhow::Result<Bytes> {
-    assert!(!records.is_empty());
-    let records: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let mut record = Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // The encoder starts a new batch whenever offset - sequence
-                // changes: keep it constant so that the records share one
-                // batch whose baseSequence is -1 (no idempotent producer).
-                sequence: i as i32 - 1,
-                timestamp: timestamp_ms,
-                key: r.key.clone(),
-                value: r.value.clone(),
-                headers: Default::default(),
-            };
-            for (k, v) in &r.headers {
-                record
-                    .headers
-                    .insert(StrBytes::from_string(k.clone()), v.clone());
-            }
-            record
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .context("cannot encode the record batch")?;
-    Ok(buf.freeze())
+    let batch = build_batch(records, timestamp_ms, compression)
+        .context("cannot encode the record batch")?;
+    Ok(Bytes::from(batch))
 }
 
 /// The records of a fetched record set at or after `offset_min`. A partial
