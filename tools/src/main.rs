@@ -303,6 +303,14 @@ fn main() {
         _ => false,
     };
     init_logging(json_logs);
+    if !matches!(cli.command, Command::Serve(_)) {
+        // CLI output piped into `head` and the like: exit quietly when the
+        // reader goes away instead of panicking on a broken pipe.
+        // SAFETY: resetting a signal disposition before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let ctx = cli::Context {
         brokers: cli.brokers,
         timeout: std::time::Duration::from_millis(cli.timeout_ms.max(1)),

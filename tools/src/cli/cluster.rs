@@ -5,7 +5,7 @@ use clap::Subcommand;
 use engine::protocol::kafka_protocol::messages::{ApiKey, DescribeClusterRequest};
 use serde_json::json;
 
-use super::{key_value, print_json, print_table, Context};
+use super::{key_value, print_config_table, print_json, print_table, Context};
 use crate::client::configs::{ConfigChange, RESOURCE_BROKER};
 use crate::client::{error_text, Client};
 
@@ -62,17 +62,7 @@ pub fn run(ctx: &Context, command: ClusterCommand) -> anyhow::Result<()> {
                     }))).collect::<serde_json::Map<_, _>>(),
                 }));
             } else {
-                let rows: Vec<Vec<String>> = entries
-                    .iter()
-                    .map(|c| {
-                        vec![
-                            c.name.clone(),
-                            c.value.clone().unwrap_or_else(|| "-".into()),
-                            c.source.to_string(),
-                        ]
-                    })
-                    .collect();
-                print_table(&["config", "value", "source"], &rows);
+                print_config_table(&entries);
             }
             Ok(())
         }

@@ -65,6 +65,21 @@ pub fn print_json(value: &Value) {
     );
 }
 
+/// Prints configs (topic or broker) as a config/value/source table.
+pub fn print_config_table(entries: &[crate::client::configs::ConfigEntry]) {
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                c.value.clone().unwrap_or_else(|| "-".into()),
+                c.source.to_string(),
+            ]
+        })
+        .collect();
+    print_table(&["config", "value", "source"], &rows);
+}
+
 /// Prints rows under upper-case headers, columns padded to their widest cell.
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();

@@ -10,7 +10,7 @@ use engine::protocol::kafka_protocol::messages::{
 };
 use serde_json::json;
 
-use super::{key_value, print_json, print_table, Context};
+use super::{key_value, print_config_table, print_json, print_table, Context};
 use crate::client::configs::{ConfigChange, RESOURCE_TOPIC};
 use crate::client::{error_text, str, topic_name, Client};
 
@@ -244,17 +244,7 @@ fn describe(client: &mut Client, json: bool, name: &str) -> anyhow::Result<()> {
             &rows,
         );
         println!();
-        let rows: Vec<Vec<String>> = configs
-            .iter()
-            .map(|c| {
-                vec![
-                    c.name.clone(),
-                    c.value.clone().unwrap_or_else(|| "-".into()),
-                    c.source.to_string(),
-                ]
-            })
-            .collect();
-        print_table(&["config", "value", "source"], &rows);
+        print_config_table(&configs);
     }
     Ok(())
 }
