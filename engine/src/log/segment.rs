@@ -18,6 +18,23 @@ pub fn parse_segment_file_name(name: &str, extension: &str) -> Option<i64> {
     stem.parse().ok()
 }
 
+/// The end of a zero-copy read (see [`Segment::read_end_within`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadEnd {
+    /// At the readable end of the segment.
+    Limit { position: u64 },
+    /// At an indexed batch that starts at `next_offset`.
+    Indexed { position: u64, next_offset: i64 },
+}
+
+impl ReadEnd {
+    pub fn position(&self) -> u64 {
+        match self {
+            ReadEnd::Limit { position } | ReadEnd::Indexed { position, .. } => *position,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
     pub base_offset: i64,
@@ -102,6 +119,29 @@ impl Segment {
         self.first_append_ms.get_or_insert(now_ms);
     }
 
+    /// Where a zero-copy read that starts on the batch boundary `from` ends:
+    /// the furthest batch boundary known without reading the file — an
+    /// offset-index entry, or `limit` (the readable end, itself a boundary)
+    /// — in `(from, min(limit, from + bytes_max)]`. Index entries are about
+    /// `index.interval.bytes` apart, so a read falls short of `bytes_max` by
+    /// at most one interval. `None` when no known boundary is in range (the
+    /// first batch alone exceeds the budget or an index interval): the
+    /// caller reads that batch's header and sends it whole (KIP-74).
+    pub fn read_end_within(&self, from: u64, limit: u64, bytes_max: u64) -> Option<ReadEnd> {
+        assert!(from <= limit && limit <= self.size_bytes);
+        let cap = from.saturating_add(bytes_max);
+        if limit <= cap {
+            return (limit > from).then_some(ReadEnd::Limit { position: limit });
+        }
+        let entries = self.offset_index.entries();
+        let count = entries.partition_point(|e| (e.position as u64) <= cap);
+        let entry = entries[..count].last()?;
+        (entry.position as u64 > from).then(|| ReadEnd::Indexed {
+            position: entry.position as u64,
+            next_offset: self.base_offset + entry.relative_offset as i64,
+        })
+    }
+
     /// A segment restored from its files without a scan: its indexes were
     /// read back and the rest comes from a checkpoint or its neighbours.
     pub fn restored(
@@ -133,6 +173,91 @@ mod tests {
     use crate::record::testing::simple_batch;
     use crate::record::{patch_base_offset, validate_batch};
     use proptest::prelude::*;
+
+    /// A segment of `batches` single-record batches of ~1 KiB, indexed every
+    /// 4 KiB.
+    fn segment_of(batches: usize) -> (Segment, Vec<u64>) {
+        let mut segment = Segment::new(100);
+        let mut boundaries = vec![0];
+        for i in 0..batches {
+            let mut batch = simple_batch(1, 1000, 1_000 + i as i64);
+            patch_base_offset(&mut batch, 100 + i as i64);
+            let header = validate_batch(&batch).unwrap();
+            segment.record_batch(&header, 4096, 0);
+            boundaries.push(segment.size_bytes);
+        }
+        (segment, boundaries)
+    }
+
+    #[test]
+    fn read_end_stops_on_known_boundaries() {
+        let (segment, boundaries) = segment_of(40);
+        let size = segment.size_bytes;
+        // Everything fits: the end is the readable limit.
+        assert_eq!(
+            segment.read_end_within(0, size, u64::MAX),
+            Some(ReadEnd::Limit { position: size })
+        );
+        let limit = boundaries[30];
+        assert_eq!(
+            segment.read_end_within(boundaries[10], limit, limit),
+            Some(ReadEnd::Limit { position: limit })
+        );
+        // Budget smaller than the rest: the furthest index entry within it.
+        let from = boundaries[3];
+        let end = segment.read_end_within(from, size, 10_000).unwrap();
+        let ReadEnd::Indexed {
+            position,
+            next_offset,
+        } = end
+        else {
+            panic!("expected an indexed end, got {end:?}");
+        };
+        assert!(position > from && position <= from + 10_000);
+        assert!(
+            from + 10_000 - position < 4096 + 1100,
+            "short by at most one interval"
+        );
+        let batch = boundaries.iter().position(|b| *b == position).unwrap();
+        assert_eq!(next_offset, 100 + batch as i64);
+        // Nothing known in range: the caller reads the first batch's header.
+        assert_eq!(segment.read_end_within(from, size, 500), None);
+        assert_eq!(segment.read_end_within(size, size, 1 << 20), None);
+    }
+
+    proptest! {
+        #[test]
+        fn read_end_is_a_batch_boundary_within_budget(
+            batches in 1usize..60,
+            from_batch in 0usize..60,
+            limit_batch in 0usize..60,
+            bytes_max in 0u64..80_000,
+        ) {
+            let (segment, boundaries) = segment_of(batches);
+            let limit_index = limit_batch.min(batches);
+            let from_index = from_batch.min(limit_index);
+            let (from, limit) = (boundaries[from_index], boundaries[limit_index]);
+            let cap = (from + bytes_max).min(limit);
+            // The furthest known boundary (index entry or the limit) in range.
+            let expected = segment
+                .offset_index
+                .entries()
+                .iter()
+                .map(|e| e.position as u64)
+                .chain(std::iter::once(limit))
+                .filter(|p| *p > from && *p <= cap)
+                .max();
+            let end = segment.read_end_within(from, limit, bytes_max);
+            prop_assert_eq!(end.map(|e| e.position()), expected);
+            if let Some(end) = end {
+                prop_assert!(boundaries.contains(&end.position()));
+                if let ReadEnd::Indexed { position, next_offset } = end {
+                    let batch = boundaries.iter().position(|b| *b == position).unwrap();
+                    prop_assert_eq!(next_offset, 100 + batch as i64);
+                }
+            }
+        }
+    }
 
     #[test]
     fn file_names() {

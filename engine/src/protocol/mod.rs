@@ -5,12 +5,14 @@
 
 mod api_versions;
 mod error_code;
+mod fetch_response;
 mod frame;
 mod produce_legacy;
 pub mod wire;
 
 pub use api_versions::*;
 pub use error_code::*;
+pub use fetch_response::*;
 pub use frame::*;
 pub use produce_legacy::*;
 

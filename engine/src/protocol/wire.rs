@@ -101,4 +101,14 @@ impl WireWriter {
         self.buf.extend_from_slice(b);
         self
     }
+    /// Unsigned LEB128 varint, as flexible versions use for lengths and
+    /// tagged-field counts.
+    pub fn uvarint(&mut self, mut v: u32) -> &mut Self {
+        while v >= 0x80 {
+            self.buf.push((v as u8 & 0x7f) | 0x80);
+            v >>= 7;
+        }
+        self.buf.push(v as u8);
+        self
+    }
 }
