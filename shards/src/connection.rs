@@ -2,6 +2,7 @@
 //! arrival order, and write the responses back in that same order (Kafka
 //! clients pipeline requests and match responses by position).
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -11,8 +12,9 @@ use glommio::channels::local_channel;
 use glommio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
-use crate::handlers::{start_request, RequestError};
+use crate::handlers::{start_request, OutFrame, OutPart, RequestError, Response};
 use crate::shard::{with_timeout, Shard};
+use crate::splice::SpliceRing;
 
 /// Requests started but not yet answered, per connection; when full the
 /// connection stops reading (backpressure onto the client).
@@ -37,6 +39,28 @@ async fn read_frame<R: futures::io::AsyncRead + Unpin>(
         reader.read_exact(&mut frame[start..]).await?;
     }
     Ok(frame)
+}
+
+/// Writes one response: encoded parts through the socket, file parts by
+/// splice straight from the page cache. A failure leaves a partial frame on
+/// the wire, so the caller closes the connection.
+async fn write_frame<W: futures::io::AsyncWrite + Unpin>(
+    writer: &mut W,
+    socket_fd: RawFd,
+    splice: &Rc<SpliceRing>,
+    frame: OutFrame,
+) -> std::io::Result<()> {
+    for part in frame.parts {
+        match part {
+            OutPart::Bytes(bytes) => writer.write_all(&bytes).await?,
+            OutPart::File(slice) => {
+                // Bytes written before must be on the socket first.
+                writer.flush().await?;
+                splice.send_file(socket_fd, &slice).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
@@ -70,17 +94,18 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         .metrics
         .connections
         .set(shard.metrics.connections.get() + 1);
+    let socket_fd = stream.as_raw_fd();
     let (mut reader, mut writer) = stream.split();
-    let (queue, responses) = local_channel::new_bounded::<glommio::task::JoinHandle<Option<Vec<u8>>>>(
-        IN_FLIGHT_REQUESTS_MAX,
-    );
+    let (queue, responses) =
+        local_channel::new_bounded::<glommio::task::JoinHandle<Response>>(IN_FLIGHT_REQUESTS_MAX);
     let writer_peer = peer.clone();
+    let splice = shard.splice.clone();
     let writer_task = glommio::spawn_local(async move {
         while let Some(response) = responses.recv().await {
-            let Some(Some(bytes)) = response.await else {
+            let Some(Some(frame)) = response.await else {
                 continue;
             };
-            if let Err(e) = writer.write_all(&bytes).await {
+            if let Err(e) = write_frame(&mut writer, socket_fd, &splice, frame).await {
                 debug!(peer = %writer_peer, error = %e, "write failed; closing");
                 return Some(writer);
             }

@@ -326,8 +326,8 @@ impl Shard {
                 if offset >= partition.high_watermark_offset() {
                     break;
                 }
-                let read = match partition.read(offset, LOAD_READ_BYTES).await {
-                    Ok(read) if !read.records.is_empty() => read,
+                let batches = match partition.read_bytes(offset, LOAD_READ_BYTES).await {
+                    Ok(batches) if !batches.is_empty() => batches,
                     Ok(_) => break,
                     Err(code) => {
                         warn!(
@@ -338,15 +338,15 @@ impl Shard {
                     }
                 };
                 let mut position = 0usize;
-                while position < read.records.len() {
-                    let Ok(header) = BatchHeader::parse(&read.records[position..]) else {
+                while position < batches.len() {
+                    let Ok(header) = BatchHeader::parse(&batches[position..]) else {
                         break;
                     };
                     let end = position + header.total_bytes();
-                    if end > read.records.len() {
+                    if end > batches.len() {
                         break;
                     }
-                    if let Ok(batch_records) = decode_records(&read.records[position..end]) {
+                    if let Ok(batch_records) = decode_records(&batches[position..end]) {
                         let mut coordinator = self.groups.coordinator.borrow_mut();
                         for record in batch_records {
                             let Some(key) = record.key else { continue };

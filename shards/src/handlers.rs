@@ -12,8 +12,8 @@ use engine::protocol::kafka_protocol::messages::{
 };
 use engine::protocol::kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use engine::protocol::{
-    self as codes, decode_legacy_produce, encode_legacy_produce_rejection, is_version_served,
-    ErrorCode, SUPPORTED_APIS,
+    self as codes, decode_legacy_produce, encode_fetch_frame, encode_legacy_produce_rejection,
+    is_version_served, ErrorCode, FetchPartitionHead, FetchTopicHead, SUPPORTED_APIS,
 };
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
@@ -23,10 +23,32 @@ use crate::admin_handlers as ah;
 use crate::group_handlers as gh;
 use crate::mesh::{ShardOp, ShardReply, TopicResult, TopicSpec};
 use crate::shard::{with_timeout, Shard};
+use crate::splice::FileSlice;
 
 /// A response frame (size prefix included), or None when the client expects
 /// no answer (acks=0).
-pub type Response = Option<Vec<u8>>;
+pub type Response = Option<OutFrame>;
+
+/// One response frame as it goes out: encoded bytes and, for Fetch, the
+/// record sets sent from the segment files in between (zero-copy).
+#[derive(Debug)]
+pub struct OutFrame {
+    pub parts: Vec<OutPart>,
+}
+
+#[derive(Debug)]
+pub enum OutPart {
+    Bytes(Vec<u8>),
+    File(FileSlice),
+}
+
+impl From<Vec<u8>> for OutFrame {
+    fn from(bytes: Vec<u8>) -> OutFrame {
+        OutFrame {
+            parts: vec![OutPart::Bytes(bytes)],
+        }
+    }
+}
 
 #[derive(Debug)]
 pub enum RequestError {
@@ -70,7 +92,7 @@ fn encode_frame<R: Encodable + HeaderVersion>(
 
 fn respond<R: Encodable + HeaderVersion>(correlation_id: i32, version: i16, body: &R) -> Response {
     match encode_frame(correlation_id, version, body) {
-        Ok(bytes) => Some(bytes),
+        Ok(bytes) => Some(bytes.into()),
         Err(e) => {
             // A bug in how a response was filled for this version: log it; the
             // client times out rather than reading garbage.
@@ -126,7 +148,7 @@ pub async fn start_request(
         }
         let mut body = (correlation_id as u32).to_be_bytes().to_vec();
         body.extend(encode_legacy_produce_rejection(&legacy, version));
-        return Ok(ready(Some(codes::frame(&body))));
+        return Ok(ready(Some(codes::frame(&body).into())));
     }
     if !is_version_served(api_key, version) {
         return Err(close(format!(
@@ -195,14 +217,7 @@ pub async fn start_request(
         }
         ApiKey::Fetch => {
             let request = decode!(km::FetchRequest);
-            async move {
-                respond(
-                    correlation_id,
-                    version,
-                    &fetch(&shard, request, version).await,
-                )
-            }
-            .boxed_local()
+            async move { Some(fetch(&shard, request, correlation_id, version).await) }.boxed_local()
         }
         ApiKey::Produce => {
             let request = decode!(km::ProduceRequest);
@@ -774,7 +789,12 @@ struct FetchSlot {
     owner: Result<usize, ErrorCode>,
 }
 
-async fn fetch(shard: &Rc<Shard>, request: km::FetchRequest, version: i16) -> km::FetchResponse {
+async fn fetch(
+    shard: &Rc<Shard>,
+    request: km::FetchRequest,
+    correlation_id: i32,
+    version: i16,
+) -> OutFrame {
     let started = Instant::now();
     let max_wait_ms = (request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MS_MAX);
     let min_bytes = request.min_bytes.max(0) as usize;
@@ -817,7 +837,10 @@ async fn fetch(shard: &Rc<Shard>, request: km::FetchRequest, version: i16) -> km
         results = futures::future::join_all(reads).await;
         let total: usize = results
             .iter()
-            .map(|r| r.as_ref().map_or(0, |o| o.records.len()))
+            .map(|r| {
+                r.as_ref()
+                    .map_or(0, |o| o.records.as_ref().map_or(0, |s| s.len as usize))
+            })
             .sum();
         let any_error = results.iter().any(|r| r.is_err());
         let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -858,51 +881,67 @@ async fn fetch(shard: &Rc<Shard>, request: km::FetchRequest, version: i16) -> km
         }
         let _ = with_timeout(remaining_ms, futures::future::select_all(waits)).await;
     }
-    let mut response = km::FetchResponse::default();
+    // The response's max_bytes: always return the first non-empty partition
+    // whole, then only what fits.
     let mut budget = response_bytes_max;
-    let mut topics: Vec<km::fetch_response::FetchableTopicResponse> = Vec::new();
+    let mut topics: Vec<FetchTopicHead> = Vec::new();
+    let mut slices = Vec::new();
     for (slot, result) in slots.iter().zip(results) {
-        let mut data =
-            km::fetch_response::PartitionData::default().with_partition_index(slot.partition);
-        if version >= 4 {
-            data.aborted_transactions = Some(Vec::new());
-        }
+        let mut head = FetchPartitionHead {
+            partition_index: slot.partition,
+            error_code: codes::NONE,
+            high_watermark: -1,
+            last_stable_offset: -1,
+            log_start_offset: -1,
+            records_bytes: 0,
+        };
         match result {
             Ok(outcome) => {
-                data.high_watermark = outcome.high_watermark;
-                if version >= 4 {
-                    data.last_stable_offset = outcome.high_watermark;
-                }
-                if version >= 5 {
-                    data.log_start_offset = outcome.log_start_offset;
-                }
-                // The response's max_bytes: always return the first non-empty
-                // partition whole, then only what fits.
-                let fits = outcome.records.len() <= budget || budget == response_bytes_max;
-                if fits {
-                    budget = budget.saturating_sub(outcome.records.len());
-                    data.records = Some(outcome.records);
-                } else {
-                    data.records = Some(Bytes::new());
+                head.high_watermark = outcome.high_watermark;
+                head.last_stable_offset = outcome.high_watermark;
+                head.log_start_offset = outcome.log_start_offset;
+                if let Some(slice) = outcome.records {
+                    let fits = slice.len as usize <= budget || budget == response_bytes_max;
+                    if fits {
+                        budget = budget.saturating_sub(slice.len as usize);
+                        head.records_bytes = slice.len as u32;
+                        slices.push(slice);
+                    }
                 }
             }
-            Err(code) => {
-                data.error_code = code;
-                data.high_watermark = -1;
-                data.records = Some(Bytes::new());
-            }
+            Err(code) => head.error_code = code,
         }
         match topics.last_mut() {
-            Some(last) if last.topic.0.as_str() == slot.topic => last.partitions.push(data),
-            _ => topics.push(
-                km::fetch_response::FetchableTopicResponse::default()
-                    .with_topic(topic_name(&slot.topic))
-                    .with_partitions(vec![data]),
-            ),
+            Some(last) if last.name == slot.topic => last.partitions.push(head),
+            _ => topics.push(FetchTopicHead {
+                name: slot.topic.clone(),
+                partitions: vec![head],
+            }),
         }
     }
-    response.responses = topics;
-    response
+    let plan = encode_fetch_frame(correlation_id, version, &topics);
+    // Interleave the encoded bytes with the record sets; partitions without
+    // records leave empty gaps, which merge into the surrounding bytes.
+    let mut slices = slices.into_iter();
+    let sizes = topics
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .map(|p| p.records_bytes);
+    let mut parts = Vec::new();
+    let mut from = 0;
+    for (gap, records_bytes) in plan.gaps.iter().zip(sizes) {
+        if records_bytes == 0 {
+            continue;
+        }
+        parts.push(OutPart::Bytes(plan.bytes[from..*gap].to_vec()));
+        let slice = slices.next().expect("one slice per non-empty partition");
+        assert_eq!(slice.len, records_bytes as u64);
+        parts.push(OutPart::File(slice));
+        from = *gap;
+    }
+    parts.push(OutPart::Bytes(plan.bytes[from..].to_vec()));
+    assert!(slices.next().is_none());
+    OutFrame { parts }
 }
 
 /// Dispatches every partition's append in arrival order, then returns the

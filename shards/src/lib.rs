@@ -19,6 +19,7 @@ mod partition;
 mod partition_files;
 mod shard;
 mod shutdown;
+mod splice;
 
 pub use broker::{run, BrokerError};
 pub use config::BrokerConfig;

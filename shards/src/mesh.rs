@@ -156,9 +156,11 @@ pub struct AppendOutcome {
     pub log_start_offset: i64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ReadOutcome {
-    pub records: Bytes,
+    /// Whole batches to send from the segment file; None when there is
+    /// nothing to read at the offset yet.
+    pub records: Option<crate::splice::FileSlice>,
     pub high_watermark: i64,
     pub log_start_offset: i64,
 }

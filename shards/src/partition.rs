@@ -6,11 +6,12 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use engine::log::{select_batches, AppendError, BatchSelection, PartitionLog, ReadError};
+use engine::log::{select_batches, AppendError, BatchSelection, PartitionLog, ReadEnd, ReadError};
 use engine::protocol::{self as codes, ErrorCode};
 use engine::record::{first_record_at_or_after, BatchHeader, BATCH_HEADER_BYTES};
 use futures::channel::oneshot;
@@ -21,14 +22,25 @@ use crate::partition_files::{
     open_segment_file, remove_segment_files, sync_dir, write_all_at, write_clean_checkpoint,
     write_log_start_offset, write_segment_indexes, SegmentFiles,
 };
+use crate::splice::{dup_fd, FileSlice};
 
 /// Single-node leader epoch until replication exists.
 pub const LEADER_EPOCH: i32 = 0;
 /// Most bytes one coalesced write carries.
 const WRITE_COALESCE_BYTES_MAX: usize = 8 << 20;
-/// Extra bytes read past `max_bytes` so the window holds the target batch
-/// even when the index entry is up to one interval before it.
-const READ_WINDOW_SLACK_BYTES: usize = 64 << 10;
+/// Bytes read from an index entry to find the first wanted batch's header:
+/// entries are ~index.interval.bytes (4 KiB) apart, so one window usually
+/// holds it; larger batches are skipped by their headers.
+const HEADER_SCAN_WINDOW_BYTES: usize = 16 << 10;
+
+/// A planned zero-copy read: whole batches at `position..position + len`.
+struct PlannedRead {
+    file: Rc<glommio::io::BufferedFile>,
+    position: u64,
+    len: u64,
+    /// Offsets covered (records, counting compacted-away gaps).
+    records: u64,
+}
 /// Bound on read rounds for one fetch (each round advances or returns).
 const READ_ROUNDS_MAX: usize = 4096;
 
@@ -331,40 +343,82 @@ impl Partition {
         }
     }
 
-    fn count_fetch(&self, records: &[u8]) {
-        let mut count = 0u64;
-        let mut position = 0usize;
-        while let Ok(header) = BatchHeader::parse(&records[position..]) {
-            count += header.last_offset_delta as u64 + 1;
-            position += header.total_bytes();
-            if position >= records.len() {
-                break;
-            }
-        }
+    fn count_fetch(&self, planned: &PlannedRead) {
         let mut counters = self.counters.get();
-        counters.fetch_bytes += records.len() as u64;
-        counters.fetch_records += count;
+        counters.fetch_bytes += planned.len;
+        counters.fetch_records += planned.records;
         self.counters.set(counters);
     }
 
-    /// Whole batches from `offset`, about `max_bytes` of them (at least one).
+    /// Whole batches from `offset` for a Fetch, about `max_bytes` of them
+    /// (at least one), as a file range: the connection's shard sends them
+    /// from the page cache without copying.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadOutcome, ErrorCode> {
-        let high_watermark = self.high_watermark.get();
-        let log_start_offset = self.log_start_offset();
-        let empty = |records: Bytes| {
-            Ok(ReadOutcome {
-                records,
-                high_watermark,
-                log_start_offset,
-            })
+        let (high_watermark, log_start_offset) =
+            (self.high_watermark.get(), self.log_start_offset());
+        let planned = self.plan_fetch(offset, max_bytes).await?;
+        let records = match planned {
+            None => None,
+            Some(planned) => {
+                self.count_fetch(&planned);
+                let fd = dup_fd(planned.file.as_raw_fd()).map_err(|e| {
+                    error!(topic = %self.topic, partition = self.index, error = %e, "cannot duplicate segment descriptor");
+                    codes::KAFKA_STORAGE_ERROR
+                })?;
+                Some(FileSlice {
+                    fd,
+                    position: planned.position,
+                    len: planned.len,
+                })
+            }
         };
+        Ok(ReadOutcome {
+            records,
+            high_watermark,
+            log_start_offset,
+        })
+    }
+
+    /// The same batches as [`Partition::read`], copied into memory, for the
+    /// broker's own readers (group state loading).
+    pub async fn read_bytes(&self, offset: i64, max_bytes: usize) -> Result<Bytes, ErrorCode> {
+        let Some(planned) = self.plan_fetch(offset, max_bytes).await? else {
+            return Ok(Bytes::new());
+        };
+        let bytes = planned
+            .file
+            .read_at(planned.position, planned.len as usize)
+            .await
+            .map_err(|e| self.storage_error("segment read failed", &e))?;
+        if bytes.len() as u64 != planned.len {
+            return Err(codes::KAFKA_STORAGE_ERROR);
+        }
+        Ok(Bytes::copy_from_slice(&bytes))
+    }
+
+    fn storage_error(&self, what: &str, e: &dyn std::fmt::Display) -> ErrorCode {
+        error!(topic = %self.topic, partition = self.index, error = %e, "{what}");
+        codes::KAFKA_STORAGE_ERROR
+    }
+
+    /// Finds the file range of whole batches to return for `offset`: scans
+    /// batch headers from the index entry to the first wanted batch (a few
+    /// KiB at most), then ends on the furthest batch boundary the index
+    /// knows within `max_bytes`, so the record bytes themselves are never
+    /// read here.
+    async fn plan_fetch(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Option<PlannedRead>, ErrorCode> {
+        let high_watermark = self.high_watermark.get();
         let start = match self.log.borrow().plan_read(offset) {
             Err(ReadError::OffsetOutOfRange { .. }) => return Err(codes::OFFSET_OUT_OF_RANGE),
             Ok(None) => None,
             Ok(Some(start)) => Some(start),
         };
         let Some(mut start) = start.filter(|_| offset < high_watermark) else {
-            return empty(Bytes::new());
+            return Ok(None);
         };
         let mut position = start.position;
         for _round in 0..READ_ROUNDS_MAX {
@@ -382,7 +436,7 @@ impl Partition {
                         position = 0;
                         continue;
                     }
-                    None => return empty(Bytes::new()),
+                    None => return Ok(None),
                 }
             }
             let file = self
@@ -391,42 +445,59 @@ impl Partition {
                 .get(&start.segment_base_offset)
                 .cloned()
                 .ok_or(codes::UNKNOWN_SERVER_ERROR)?;
-            let window_bytes = ((limit - position) as usize)
-                .min(max_bytes.saturating_add(READ_WINDOW_SLACK_BYTES));
-            let window = file.read_at(position, window_bytes).await.map_err(|e| {
-                error!(topic = %self.topic, partition = self.index, error = %e, "segment read failed");
-                codes::KAFKA_STORAGE_ERROR
-            })?;
-            match select_batches(&window, offset, max_bytes) {
-                BatchSelection::Found { start, end } => {
-                    let records = Bytes::copy_from_slice(&window[start..end]);
-                    self.count_fetch(&records);
-                    return empty(records);
+            let window_bytes = ((limit - position) as usize).min(HEADER_SCAN_WINDOW_BYTES);
+            let window = file
+                .read_at(position, window_bytes)
+                .await
+                .map_err(|e| self.storage_error("segment read failed", &e))?;
+            let first = match select_batches(&window, offset, 0) {
+                BatchSelection::Found { start, .. } | BatchSelection::NeedBytes { start, .. } => {
+                    start
                 }
-                BatchSelection::NeedBytes { start, total_bytes } => {
-                    let whole = file
-                        .read_at(position + start as u64, total_bytes)
-                        .await
-                        .map_err(|_| codes::KAFKA_STORAGE_ERROR)?;
-                    if whole.len() != total_bytes {
-                        return Err(codes::KAFKA_STORAGE_ERROR);
-                    }
-                    let records = Bytes::copy_from_slice(&whole);
-                    self.count_fetch(&records);
-                    return empty(records);
+                BatchSelection::Before { scanned } if scanned > 0 => {
+                    position += scanned as u64;
+                    continue;
                 }
-                BatchSelection::Before { scanned } if scanned > 0 => position += scanned as u64,
                 BatchSelection::Before { .. } => {
                     // One batch that ends before the target is larger than the
                     // window: skip it by its header.
                     let header = BatchHeader::parse(&window).map_err(|_| codes::CORRUPT_MESSAGE)?;
                     position += header.total_bytes() as u64;
+                    continue;
                 }
                 BatchSelection::Corrupt { position: bad } => {
                     error!(topic = %self.topic, partition = self.index, segment = start.segment_base_offset, position = position + bad as u64, "invalid stored batch header; refusing to read past it");
                     return Err(codes::KAFKA_STORAGE_ERROR);
                 }
-            }
+            };
+            let header =
+                BatchHeader::parse(&window[first..]).map_err(|_| codes::CORRUPT_MESSAGE)?;
+            let first_position = position + first as u64;
+            let log = self.log.borrow();
+            let segment = log
+                .segment(start.segment_base_offset)
+                .ok_or(codes::UNKNOWN_SERVER_ERROR)?;
+            let end = segment
+                .read_end_within(first_position, limit, max_bytes as u64)
+                .unwrap_or(ReadEnd::Indexed {
+                    // KIP-74: the first batch goes whole even past max_bytes.
+                    position: first_position + header.total_bytes() as u64,
+                    next_offset: header.last_offset() + 1,
+                });
+            assert!(end.position() <= limit);
+            let end_offset = match end {
+                ReadEnd::Indexed { next_offset, .. } => next_offset,
+                ReadEnd::Limit { .. } if segment.base_offset == log.active().base_offset => {
+                    high_watermark
+                }
+                ReadEnd::Limit { .. } => segment.next_offset,
+            };
+            return Ok(Some(PlannedRead {
+                file,
+                position: first_position,
+                len: end.position() - first_position,
+                records: (end_offset - header.base_offset).max(0) as u64,
+            }));
         }
         Err(codes::UNKNOWN_SERVER_ERROR)
     }

@@ -26,6 +26,7 @@ use crate::metrics::ShardMetrics;
 use crate::partition::Partition;
 use crate::partition_files::{create_partition, open_partition, partition_dir};
 use crate::shutdown::StopFlag;
+use crate::splice::SpliceRing;
 
 pub type PartitionKey = (String, i32);
 
@@ -48,6 +49,8 @@ pub struct Shard {
     pub groups: GroupHost,
     pub stop: StopFlag,
     pub metrics: ShardMetrics,
+    /// Zero-copy sends of fetched record sets (see `splice`).
+    pub splice: Rc<SpliceRing>,
 }
 
 /// The shard that owns a partition, from its placement.
@@ -800,6 +803,16 @@ pub async fn run_shard(
             return false;
         }
     };
+    let splice = match SpliceRing::new() {
+        Ok(ring) => ring,
+        Err(e) => {
+            let _ = ready.send(Err(format!(
+                "shard {id}: cannot set up the io_uring splice ring: {e}"
+            )));
+            stop.raise();
+            return false;
+        }
+    };
     let config_request_bytes_max = config.shard_request_bytes_max;
     let group_config = config.groups;
     let shard = Rc::new(Shard {
@@ -820,6 +833,7 @@ pub async fn run_shard(
         groups: GroupHost::new(group_config),
         stop: stop.clone(),
         metrics: ShardMetrics::default(),
+        splice,
     });
     for (peer, receiver) in receivers.streams() {
         let shard = shard.clone();

@@ -1,0 +1,256 @@
+//! Zero-copy sends: a file range goes from the page cache to a socket through
+//! a pipe with io_uring splice, so record bytes never enter user space.
+//! glommio exposes no splice, so each shard owns a small raw ring of its own;
+//! completions wake the shard through an eventfd that glommio reads, which
+//! waits without polling (DESIGN.md §10 measured this shape).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+
+use futures::channel::oneshot;
+use glommio::io::BufferedFile;
+use glommio::sync::Semaphore;
+use io_uring::{opcode, squeue, types, IoUring};
+use tracing::warn;
+
+/// Submission slots of the ring; also the bound on splices in flight.
+const RING_ENTRIES: u32 = 256;
+/// Pipes kept per shard; a send waits for one when all are in use. Each
+/// holds at most `PIPE_BYTES` of page references while a chunk is in it.
+const PIPES_MAX: usize = 256;
+/// Requested pipe capacity: one splice moves at most this much.
+const PIPE_BYTES: i32 = 1 << 20;
+/// io-wq workers (bounded, unbounded) the kernel may start for this ring:
+/// splice runs in them, on the shard's cores.
+const IOWQ_WORKERS_MAX: [u32; 2] = [2, 2];
+
+/// A file range to send; the descriptor is the sender's own (a dup), so the
+/// owning shard may close or delete the segment meanwhile.
+#[derive(Debug)]
+pub struct FileSlice {
+    pub fd: OwnedFd,
+    pub position: u64,
+    pub len: u64,
+}
+
+/// Duplicates a descriptor for a [`FileSlice`].
+pub fn dup_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl on a descriptor we were lent; the result is a new one we own.
+    let duplicate = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if duplicate < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `duplicate` is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(duplicate) })
+}
+
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    capacity_bytes: u64,
+}
+
+impl Pipe {
+    fn new() -> io::Result<Pipe> {
+        let mut fds = [0 as RawFd; 2];
+        // SAFETY: pipe2 fills two descriptors on success.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both are fresh descriptors owned from here on.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // Larger pipes mean fewer splices; the kernel may grant less
+        // (fs.pipe-max-size), so read back what we got.
+        // SAFETY: fcntl on our own descriptor.
+        let granted = unsafe {
+            libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES);
+            libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ)
+        };
+        if granted <= 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Pipe {
+            read,
+            write,
+            capacity_bytes: granted as u64,
+        })
+    }
+}
+
+pub struct SpliceRing {
+    ring: RefCell<IoUring>,
+    /// Signalled by the kernel on every completion; owns the eventfd.
+    wake: BufferedFile,
+    waiters: RefCell<HashMap<u64, oneshot::Sender<i32>>>,
+    next_user_data: Cell<u64>,
+    in_flight: Cell<usize>,
+    reaping: Cell<bool>,
+    slots: Semaphore,
+    pipes: RefCell<Vec<Pipe>>,
+    pipe_slots: Semaphore,
+}
+
+impl SpliceRing {
+    pub fn new() -> io::Result<Rc<SpliceRing>> {
+        // No DEFER_TASKRUN/SQPOLL: the eventfd must fire from any context.
+        let ring = IoUring::new(RING_ENTRIES)?;
+        // SAFETY: eventfd returns a fresh descriptor, owned by `wake` below.
+        let eventfd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if eventfd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `wake` takes ownership of the descriptor and closes it.
+        let wake = unsafe { BufferedFile::from_raw_fd(eventfd) };
+        ring.submitter().register_eventfd(eventfd)?;
+        let mut workers = IOWQ_WORKERS_MAX;
+        if let Err(e) = ring.submitter().register_iowq_max_workers(&mut workers) {
+            warn!(error = %e, "cannot cap io-wq workers for splice");
+        }
+        Ok(Rc::new(SpliceRing {
+            ring: RefCell::new(ring),
+            wake,
+            waiters: RefCell::new(HashMap::new()),
+            next_user_data: Cell::new(1),
+            in_flight: Cell::new(0),
+            reaping: Cell::new(false),
+            slots: Semaphore::new(RING_ENTRIES as u64),
+            pipes: RefCell::new(Vec::new()),
+            pipe_slots: Semaphore::new(PIPES_MAX as u64),
+        }))
+    }
+
+    /// Submits one operation and waits for its result (a byte count or
+    /// -errno). The descriptors it names must stay open until it returns.
+    async fn run(self: &Rc<Self>, entry: squeue::Entry) -> i32 {
+        let Ok(_slot) = self.slots.acquire_permit(1).await else {
+            return -libc::ECANCELED;
+        };
+        let user_data = self.next_user_data.get();
+        self.next_user_data.set(user_data + 1);
+        let (sender, receiver) = oneshot::channel();
+        {
+            let mut ring = self.ring.borrow_mut();
+            // SAFETY: the entry's descriptors outlive the operation (callers
+            // hold them across this await) and it names no user memory.
+            let pushed = unsafe { ring.submission().push(&entry.user_data(user_data)) };
+            assert!(pushed.is_ok(), "slots bound the submission queue");
+            if let Err(e) = ring.submit() {
+                return -e.raw_os_error().unwrap_or(libc::EIO);
+            }
+        }
+        self.waiters.borrow_mut().insert(user_data, sender);
+        self.in_flight.set(self.in_flight.get() + 1);
+        self.start_reaper();
+        receiver.await.unwrap_or(-libc::ECANCELED)
+    }
+
+    fn start_reaper(self: &Rc<Self>) {
+        if self.reaping.replace(true) {
+            return;
+        }
+        let ring = self.clone();
+        glommio::spawn_local(async move { ring.reap().await }).detach();
+    }
+
+    /// Runs while operations are in flight: sleeps on the eventfd, then
+    /// hands out every completion.
+    async fn reap(&self) {
+        while self.in_flight.get() > 0 {
+            if let Err(e) = self.wake.read_at(0, 8).await {
+                warn!(error = %e, "splice ring wake-up failed; retrying");
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            let mut ring = self.ring.borrow_mut();
+            let mut waiters = self.waiters.borrow_mut();
+            for cqe in ring.completion() {
+                self.in_flight.set(self.in_flight.get() - 1);
+                if let Some(waiter) = waiters.remove(&cqe.user_data()) {
+                    let _ = waiter.send(cqe.result());
+                }
+            }
+        }
+        self.reaping.set(false);
+    }
+
+    /// Sends `slice` to `socket`. On an error the connection is unusable
+    /// (part of a response may have been written): the caller closes it.
+    pub async fn send_file(self: &Rc<Self>, socket: RawFd, slice: &FileSlice) -> io::Result<()> {
+        if slice.len == 0 {
+            return Ok(());
+        }
+        let Ok(_pipe_slot) = self.pipe_slots.acquire_permit(1).await else {
+            return Err(io::Error::other("splice ring closed"));
+        };
+        let pipe = match self.pipes.borrow_mut().pop() {
+            Some(pipe) => pipe,
+            None => Pipe::new()?,
+        };
+        // The pipe goes back to the pool only when it is known empty; on an
+        // error it is dropped (closed) with whatever is left in it.
+        self.pipe_file_to_socket(&pipe, socket, slice).await?;
+        self.pipes.borrow_mut().push(pipe);
+        Ok(())
+    }
+
+    async fn pipe_file_to_socket(
+        self: &Rc<Self>,
+        pipe: &Pipe,
+        socket: RawFd,
+        slice: &FileSlice,
+    ) -> io::Result<()> {
+        let file = types::Fd(slice.fd.as_raw_fd());
+        let (pipe_in, pipe_out, socket) = (
+            types::Fd(pipe.write.as_raw_fd()),
+            types::Fd(pipe.read.as_raw_fd()),
+            types::Fd(socket),
+        );
+        let mut position = slice.position;
+        let end = slice.position + slice.len;
+        // Every round moves at least one byte from the file, so `len` bounds it.
+        while position < end {
+            let chunk = (end - position).min(pipe.capacity_bytes) as u32;
+            let moved = self
+                .run(opcode::Splice::new(file, position as i64, pipe_in, -1, chunk).build())
+                .await;
+            let moved = check(moved, "splice file to pipe")?;
+            if moved == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "segment file ended before the planned range",
+                ));
+            }
+            position += moved as u64;
+            let mut in_pipe = moved;
+            // Every round drains at least one byte, or waits for the socket.
+            while in_pipe > 0 {
+                let sent = self
+                    .run(opcode::Splice::new(pipe_out, -1, socket, -1, in_pipe).build())
+                    .await;
+                if sent == -libc::EAGAIN {
+                    let ready = self
+                        .run(opcode::PollAdd::new(socket, libc::POLLOUT as u32).build())
+                        .await;
+                    check(ready, "poll socket")?;
+                    continue;
+                }
+                let sent = check(sent, "splice pipe to socket")?;
+                if sent == 0 {
+                    return Err(io::Error::new(io::ErrorKind::WriteZero, "socket closed"));
+                }
+                in_pipe -= sent;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check(result: i32, what: &str) -> io::Result<u32> {
+    if result < 0 {
+        let e = io::Error::from_raw_os_error(-result);
+        return Err(io::Error::new(e.kind(), format!("{what}: {e}")));
+    }
+    Ok(result as u32)
+}
