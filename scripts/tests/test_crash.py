@@ -136,9 +136,13 @@ class BackgroundProducer:
             raise self.error
 
 
-@pytest.mark.parametrize("retries", [False, True], ids=["no-retries", "retries"])
-def test_kill9_during_acks_all_writes(broker_factory, retries):
-    broker = broker_factory("--segment-bytes", SEGMENT_BYTES)
+@pytest.mark.parametrize(
+    "retries, segment_writes",
+    [(False, "buffered"), (True, "buffered"), (False, "direct")],
+    ids=["no-retries", "retries", "no-retries-odirect"],
+)
+def test_kill9_during_acks_all_writes(broker_factory, retries, segment_writes):
+    broker = broker_factory("--segment-bytes", SEGMENT_BYTES, "--segment-writes", segment_writes)
     topic = "crash"
     create_topic_confluent(broker.bootstrap, topic, CRASH_PARTITIONS)
     rng = random.Random(CRASH_SEED + retries)

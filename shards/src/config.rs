@@ -38,6 +38,8 @@ pub struct BrokerConfig {
     pub connection_idle_ms_max: u64,
     /// `offsets.topic.num.partitions`
     pub offsets_topic_partitions: u32,
+    /// How segment appends reach the disk (buffered io_uring or O_DIRECT).
+    pub segment_write_mode: crate::SegmentWriteMode,
 }
 
 impl BrokerConfig {
@@ -60,6 +62,7 @@ impl BrokerConfig {
             cleaner_backoff_ms: 15_000,
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9644))),
             offsets_topic_partitions: engine::group::OFFSETS_TOPIC_PARTITIONS_DEFAULT,
+            segment_write_mode: crate::SegmentWriteMode::Buffered,
         }
     }
 }

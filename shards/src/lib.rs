@@ -8,6 +8,7 @@ mod broker;
 mod config;
 mod connection;
 mod controller;
+mod direct_appender;
 mod group_commit;
 mod group_handlers;
 mod groups;
@@ -23,6 +24,7 @@ mod splice;
 
 pub use broker::{run, BrokerError};
 pub use config::BrokerConfig;
+pub use direct_appender::SegmentWriteMode;
 
 /// Milliseconds since the Unix epoch: Kafka's clock for timestamps.
 pub(crate) fn now_ms() -> i64 {

@@ -17,6 +17,7 @@ use engine::record::{first_record_at_or_after, BatchHeader, BATCH_HEADER_BYTES};
 use futures::channel::oneshot;
 use tracing::{error, info, warn};
 
+use crate::direct_appender::{DirectAppender, SegmentWriteMode};
 use crate::mesh::{AppendOutcome, ReadOutcome};
 use crate::partition_files::{
     open_segment_file, remove_segment_files, sync_dir, write_all_at, write_clean_checkpoint,
@@ -70,6 +71,9 @@ pub struct Partition {
     pub(crate) sync_pending: Cell<bool>,
     /// Produce/fetch totals for metrics.
     pub counters: Cell<crate::metrics::TopicCounters>,
+    write_mode: SegmentWriteMode,
+    /// The active segment's O_DIRECT appender (`SegmentWriteMode::Direct`).
+    direct: RefCell<Option<Rc<DirectAppender>>>,
 }
 
 fn append_error_code(e: &AppendError) -> ErrorCode {
@@ -86,6 +90,7 @@ impl Partition {
         dir: PathBuf,
         log: PartitionLog,
         files: SegmentFiles,
+        write_mode: SegmentWriteMode,
     ) -> Rc<Partition> {
         let high_watermark = log.next_offset();
         let written_position = log.active().size_bytes;
@@ -107,6 +112,8 @@ impl Partition {
             closed: Cell::new(false),
             sync_pending: Cell::new(false),
             counters: Cell::new(Default::default()),
+            write_mode,
+            direct: RefCell::new(None),
         })
     }
 
@@ -246,8 +253,12 @@ impl Partition {
         }
         let bytes = std::mem::take(&mut pending.bytes);
         let length = bytes.len() as u64;
-        let file = self.active_file();
-        let result = write_all_at(&file, bytes, pending.position).await;
+        let result = match self.write_mode {
+            SegmentWriteMode::Buffered => {
+                write_all_at(&self.active_file(), bytes, pending.position).await
+            }
+            SegmentWriteMode::Direct => self.direct_append(&bytes, pending.position).await,
+        };
         let replies = std::mem::take(&mut pending.replies);
         match result {
             Ok(()) => {
@@ -281,6 +292,36 @@ impl Partition {
         }
     }
 
+    async fn direct_append(&self, bytes: &[u8], position: u64) -> io::Result<()> {
+        let base = self.log.borrow().active().base_offset;
+        let current = self
+            .direct
+            .borrow()
+            .clone()
+            .filter(|a| a.base_offset == base);
+        let appender = match current {
+            Some(appender) => appender,
+            None => {
+                let file = self.active_file();
+                let opened = DirectAppender::open(&self.dir, base, &file, position).await?;
+                let appender = Rc::new(opened);
+                *self.direct.borrow_mut() = Some(appender.clone());
+                appender
+            }
+        };
+        appender.append(bytes, position).await
+    }
+
+    /// Cuts the direct appender's zero padding (before a roll or a clean
+    /// close) so the segment file ends at its last batch.
+    async fn finish_direct(&self) -> io::Result<()> {
+        let appender = self.direct.borrow_mut().take();
+        match appender {
+            Some(appender) => appender.finish().await,
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn fail(&self, what: &str, e: &io::Error) {
         error!(topic = %self.topic, partition = self.index, error = %e, "{what} failed; partition goes offline until restart");
         self.failed.set(true);
@@ -298,6 +339,7 @@ impl Partition {
     /// Closes the active segment durably (data, then indexes) and starts a new
     /// one. Called by the writer with nothing in flight.
     pub(crate) async fn roll(&self) -> io::Result<()> {
+        self.finish_direct().await?;
         let old = self.active_file();
         old.fdatasync()
             .await
@@ -644,6 +686,7 @@ impl Partition {
         if self.failed.get() {
             return Err(io::Error::other("partition failed earlier"));
         }
+        self.finish_direct().await?;
         self.sync().await?;
         let active = self.log.borrow().active().clone();
         write_clean_checkpoint(&self.dir, &active).await

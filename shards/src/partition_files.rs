@@ -26,11 +26,11 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))
 }
 
-fn segment_path(dir: &Path, base_offset: i64, extension: &str) -> PathBuf {
+pub(crate) fn segment_path(dir: &Path, base_offset: i64, extension: &str) -> PathBuf {
     dir.join(format!("{}.{extension}", segment_file_stem(base_offset)))
 }
 
-fn to_io(e: glommio::GlommioError<()>) -> io::Error {
+pub(crate) fn to_io(e: glommio::GlommioError<()>) -> io::Error {
     io::Error::other(e.to_string())
 }
 

@@ -117,7 +117,14 @@ impl Shard {
             let dir = partition_dir(&self.config.data_dir, topic, index);
             match create_partition(&dir, self.log_config(topic)).await {
                 Ok((log, files)) => {
-                    let partition = Partition::new(topic.to_string(), index, dir, log, files);
+                    let partition = Partition::new(
+                        topic.to_string(),
+                        index,
+                        dir,
+                        log,
+                        files,
+                        self.config.segment_write_mode,
+                    );
                     self.partitions
                         .borrow_mut()
                         .insert((topic.to_string(), index), partition);
@@ -630,7 +637,14 @@ impl Shard {
                     let (log, files) = create_partition(&dir, self.log_config(&topic.name)).await?;
                     (log, files, Default::default())
                 };
-                let partition = Partition::new(topic.name.clone(), index, dir, log, files);
+                let partition = Partition::new(
+                    topic.name.clone(),
+                    index,
+                    dir,
+                    log,
+                    files,
+                    self.config.segment_write_mode,
+                );
                 self.partitions
                     .borrow_mut()
                     .insert((topic.name.clone(), index), partition);

@@ -111,6 +111,10 @@ struct ServeArgs {
     /// Where /metrics (Prometheus), /health and /ready are served; "off" disables.
     #[arg(long, env = "GREGOR_METRICS", default_value = "127.0.0.1:9644")]
     metrics: String,
+    /// How segment appends reach the disk: buffered (io_uring through the
+    /// page cache, so tail reads come from memory) or direct (O_DIRECT)
+    #[arg(long, env = "GREGOR_SEGMENT_WRITES", default_value = "buffered")]
+    segment_writes: shards::SegmentWriteMode,
     /// log.cleaner.backoff.ms: how often compaction looks for work
     #[arg(long, env = "GREGOR_CLEANER_BACKOFF_MS", default_value_t = 15_000)]
     cleaner_backoff_ms: u64,
@@ -246,6 +250,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.connection_idle_ms_max = args.connections_max_idle_ms;
     config.retention_check_interval_ms = args.retention_check_interval_ms.max(10);
     config.cleaner_backoff_ms = args.cleaner_backoff_ms.max(10);
+    config.segment_write_mode = args.segment_writes;
     config.metrics_listen = match args.metrics.as_str() {
         "off" | "" => None,
         text => Some(
