@@ -21,7 +21,7 @@ REPO_ROOT="$PWD"
 
 WORKLOADS=("$@")
 if [ ${#WORKLOADS[@]} -eq 0 ]; then
-    WORKLOADS=(max-throughput-1k small-records-100b latency-50mbps catch-up-read many-partitions)
+    WORKLOADS=(max-throughput-1k small-records-100b latency-50mbps catch-up-read many-partitions idle-1000-partitions)
 fi
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"

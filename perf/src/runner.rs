@@ -1183,7 +1183,9 @@ fn drive(
     shared.hold_consumers.store(false, Ordering::SeqCst);
     c.in_window = true;
     c.set_phase("measure", w.duration_s);
-    let catch_up = w.producers == 0;
+    // No producers: a catch-up read of the prefill, or (without one) an idle
+    // measurement that runs the whole window.
+    let catch_up = w.producers == 0 && w.prefill.0 > 0;
     let mut caught_up_s = None;
     let deadline = Instant::now() + Duration::from_secs_f64(w.duration_s);
     if catch_up {

@@ -36,6 +36,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "many-partitions",
         include_str!("../workloads/many-partitions.toml"),
     ),
+    (
+        "idle-1000-partitions",
+        include_str!("../workloads/idle-1000-partitions.toml"),
+    ),
     ("smoke", include_str!("../workloads/smoke.toml")),
 ];
 
@@ -524,9 +528,6 @@ impl Workload {
         {
             return Err(format!("at most {CLIENTS_MAX} producers and consumers"));
         }
-        if self.producers == 0 && self.prefill.0 == 0 {
-            return Err("producers = 0 needs a prefill (nothing to consume otherwise)".into());
-        }
         if self.producers == 0 && self.consumers == 0 {
             return Err("nothing to measure: no producers and no consumers".into());
         }
@@ -715,7 +716,9 @@ mod tests {
     #[test]
     fn validation() {
         assert!(parse("record_size = 8\ntarget_rate = 0\nduration_s = 1\n").is_err());
-        assert!(parse(&format!("{MINIMAL}producers = 0\n")).is_err());
+        // No producers and no prefill: an idle measurement (consumers poll).
+        assert!(parse(&format!("{MINIMAL}producers = 0\n")).is_ok());
+        assert!(parse(&format!("{MINIMAL}producers = 0\nconsumers = 0\n")).is_err());
         assert!(parse(&format!("{MINIMAL}topics = 0\n")).is_err());
     }
 

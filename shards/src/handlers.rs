@@ -21,7 +21,7 @@ use tracing::{debug, warn};
 
 use crate::admin_handlers as ah;
 use crate::group_handlers as gh;
-use crate::mesh::{ShardOp, ShardReply, TopicResult, TopicSpec};
+use crate::mesh::{PartitionRead, ReadOutcome, ShardOp, ShardReply, TopicResult, TopicSpec};
 use crate::shard::{with_timeout, Shard};
 use crate::splice::FileSlice;
 
@@ -789,6 +789,42 @@ struct FetchSlot {
     owner: Result<usize, ErrorCode>,
 }
 
+/// Reads every slot, one mesh message per owning shard.
+async fn read_slots(shard: &Rc<Shard>, slots: &[FetchSlot]) -> Vec<Result<ReadOutcome, ErrorCode>> {
+    let mut by_owner: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    let mut results: Vec<Result<ReadOutcome, ErrorCode>> = Vec::with_capacity(slots.len());
+    for (i, slot) in slots.iter().enumerate() {
+        results.push(Err(codes::UNKNOWN_SERVER_ERROR));
+        match slot.owner {
+            Ok(owner) => by_owner.entry(owner).or_default().push(i),
+            Err(code) => results[i] = Err(code),
+        }
+    }
+    let calls = by_owner.into_iter().map(|(owner, indexes)| {
+        let reads = indexes
+            .iter()
+            .map(|&i| PartitionRead {
+                topic: slots[i].topic.clone(),
+                partition: slots[i].partition,
+                offset: slots[i].offset,
+                max_bytes: slots[i].max_bytes,
+            })
+            .collect();
+        let shard = shard.clone();
+        async move { (indexes, shard.call(owner, ShardOp::Read { reads }).await) }
+    });
+    for (indexes, reply) in futures::future::join_all(calls).await {
+        let ShardReply::Read(outcomes) = reply else {
+            continue;
+        };
+        assert_eq!(outcomes.len(), indexes.len());
+        for (i, outcome) in indexes.into_iter().zip(outcomes) {
+            results[i] = outcome;
+        }
+    }
+    results
+}
+
 async fn fetch(
     shard: &Rc<Shard>,
     request: km::FetchRequest,
@@ -818,23 +854,7 @@ async fn fetch(
     }
     let mut results = Vec::new();
     for _round in 0..FETCH_WAIT_ROUNDS_MAX {
-        let reads = slots.iter().map(|slot| {
-            let shard = shard.clone();
-            async move {
-                let owner = slot.owner?;
-                let op = ShardOp::Read {
-                    topic: slot.topic.clone(),
-                    partition: slot.partition,
-                    offset: slot.offset,
-                    max_bytes: slot.max_bytes,
-                };
-                match shard.call(owner, op).await {
-                    ShardReply::Read(result) => result,
-                    _ => Err(codes::UNKNOWN_SERVER_ERROR),
-                }
-            }
-        });
-        results = futures::future::join_all(reads).await;
+        results = read_slots(shard, &slots).await;
         let total: usize = results
             .iter()
             .map(|r| {
@@ -879,7 +899,12 @@ async fn fetch(
             glommio::timer::sleep(Duration::from_millis(remaining_ms)).await;
             continue;
         }
-        let _ = with_timeout(remaining_ms, futures::future::select_all(waits)).await;
+        // A wait that ran out means nothing new arrived: the reads above
+        // stand, so answer with them instead of reading everything again.
+        match with_timeout(remaining_ms, futures::future::select_all(waits)).await {
+            Some((ShardReply::DataReady(true), _, _)) => {}
+            _ => break,
+        }
     }
     // The response's max_bytes: always return the first non-empty partition
     // whole, then only what fits.

@@ -29,13 +29,9 @@ pub enum ShardOp {
         records: Bytes,
         acks: i16,
     },
-    /// Read whole batches from `offset`.
-    Read {
-        topic: String,
-        partition: i32,
-        offset: i64,
-        max_bytes: usize,
-    },
+    /// Read whole batches from each partition's offset (one message per
+    /// owning shard for a whole Fetch).
+    Read { reads: Vec<PartitionRead> },
     /// ListOffsets for one partition (-1 latest, -2 earliest, >= 0 time).
     ListOffset {
         topic: String,
@@ -156,6 +152,14 @@ pub struct AppendOutcome {
     pub log_start_offset: i64,
 }
 
+#[derive(Debug, Clone)]
+pub struct PartitionRead {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub max_bytes: usize,
+}
+
 #[derive(Debug)]
 pub struct ReadOutcome {
     /// Whole batches to send from the segment file; None when there is
@@ -176,10 +180,12 @@ pub struct TopicResult {
 #[derive(Debug)]
 pub enum ShardReply {
     Append(Result<AppendOutcome, ErrorCode>),
-    Read(Result<ReadOutcome, ErrorCode>),
+    /// One result per requested read, in order.
+    Read(Vec<Result<ReadOutcome, ErrorCode>>),
     /// (offset, timestamp)
     ListOffset(Result<(i64, i64), ErrorCode>),
-    DataReady,
+    /// Whether data arrived (false: the wait timed out).
+    DataReady(bool),
     Topics(Vec<TopicResult>),
     Applied,
     Group(GroupReply),

@@ -206,15 +206,18 @@ impl Shard {
     async fn run_op(self: Rc<Self>, op: ShardOp) -> ShardReply {
         match op {
             ShardOp::Append { .. } => unreachable!("appends start in start_op"),
-            ShardOp::Read {
-                topic,
-                partition,
-                offset,
-                max_bytes,
-            } => match self.partition(&topic, partition) {
-                Some(p) => ShardReply::Read(p.read(offset, max_bytes).await),
-                None => ShardReply::Read(Err(codes::NOT_LEADER_OR_FOLLOWER)),
-            },
+            ShardOp::Read { reads } => {
+                let reads = reads.into_iter().map(|read| {
+                    let owned = self.partition(&read.topic, read.partition);
+                    async move {
+                        match owned {
+                            Some(p) => p.read(read.offset, read.max_bytes).await,
+                            None => Err(codes::NOT_LEADER_OR_FOLLOWER),
+                        }
+                    }
+                });
+                ShardReply::Read(futures::future::join_all(reads).await)
+            }
             ShardOp::DeleteRecords {
                 topic,
                 partition,
@@ -243,10 +246,7 @@ impl Shard {
             ShardOp::WaitForData {
                 partitions,
                 timeout_ms,
-            } => {
-                self.wait_for_data(&partitions, timeout_ms).await;
-                ShardReply::DataReady
-            }
+            } => ShardReply::DataReady(self.wait_for_data(&partitions, timeout_ms).await),
             ShardOp::CreateTopics { topics } => {
                 ShardReply::Topics(self.create_topics(topics).await)
             }
@@ -267,23 +267,25 @@ impl Shard {
 
     /// Parks until one of the partitions has data past its offset or the
     /// timeout passes. No polling: partitions wake their waiters on write.
-    pub async fn wait_for_data(&self, partitions: &[(String, i32, i64)], timeout_ms: u64) {
+    /// False when the time ran out with nothing new.
+    pub async fn wait_for_data(&self, partitions: &[(String, i32, i64)], timeout_ms: u64) -> bool {
         let mut waits = Vec::new();
         for (topic, index, offset) in partitions {
             if let Some(p) = self.partition(topic, *index) {
                 match p.data_beyond(*offset) {
-                    None => return,
+                    None => return true,
                     Some(receiver) => waits.push(receiver),
                 }
             }
         }
         if waits.is_empty() {
-            return;
+            // Nothing here to wait on (moved or deleted): let the fetch re-read.
+            return true;
         }
         let any = futures::future::select_all(waits);
         let timer = glommio::timer::sleep(Duration::from_millis(timeout_ms));
         futures::pin_mut!(timer);
-        let _ = select(any, timer).await;
+        matches!(select(any, timer).await, futures::future::Either::Left(_))
     }
 
     async fn broadcast(self: &Rc<Self>, record: &MetadataRecord) {
