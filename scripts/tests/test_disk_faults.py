@@ -13,10 +13,13 @@ from __future__ import annotations
 import hashlib
 import time
 
+from confluent_kafka import TopicPartition
+
 from helpers import (
     ERR_KAFKA_STORAGE_ERROR,
     ERR_NONE,
     RawConnection,
+    confluent_consumer,
     consume_confluent,
     create_topic_confluent,
     encode_record_batch,
@@ -181,10 +184,6 @@ def test_deleted_index_files_are_rebuilt(broker_factory):
     # Rebuilt from the data, they match what the broker wrote as it appended.
     for path, original in originals.items():
         assert path.read_bytes() == original, f"{path.name} rebuilt differently"
-
-    from confluent_kafka import TopicPartition
-
-    from helpers import confluent_consumer
 
     consumer = confluent_consumer(broker.bootstrap)
     try:
