@@ -130,7 +130,7 @@ class Broker:
                 )
             # Ready = this start logged "gregor is serving" and the port
             # answers (a killed broker's listener can linger briefly).
-            if "gregor is serving" in self._log_since_last_start():
+            if "gregor is serving" in self.log_since_last_start():
                 try:
                     with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                         return
@@ -145,7 +145,7 @@ class Broker:
                 )
             time.sleep(0.05)
 
-    def _log_since_last_start(self) -> str:
+    def log_since_last_start(self) -> str:
         text = self.log_text()
         marker = f"===== harness: start #{self.starts}:"
         index = text.rfind(marker)

@@ -32,8 +32,10 @@ ERR_NONE = 0
 ERR_CORRUPT_MESSAGE = 2
 ERR_UNKNOWN_TOPIC_OR_PARTITION = 3
 ERR_UNSUPPORTED_VERSION = 35
+ERR_KAFKA_STORAGE_ERROR = 56
 
 API_PRODUCE = 0
+API_FETCH = 1
 API_METADATA = 3
 API_API_VERSIONS = 18
 
@@ -329,6 +331,8 @@ def confluent_consumer(bootstrap: str, **extra):
         "enable.auto.offset.store": False,
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
+        # Validate every batch's CRC-32C: a damaged batch fails the read.
+        "check.crcs": True,
     }
     conf.update(extra)
     return Consumer(conf)
@@ -857,6 +861,40 @@ def parse_produce_response(r: Reader, version: int) -> list[ProducePartitionResu
     return results
 
 
+def fetch_request_body(topic: str, partition: int, offset: int, *, max_bytes: int = 1 << 20, max_wait_ms: int = 0) -> bytes:
+    """FetchRequest v4 body (non-flexible), one topic and one partition."""
+    body = struct.pack(">iiiib", -1, max_wait_ms, 0, max_bytes, 0)  # replica, wait, min, max, isolation
+    body += struct.pack(">i", 1) + kstring(topic)
+    body += struct.pack(">i", 1) + struct.pack(">iqi", partition, offset, max_bytes)
+    return body
+
+
+class FetchPartitionResult(NamedTuple):
+    partition: int
+    error_code: int
+    high_watermark: int
+    records: bytes | None
+
+
+def parse_fetch_response_v4(r: Reader) -> list[FetchPartitionResult]:
+    """FetchResponse v4 body."""
+    r.i32()  # throttle_time_ms
+    results = []
+    for _ in range(r.i32()):
+        r.string()  # topic
+        for _ in range(r.i32()):
+            partition, error_code, high_watermark = r.i32(), r.i16(), r.i64()
+            r.i64()  # last_stable_offset
+            aborted = r.i32()
+            for _ in range(max(aborted, 0)):
+                r.i64(), r.i64()
+            size = r.i32()
+            records = None if size < 0 else r._take(size)
+            results.append(FetchPartitionResult(partition, error_code, high_watermark, records))
+    assert r.remaining() == 0, f"{r.remaining()} unexpected trailing bytes in a Fetch v4 response"
+    return results
+
+
 class ConnectionClosed(Exception):
     pass
 
@@ -935,6 +973,10 @@ class RawConnection:
         r = self.request(API_PRODUCE, version, produce_request_body(version, topic, partition, records))
         return parse_produce_response(r, version)
 
+    def fetch(self, topic: str, partition: int, offset: int) -> FetchPartitionResult:
+        (result,) = parse_fetch_response_v4(self.request(API_FETCH, 4, fetch_request_body(topic, partition, offset)))
+        return result
+
     def wait_closed(self, timeout_s: float = SOCKET_TIMEOUT_S) -> bytes:
         """Read until the peer closes the connection (EOF or reset). Returns any
         bytes received before. Fails if the connection stays open."""
@@ -968,3 +1010,237 @@ def assert_broker_answers(bootstrap: str) -> None:
     assert API_PRODUCE in keys and API_API_VERSIONS in keys, f"ApiVersions lists {sorted(keys)}"
     md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
     assert md.brokers, "metadata lists no brokers"
+
+
+# ---------------------------------------------------------------------------
+# Crash tests: a producer that keeps writing while the broker is killed
+# ---------------------------------------------------------------------------
+
+CRASH_VALUE_PAD = b"." * 100
+# A background producer keeps at most this many unacknowledged records.
+CRASH_MAX_QUEUED = 20_000
+
+
+def crash_value(i: int, producer_id: int = 0) -> bytes:
+    """The value of record `i` of background producer `producer_id`: it names
+    its writer, so a consumed record can be traced back to its delivery report."""
+    return f"p{producer_id}v{i}:".encode() + CRASH_VALUE_PAD
+
+
+def crash_key(i: int) -> bytes:
+    return f"k{i}".encode()
+
+
+def parse_crash_value(value: bytes) -> tuple[int, int]:
+    """(producer_id, i) of a value made by `crash_value`."""
+    head, sep, pad = value.partition(b":")
+    producer, v, index = head.partition(b"v")
+    assert sep and v and producer.startswith(b"p") and pad == CRASH_VALUE_PAD, (
+        f"value not written by a crash producer: {value[:40]!r}"
+    )
+    return int(producer[1:]), int(index)
+
+
+class BackgroundProducer:
+    """Produces `crash_value(i, producer_id)` records from a thread as fast as
+    the broker takes them (or at `rate_per_s`), recording each delivery report.
+
+    `partitions`: records go round-robin to these partitions; None lets the
+    client's partitioner pick by key. Without retries no record can be written
+    twice, so a duplicate in the log is a broker bug. `pause()` stops sending
+    and waits for every delivery report, so that a check sees a quiet log.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        retries: bool,
+        *,
+        producer_id: int = 0,
+        partitions: Sequence[int] | None = None,
+        rate_per_s: float | None = None,
+        max_queued: int = CRASH_MAX_QUEUED,
+        extra_conf: dict | None = None,
+    ):
+        import threading
+
+        from confluent_kafka import Producer
+
+        extra = {
+            "linger.ms": 5,
+            "message.timeout.ms": 60_000,
+            "reconnect.backoff.ms": 50,
+            "reconnect.backoff.max.ms": 500,
+            "retry.backoff.ms": 100,
+        }
+        if not retries:
+            extra["retries"] = 0
+        extra.update(extra_conf or {})
+        self.producer = Producer(confluent_producer_conf(bootstrap, **extra))
+        self.topic = topic
+        self.producer_id = producer_id
+        self.partitions = list(partitions) if partitions is not None else None
+        self.rate_per_s = rate_per_s
+        self.max_queued = max_queued
+        self.lock = threading.Lock()
+        self.acked: dict[int, tuple[int, int]] = {}  # i -> (partition, offset)
+        self.failed: dict[int, str] = {}
+        self.sent = 0
+        self.stop_flag = threading.Event()
+        self.paused = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=f"crash-producer-{producer_id}", daemon=True)
+
+    def _on_delivery(self, err, msg) -> None:
+        producer_id, i = parse_crash_value(msg.value())
+        assert producer_id == self.producer_id, f"delivery report for producer {producer_id}"
+        with self.lock:
+            if err is None:
+                self.acked[i] = (msg.partition(), msg.offset())
+            else:
+                self.failed[i] = str(err)
+
+    def _run(self) -> None:
+        try:
+            next_send = time.monotonic()
+            while not self.stop_flag.is_set():
+                if self.paused.is_set() or len(self.producer) >= self.max_queued:
+                    self.producer.poll(0.05)
+                    continue
+                if self.rate_per_s is not None:
+                    now = time.monotonic()
+                    if now < next_send:
+                        self.producer.poll(min(next_send - now, 0.01))
+                        continue
+                    # No catching up after a pause: at most 0.1 s of burst.
+                    next_send = max(next_send, now - 0.1) + 1 / self.rate_per_s
+                i = self.sent
+                kwargs = {}
+                if self.partitions is not None:
+                    kwargs["partition"] = self.partitions[i % len(self.partitions)]
+                try:
+                    self.producer.produce(
+                        self.topic,
+                        key=crash_key(i),
+                        value=crash_value(i, self.producer_id),
+                        on_delivery=self._on_delivery,
+                        **kwargs,
+                    )
+                except BufferError:
+                    self.producer.poll(0.05)
+                    continue
+                self.sent += 1
+                self.producer.poll(0)
+            remaining = self.producer.flush(120)
+            if remaining:
+                raise AssertionError(f"{remaining} records unresolved after flush")
+        except BaseException as e:  # surfaced by join()
+            self.error = e
+
+    def ack_count(self) -> int:
+        with self.lock:
+            return len(self.acked)
+
+    def acked_snapshot(self) -> dict[int, tuple[int, int]]:
+        with self.lock:
+            return dict(self.acked)
+
+    def wait_for_acks(self, at_least: int, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.ack_count() < at_least:
+            assert self.thread.is_alive(), f"producer thread died: {self.error!r}"
+            assert time.monotonic() < deadline, (
+                f"only {self.ack_count()} acks of {at_least} within {timeout_s}s "
+                f"({len(self.failed)} failed, last errors {list(self.failed.values())[-3:]})"
+            )
+            time.sleep(0.05)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def pause(self, timeout_s: float = CLIENT_TIMEOUT_S) -> None:
+        """Stops sending and waits until every record sent has its delivery
+        report (acknowledged or failed)."""
+        self.paused.set()
+        wait_until(
+            lambda: len(self.producer) == 0 or not self.thread.is_alive(),
+            timeout_s,
+            f"delivery reports of producer {self.producer_id}",
+            state=lambda: len(self.producer),
+        )
+        assert self.thread.is_alive(), f"producer thread died: {self.error!r}"
+
+    def resume(self) -> None:
+        self.paused.clear()
+
+    def join(self) -> None:
+        self.stop_flag.set()
+        self.thread.join(timeout=300)
+        assert not self.thread.is_alive(), "producer thread did not finish"
+        if self.error is not None:
+            raise self.error
+
+
+# ---------------------------------------------------------------------------
+# Broker log lines
+# ---------------------------------------------------------------------------
+
+
+def log_lines(text: str, message: str) -> list[str]:
+    """The broker log lines that carry `message`."""
+    return [line for line in text.splitlines() if message in line]
+
+
+def log_field(line: str, name: str) -> str | None:
+    """The value of a tracing field `name=value` in one text log line."""
+    import re
+
+    m = re.search(rf"\b{re.escape(name)}=(\"[^\"]*\"|\S+)", line)
+    return m.group(1).strip('"') if m else None
+
+
+def truncated_bytes_in_log(text: str) -> int:
+    """Bytes recovery cut off segment tails, summed over the WARN lines
+    "truncating segment tail" in `text`."""
+    return sum(int(log_field(line, "truncated_bytes") or 0) for line in log_lines(text, "truncating segment tail"))
+
+
+# ---------------------------------------------------------------------------
+# Segment files on disk
+# ---------------------------------------------------------------------------
+
+
+class StoredBatch(NamedTuple):
+    """One RecordBatch in a segment file."""
+
+    position: int
+    base_offset: int
+    total_bytes: int
+    records: int  # lastOffsetDelta + 1
+
+
+def segment_paths(data_dir, topic: str, partition: int, extension: str = "log") -> list:
+    """A partition's segment files of one kind, by base offset."""
+    from pathlib import Path
+
+    return sorted((Path(data_dir) / f"{topic}-{partition}").glob(f"*.{extension}"))
+
+
+def stored_batches(path) -> list[StoredBatch]:
+    """The complete batches at the start of a segment file, by their headers
+    (baseOffset, batchLength, lastOffsetDelta); CRCs are not checked."""
+    from pathlib import Path
+
+    data = Path(path).read_bytes()
+    batches = []
+    position = 0
+    while position + RECORD_BATCH_HEADER_BYTES <= len(data):
+        base_offset, batch_length = struct.unpack_from(">qi", data, position)
+        (last_offset_delta,) = struct.unpack_from(">i", data, position + 23)
+        total = 12 + batch_length
+        if batch_length < RECORD_BATCH_HEADER_BYTES - 12 or position + total > len(data):
+            break
+        batches.append(StoredBatch(position, base_offset, total, last_offset_delta + 1))
+        position += total
+    return batches

@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import os
 import random
-import threading
 import time
 from collections import defaultdict
 
 import pytest
-from confluent_kafka import Producer
 
 from helpers import (
+    BackgroundProducer,
     assert_dense_offsets,
-    confluent_producer_conf,
     consume_confluent,
+    crash_key,
+    crash_value,
     create_topic_confluent,
     make_records,
+    parse_crash_value,
     produce_confluent,
     verify_log,
     watermarks,
@@ -37,103 +38,8 @@ CRASH_ROUNDS = 3
 CRASH_SEED = int(os.environ.get("GREGOR_CRASH_SEED", "4242"))
 CRASH_PARTITIONS = 2
 SEGMENT_BYTES = 1024 * 1024  # small segments so that crashes hit rolls too
-VALUE_PAD = b"." * 100
 PROGRESS_ACKS = 1000  # acks to see after each restart before the next kill
-MAX_QUEUED = 20_000  # the producer thread keeps at most this many unacked records
 NO_INFLIGHT_COUNT = 20_000
-
-
-def crash_value(i: int) -> bytes:
-    return f"v{i}:".encode() + VALUE_PAD
-
-
-def crash_key(i: int) -> bytes:
-    return f"k{i}".encode()
-
-
-def index_of_value(value: bytes) -> int:
-    head, sep, pad = value.partition(b":")
-    assert sep and head.startswith(b"v") and pad == VALUE_PAD, f"value not written by this test: {value[:40]!r}"
-    return int(head[1:])
-
-
-class BackgroundProducer:
-    """Produces f"v{i}" records as fast as the broker takes them, from a
-    thread, recording each delivery report."""
-
-    def __init__(self, bootstrap: str, topic: str, retries: bool):
-        extra = {
-            "linger.ms": 5,
-            "message.timeout.ms": 60_000,
-            "reconnect.backoff.ms": 50,
-            "reconnect.backoff.max.ms": 500,
-            "retry.backoff.ms": 100,
-        }
-        if not retries:
-            extra["retries"] = 0
-        self.producer = Producer(confluent_producer_conf(bootstrap, **extra))
-        self.topic = topic
-        self.lock = threading.Lock()
-        self.acked: dict[int, tuple[int, int]] = {}  # i -> (partition, offset)
-        self.failed: dict[int, str] = {}
-        self.sent = 0
-        self.stop_flag = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="crash-producer", daemon=True)
-
-    def _on_delivery(self, err, msg) -> None:
-        i = index_of_value(msg.value())
-        with self.lock:
-            if err is None:
-                self.acked[i] = (msg.partition(), msg.offset())
-            else:
-                self.failed[i] = str(err)
-
-    def _run(self) -> None:
-        try:
-            while not self.stop_flag.is_set():
-                if len(self.producer) >= MAX_QUEUED:
-                    self.producer.poll(0.05)
-                    continue
-                i = self.sent
-                try:
-                    self.producer.produce(
-                        self.topic, key=crash_key(i), value=crash_value(i), on_delivery=self._on_delivery
-                    )
-                except BufferError:
-                    self.producer.poll(0.05)
-                    continue
-                self.sent += 1
-                self.producer.poll(0)
-            remaining = self.producer.flush(120)
-            if remaining:
-                raise AssertionError(f"{remaining} records unresolved after flush")
-        except BaseException as e:  # surfaced by join()
-            self.error = e
-
-    def ack_count(self) -> int:
-        with self.lock:
-            return len(self.acked)
-
-    def wait_for_acks(self, at_least: int, timeout_s: float = 120) -> None:
-        deadline = time.monotonic() + timeout_s
-        while self.ack_count() < at_least:
-            assert self.thread.is_alive(), f"producer thread died: {self.error!r}"
-            assert time.monotonic() < deadline, (
-                f"only {self.ack_count()} acks of {at_least} within {timeout_s}s "
-                f"({len(self.failed)} failed, last errors {list(self.failed.values())[-3:]})"
-            )
-            time.sleep(0.05)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def join(self) -> None:
-        self.stop_flag.set()
-        self.thread.join(timeout=300)
-        assert not self.thread.is_alive(), "producer thread did not finish"
-        if self.error is not None:
-            raise self.error
 
 
 @pytest.mark.parametrize(
@@ -176,7 +82,7 @@ def test_kill9_during_acks_all_writes(broker_factory, retries, segment_writes):
     copies: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for p, recs in consumed.items():
         for r in recs:
-            i = index_of_value(r.value)
+            _, i = parse_crash_value(r.value)
             assert i < producer.sent, f"partition {p} offset {r.offset}: record {i} was never sent"
             assert r.key == crash_key(i), f"partition {p} offset {r.offset}: key {r.key!r} with value of record {i}"
             at[(p, r.offset)] = (r.key, r.value)

@@ -7,7 +7,6 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use futures::channel::oneshot;
-use tracing::error;
 
 use crate::partition::Partition;
 
@@ -55,7 +54,9 @@ impl GroupCommit {
             let mut ok = true;
             for (partition, result) in dirty.iter().zip(results) {
                 if let Err(e) = result {
-                    error!(topic = %partition.topic, partition = partition.index, error = %e, "fdatasync failed");
+                    // The page cache may have dropped the unsynced pages: the
+                    // log on disk is in doubt, so the partition stops writing.
+                    partition.fail("fdatasync", &e);
                     ok = false;
                 }
             }

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use engine::log::{select_batches, AppendError, BatchSelection, PartitionLog, ReadEnd, ReadError};
+use engine::log::{
+    select_batches, AppendError, BatchSelection, PartitionLog, ReadEnd, ReadError, SegmentEnd,
+};
 use engine::protocol::{self as codes, ErrorCode};
 use engine::record::{first_record_at_or_after, BatchHeader, BATCH_HEADER_BYTES};
 use futures::channel::oneshot;
@@ -65,8 +67,14 @@ pub struct Partition {
     /// Bytes of the active segment that are written.
     pub(crate) written_position: Cell<u64>,
     data_waiters: RefCell<Vec<oneshot::Sender<()>>>,
-    /// Set after an I/O error: the partition refuses appends until restart.
+    /// Set after an I/O error that leaves the files in doubt (a failed
+    /// fdatasync, a failed truncate after a failed write): the partition
+    /// refuses appends until restart. A failed write alone does not set it.
     failed: Cell<bool>,
+    /// Set at open when recovery found damage it must not truncate: the
+    /// partition refuses produce and fetch with KAFKA_STORAGE_ERROR and its
+    /// files are never written.
+    offline: Cell<bool>,
     pub(crate) closed: Cell<bool>,
     pub(crate) sync_pending: Cell<bool>,
     /// Produce/fetch totals for metrics.
@@ -109,12 +117,24 @@ impl Partition {
             written_position: Cell::new(written_position),
             data_waiters: RefCell::new(Vec::new()),
             failed: Cell::new(false),
+            offline: Cell::new(false),
             closed: Cell::new(false),
             sync_pending: Cell::new(false),
             counters: Cell::new(Default::default()),
             write_mode,
             direct: RefCell::new(None),
         })
+    }
+
+    /// Takes the partition offline for good (until a restart finds it
+    /// repaired): every produce, fetch and offset lookup gets
+    /// KAFKA_STORAGE_ERROR, and maintenance leaves its files alone.
+    pub fn set_offline(&self, reason: &str) {
+        error!(topic = %self.topic, partition = self.index, %reason, "partition offline: produce and fetch get KAFKA_STORAGE_ERROR");
+        self.offline.set(true);
+        self.failed.set(true);
+        // Closed: no maintenance (roll, retention, compaction) touches it.
+        self.closed.set(true);
     }
 
     pub fn set_config(&self, config: engine::log::LogConfig) {
@@ -216,7 +236,8 @@ impl Partition {
                 Ok(plan) if plan.roll_first => {
                     self.flush(&mut pending).await;
                     if let Err(e) = self.roll().await {
-                        self.fail("roll", &e);
+                        // Nothing of the log changed; the next append retries.
+                        error!(topic = %self.topic, partition = self.index, error = %e, "segment roll failed; append refused with KAFKA_STORAGE_ERROR");
                         let _ = append.reply.send(Err(codes::KAFKA_STORAGE_ERROR));
                         continue;
                     }
@@ -236,6 +257,7 @@ impl Partition {
             };
             if pending.bytes.is_empty() {
                 pending.position = plan.position;
+                pending.mark = Some(self.log.borrow().append_mark());
             }
             assert_eq!(pending.position + pending.bytes.len() as u64, plan.position);
             self.log.borrow_mut().commit_append(&plan, now);
@@ -253,10 +275,9 @@ impl Partition {
         }
         let bytes = std::mem::take(&mut pending.bytes);
         let length = bytes.len() as u64;
+        let file = self.active_file();
         let result = match self.write_mode {
-            SegmentWriteMode::Buffered => {
-                write_all_at(&self.active_file(), bytes, pending.position).await
-            }
+            SegmentWriteMode::Buffered => write_all_at(&file, bytes, pending.position).await,
             SegmentWriteMode::Direct => self.direct_append(&bytes, pending.position).await,
         };
         let replies = std::mem::take(&mut pending.replies);
@@ -284,7 +305,9 @@ impl Partition {
                 }
             }
             Err(e) => {
-                self.fail("write", &e);
+                let mark = pending.mark.take().expect("a pending write has a mark");
+                self.undo_failed_write(&file, pending.position, mark, &e)
+                    .await;
                 for (reply, _) in replies {
                     let _ = reply.send(Err(codes::KAFKA_STORAGE_ERROR));
                 }
@@ -322,6 +345,38 @@ impl Partition {
         }
     }
 
+    /// After a failed write (disk full, I/O error): cuts whatever part of it
+    /// reached the file and rolls the log back, so the offsets it took are
+    /// handed out again and the log stays dense. Only if the cut fails too
+    /// does the partition go offline until restart.
+    async fn undo_failed_write(
+        &self,
+        file: &glommio::io::BufferedFile,
+        position: u64,
+        mark: SegmentEnd,
+        e: &io::Error,
+    ) {
+        assert_eq!(self.written_position.get(), position);
+        // A direct appender's carried tail block no longer matches the file.
+        self.direct.borrow_mut().take();
+        assert_eq!(mark.size_bytes, position);
+        let failed_offset = mark.next_offset;
+        let failed_records = self.log.borrow().next_offset() - failed_offset;
+        self.log.borrow_mut().roll_back_to(mark);
+        assert_eq!(self.log.borrow().next_offset(), self.high_watermark.get());
+        match file.truncate(position).await {
+            Ok(()) => {
+                error!(topic = %self.topic, partition = self.index, error = %e, offset = failed_offset, records = failed_records, position, "write failed; appends refused with KAFKA_STORAGE_ERROR and the log rolled back (it takes writes again)");
+            }
+            Err(te) => {
+                self.fail(
+                    "truncate after a failed write",
+                    &io::Error::other(format!("{te} (write error: {e})")),
+                );
+            }
+        }
+    }
+
     pub(crate) fn fail(&self, what: &str, e: &io::Error) {
         error!(topic = %self.topic, partition = self.index, error = %e, "{what} failed; partition goes offline until restart");
         self.failed.set(true);
@@ -341,9 +396,13 @@ impl Partition {
     pub(crate) async fn roll(&self) -> io::Result<()> {
         self.finish_direct().await?;
         let old = self.active_file();
-        old.fdatasync()
-            .await
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        if let Err(e) = old.fdatasync().await {
+            // After a failed sync the page cache no longer says what is on
+            // disk: stop writing rather than guess.
+            let e = io::Error::other(e.to_string());
+            self.fail("fdatasync before a roll", &e);
+            return Err(e);
+        }
         let closed = self.log.borrow().active().clone();
         write_segment_indexes(&self.dir, &closed).await?;
         let base = self.log.borrow().next_offset();
@@ -453,6 +512,9 @@ impl Partition {
         offset: i64,
         max_bytes: usize,
     ) -> Result<Option<PlannedRead>, ErrorCode> {
+        if self.offline.get() {
+            return Err(codes::KAFKA_STORAGE_ERROR);
+        }
         let high_watermark = self.high_watermark.get();
         let start = match self.log.borrow().plan_read(offset) {
             Err(ReadError::OffsetOutOfRange { .. }) => return Err(codes::OFFSET_OUT_OF_RANGE),
@@ -547,6 +609,9 @@ impl Partition {
     /// ListOffsets: -1 latest, -2 earliest, -3 max timestamp, else the first
     /// record at or after a timestamp. Returns (offset, timestamp).
     pub async fn list_offset(&self, timestamp_ms: i64) -> Result<(i64, i64), ErrorCode> {
+        if self.offline.get() {
+            return Err(codes::KAFKA_STORAGE_ERROR);
+        }
         match timestamp_ms {
             -1 => return Ok((self.high_watermark.get(), -1)),
             -2 => return Ok((self.log_start_offset(), -1)),
@@ -642,6 +707,9 @@ impl Partition {
     /// DeleteRecords: records below `offset` (-1: the high watermark) go;
     /// returns the new log start offset (the low watermark).
     pub async fn delete_records(&self, offset: i64) -> Result<i64, ErrorCode> {
+        if self.offline.get() {
+            return Err(codes::KAFKA_STORAGE_ERROR);
+        }
         let high_watermark = self.high_watermark.get();
         let offset = if offset == -1 { high_watermark } else { offset };
         if offset > high_watermark {
@@ -683,6 +751,10 @@ impl Partition {
     /// Clean shutdown: drain, sync, write the active segment's checkpoint.
     pub async fn close(&self) -> io::Result<()> {
         self.quiesce().await;
+        if self.offline.get() {
+            // Nothing was written; the next start finds the damage again.
+            return Ok(());
+        }
         if self.failed.get() {
             return Err(io::Error::other("partition failed earlier"));
         }
@@ -710,6 +782,9 @@ impl Partition {
 #[derive(Default)]
 struct PendingWrite {
     position: u64,
+    /// The log's end before the first append of this write, to roll back to
+    /// if the write fails.
+    mark: Option<SegmentEnd>,
     bytes: Vec<u8>,
     replies: Vec<(oneshot::Sender<Result<AppendOutcome, ErrorCode>>, i64)>,
 }

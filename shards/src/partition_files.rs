@@ -1,7 +1,9 @@
 //! A partition's directory on disk: segment files named by base offset,
 //! their `.index`/`.timeindex` files, and the clean-shutdown checkpoint.
 //! Opening a partition restores its `PartitionLog`; after an unclean stop it
-//! rescans the active segment and truncates a torn or corrupt tail.
+//! rescans the active segment and truncates a torn or corrupt tail. Damage
+//! with valid batches after it is never truncated: the partition is opened
+//! offline and the files are left as they are for an operator.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -9,14 +11,19 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use engine::log::{
-    parse_segment_file_name, scan_into_segment, segment_file_stem, LogConfig, OffsetIndex,
-    PartitionLog, ScanStop, Segment, TimeIndex,
+    find_valid_batch, parse_segment_file_name, scan_into_segment, segment_file_stem,
+    ActiveCheckpoint, BatchSearch, LogConfig, OffsetIndex, PartitionLog, ScanStop, Segment,
+    TimeIndex,
 };
+use engine::record::{validate_batch, BATCH_HEADER_BYTES};
 use glommio::io::{BufferedFile, Directory, OpenOptions};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Read size while scanning a segment during recovery.
 const RECOVERY_READ_BYTES: usize = 1 << 20;
+/// Largest candidate batch the search after damage reads to validate; a
+/// larger length in a damaged spot is taken as garbage.
+const SEARCH_BATCH_BYTES_MAX: usize = 128 << 20;
 const CHECKPOINT_FILE: &str = "active-segment.checkpoint";
 const LOG_START_FILE: &str = "log-start-offset";
 
@@ -119,11 +126,13 @@ pub async fn write_segment_indexes(dir: &Path, segment: &Segment) -> io::Result<
 /// without scanning it.
 pub async fn write_clean_checkpoint(dir: &Path, active: &Segment) -> io::Result<()> {
     write_segment_indexes(dir, active).await?;
-    let text = format!(
-        "v1 {} {} {} {}\n",
-        active.base_offset, active.size_bytes, active.next_offset, active.max_timestamp_ms
-    );
-    write_file_durably(&dir.join(CHECKPOINT_FILE), text.into_bytes()).await
+    let checkpoint = ActiveCheckpoint {
+        base_offset: active.base_offset,
+        size_bytes: active.size_bytes,
+        next_offset: active.next_offset,
+        max_timestamp_ms: active.max_timestamp_ms,
+    };
+    write_file_durably(&dir.join(CHECKPOINT_FILE), checkpoint.encode().into_bytes()).await
 }
 
 /// Persists the log start offset (moved by retention or DeleteRecords).
@@ -155,17 +164,31 @@ pub async fn remove_segment_files(dir: &Path, base_offset: i64) -> io::Result<()
     sync_dir(dir).await
 }
 
-fn read_checkpoint(dir: &Path) -> Option<(i64, u64, i64, i64)> {
-    let text = std::fs::read_to_string(dir.join(CHECKPOINT_FILE)).ok()?;
-    let mut fields = text.split_whitespace();
-    if fields.next()? != "v1" {
-        return None;
+/// The clean-shutdown checkpoint, if there is one that is whole and valid;
+/// a damaged one is logged and ignored (the active segment is then scanned).
+fn read_checkpoint(dir: &Path) -> Option<ActiveCheckpoint> {
+    let path = dir.join(CHECKPOINT_FILE);
+    let text = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            warn!(dir = %dir.display(), "no active-segment checkpoint after a clean stop; scanning the active segment");
+            return None;
+        }
+        Err(e) => {
+            warn!(file = %path.display(), error = %e, "cannot read the checkpoint; scanning the active segment");
+            return None;
+        }
+    };
+    let decoded = std::str::from_utf8(&text)
+        .map_err(|_| "not UTF-8".to_string())
+        .and_then(|text| ActiveCheckpoint::decode(text).map_err(|e| e.to_string()));
+    match decoded {
+        Ok(checkpoint) => Some(checkpoint),
+        Err(reason) => {
+            warn!(file = %path.display(), %reason, "invalid checkpoint ignored; scanning the active segment");
+            None
+        }
     }
-    let base = fields.next()?.parse().ok()?;
-    let size = fields.next()?.parse().ok()?;
-    let next = fields.next()?.parse().ok()?;
-    let max_ts = fields.next()?.parse().ok()?;
-    Some((base, size, next, max_ts))
 }
 
 fn read_indexes(dir: &Path, base_offset: i64, size_bytes: u64) -> Option<(OffsetIndex, TimeIndex)> {
@@ -182,14 +205,75 @@ fn read_indexes(dir: &Path, base_offset: i64, size_bytes: u64) -> Option<(Offset
 pub struct RecoveryReport {
     pub scanned_segments: usize,
     pub truncated_bytes: u64,
+    /// Set when a segment is damaged with valid batches after the damage:
+    /// the partition must not be served (see `open_partition`).
+    pub offline_reason: Option<String>,
 }
 
-/// Rebuilds a segment by reading and validating every batch; truncates the
-/// file after the last valid batch.
+/// Searches the file from `from` for a valid batch with a base offset of at
+/// least `min_base_offset`; returns its position.
+async fn find_batch_after(
+    file: &BufferedFile,
+    from: u64,
+    file_bytes: u64,
+    min_base_offset: i64,
+) -> io::Result<Option<u64>> {
+    let mut position = from;
+    // Each round advances `position` by at least one byte.
+    for _round in 0..file_bytes.saturating_sub(from) + 2 {
+        if position + BATCH_HEADER_BYTES as u64 > file_bytes {
+            return Ok(None);
+        }
+        let length = RECOVERY_READ_BYTES.min((file_bytes - position) as usize);
+        let at_file_end = position + length as u64 == file_bytes;
+        let window = file.read_at(position, length).await.map_err(to_io)?;
+        if window.len() != length {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "short read while searching",
+            ));
+        }
+        match find_valid_batch(&window, min_base_offset, at_file_end) {
+            BatchSearch::Found { position: found } => return Ok(Some(position + found as u64)),
+            BatchSearch::NeedBytes {
+                position: found,
+                total_bytes,
+            } => {
+                let candidate = position + found as u64;
+                if total_bytes <= SEARCH_BATCH_BYTES_MAX
+                    && candidate + total_bytes as u64 <= file_bytes
+                {
+                    let whole = file.read_at(candidate, total_bytes).await.map_err(to_io)?;
+                    if validate_batch(&whole)
+                        .is_ok_and(|header| header.base_offset >= min_base_offset)
+                    {
+                        return Ok(Some(candidate));
+                    }
+                }
+                position = candidate + 1;
+            }
+            BatchSearch::NotFound { searched } => {
+                if at_file_end {
+                    return Ok(None);
+                }
+                // Windows are much longer than a header, so `searched` > 0.
+                assert!(searched > 0, "a full window always advances");
+                position += searched as u64;
+            }
+        }
+    }
+    unreachable!("the search advances every round")
+}
+
+/// Rebuilds a segment by reading and validating every batch. A torn or
+/// corrupt tail of the active segment (nothing valid after it) is truncated;
+/// damage followed by valid batches, or any damage in a closed segment, is
+/// reported in `report.offline_reason` and the file is left untouched.
 async fn scan_segment(
     dir: &Path,
     file: &BufferedFile,
     base_offset: i64,
+    is_active: bool,
     config: &LogConfig,
     report: &mut RecoveryReport,
 ) -> io::Result<Segment> {
@@ -197,10 +281,11 @@ async fn scan_segment(
     let mut segment = Segment::new(base_offset);
     let mut position = 0u64;
     let mut want = RECOVERY_READ_BYTES;
+    let mut stop_reason = None;
     let now = crate::now_ms();
     // Each round either consumes bytes or grows `want` to a batch size that
     // fits the file, so the loop ends; the cap is a second guard.
-    for _round in 0..(file_bytes / 61 + 4) {
+    for _round in 0..(file_bytes / BATCH_HEADER_BYTES as u64 + 4) {
         if position >= file_bytes {
             break;
         }
@@ -215,21 +300,54 @@ async fn scan_segment(
             ScanStop::Clean => want = RECOVERY_READ_BYTES,
             ScanStop::Incomplete { needed_bytes } => {
                 if position + needed_bytes as u64 > file_bytes {
-                    warn!(dir = %dir.display(), segment = base_offset, position, "torn batch at the end of the segment");
+                    stop_reason = Some(format!(
+                        "torn batch: {needed_bytes} bytes needed, {} left in the file",
+                        file_bytes - position
+                    ));
                     break;
                 }
                 want = needed_bytes.max(RECOVERY_READ_BYTES);
             }
             ScanStop::Corrupt { reason, .. } => {
-                warn!(dir = %dir.display(), segment = base_offset, position, %reason, "invalid batch: the log ends here");
+                stop_reason = Some(reason);
                 break;
             }
         }
     }
     report.scanned_segments += 1;
+    let path = segment_path(dir, base_offset, "log");
     if position < file_bytes {
+        let reason = stop_reason.unwrap_or_else(|| "unreadable bytes".into());
+        let next_valid =
+            find_batch_after(file, position + 1, file_bytes, segment.next_offset).await?;
+        if next_valid.is_some() || !is_active {
+            let next_valid_position = next_valid.map_or(-1, |p| p as i64);
+            error!(
+                file = %path.display(),
+                offset = segment.next_offset,
+                position,
+                next_valid_position,
+                %reason,
+                "corrupt batch inside the log (valid data follows it or the segment is closed): \
+                 refusing to truncate; the partition is offline until the segment is repaired"
+            );
+            report.offline_reason = Some(format!(
+                "corrupt batch in {} at position {position} (offset {}): {reason}",
+                path.display(),
+                segment.next_offset
+            ));
+            return Ok(segment);
+        }
         let cut = file_bytes - position;
-        warn!(dir = %dir.display(), segment = base_offset, valid_bytes = position, truncated_bytes = cut, "truncating segment tail");
+        warn!(
+            file = %path.display(),
+            segment = base_offset,
+            offset = segment.next_offset,
+            valid_bytes = position,
+            truncated_bytes = cut,
+            %reason,
+            "truncating segment tail"
+        );
         file.truncate(position).await.map_err(to_io)?;
         file.fdatasync().await.map_err(to_io)?;
         report.truncated_bytes += cut;
@@ -266,27 +384,52 @@ pub async fn open_partition(
         let file = open_segment_file(dir, base).await?;
         let size = file.file_size().await.map_err(to_io)?;
         let is_active = i + 1 == bases.len();
+        let path = segment_path(dir, base, "log");
         let restored = if is_active {
-            checkpoint
-                .filter(|&(cp_base, cp_size, _, _)| cp_base == base && cp_size == size)
-                .and_then(|(_, _, next, max_ts)| {
-                    let (oi, ti) = read_indexes(dir, base, size.max(1))?;
-                    Some(Segment::restored(base, size, next, max_ts, oi, ti))
-                })
+            checkpoint.and_then(|cp| {
+                if cp.base_offset != base || cp.size_bytes != size {
+                    warn!(file = %path.display(), checkpoint_base_offset = cp.base_offset, checkpoint_size_bytes = cp.size_bytes, size_bytes = size, "checkpoint does not match the active segment; scanning it");
+                    return None;
+                }
+                let Some((oi, ti)) = read_indexes(dir, base, size.max(1)) else {
+                    warn!(file = %path.display(), "active segment index missing or invalid; scanning it");
+                    return None;
+                };
+                Some(Segment::restored(
+                    base,
+                    size,
+                    cp.next_offset,
+                    cp.max_timestamp_ms,
+                    oi,
+                    ti,
+                ))
+            })
         } else {
             let next = bases[i + 1];
-            read_indexes(dir, base, size.max(1)).and_then(|(oi, ti)| {
+            let restored = read_indexes(dir, base, size.max(1)).and_then(|(oi, ti)| {
                 let max_ts = ti.last_timestamp_ms().unwrap_or(-1);
                 (size > 0 && next > base)
                     .then(|| Segment::restored(base, size, next, max_ts, oi, ti))
-            })
+            });
+            if restored.is_none() {
+                warn!(file = %path.display(), "segment index missing or invalid; rebuilding it by a scan");
+            }
+            restored
         };
         let segment = match restored {
             Some(segment) => segment,
             None => {
-                let segment = scan_segment(dir, &file, base, &config, &mut report).await?;
+                let segment =
+                    scan_segment(dir, &file, base, is_active, &config, &mut report).await?;
+                if report.offline_reason.is_some() {
+                    // Later segments stay unopened: the partition is not served.
+                    files.insert(base, Rc::new(file));
+                    segments.push(segment);
+                    break;
+                }
                 if !is_active {
                     write_segment_indexes(dir, &segment).await?;
+                    info!(file = %path.display(), index_entries = segment.offset_index.entries().len(), time_index_entries = segment.time_index.entries().len(), "rebuilt segment indexes");
                 }
                 segment
             }
@@ -295,7 +438,7 @@ pub async fn open_partition(
         segments.push(segment);
     }
     if report.scanned_segments > 0 {
-        info!(dir = %dir.display(), scanned_segments = report.scanned_segments, truncated_bytes = report.truncated_bytes, "recovered partition");
+        info!(dir = %dir.display(), scanned_segments = report.scanned_segments, truncated_bytes = report.truncated_bytes, offline = report.offline_reason.is_some(), "recovered partition");
     }
     let log_start_offset = read_log_start_offset(dir);
     Ok((

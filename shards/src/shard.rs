@@ -633,7 +633,7 @@ impl Shard {
                     continue;
                 }
                 let dir = partition_dir(&self.config.data_dir, &topic.name, index);
-                let (log, files, _report) = if dir.exists() {
+                let (log, files, report) = if dir.exists() {
                     open_partition(&dir, self.log_config(&topic.name), clean).await?
                 } else {
                     let (log, files) = create_partition(&dir, self.log_config(&topic.name)).await?;
@@ -647,6 +647,9 @@ impl Shard {
                     files,
                     self.config.segment_write_mode,
                 );
+                if let Some(reason) = &report.offline_reason {
+                    partition.set_offline(reason);
+                }
                 self.partitions
                     .borrow_mut()
                     .insert((topic.name.clone(), index), partition);

@@ -2,6 +2,7 @@
 //! planning, roll, recovery scanning, compaction. No I/O here: the shard that
 //! owns the partition reads and writes the files and reports back.
 
+mod checkpoint;
 mod compaction;
 mod index;
 mod partition_log;
@@ -9,6 +10,7 @@ mod read;
 mod recovery;
 mod segment;
 
+pub use checkpoint::*;
 pub use compaction::*;
 pub use index::*;
 pub use partition_log::*;

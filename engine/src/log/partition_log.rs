@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::segment::Segment;
+use super::segment::{Segment, SegmentEnd};
 use crate::record::{patch_base_offset, patch_leader_epoch, validate_record_set, BatchError};
 
 /// Per-partition limits, named after the Kafka topic configs they mirror.
@@ -234,6 +234,24 @@ impl PartitionLog {
             active.record_batch(header, interval, now_ms);
         }
         assert_eq!(active.next_offset, plan.last_offset + 1);
+    }
+
+    /// The active segment's end now: `roll_back_to` it undoes the appends
+    /// committed after this call (their write failed).
+    pub fn append_mark(&self) -> SegmentEnd {
+        self.active().end()
+    }
+
+    /// Undoes the appends committed since `mark`: the log end offset, the
+    /// active segment's size and its indexes go back, so the offsets those
+    /// appends took are handed out again and the log stays dense.
+    pub fn roll_back_to(&mut self, mark: SegmentEnd) {
+        let active = self.segments.values_mut().next_back().expect("never empty");
+        assert_eq!(
+            active.base_offset, mark.base_offset,
+            "no roll between mark and roll back"
+        );
+        active.truncate_to_end(mark);
     }
 
     /// Where to start reading for `offset`. `None` when `offset` is the log
@@ -473,6 +491,40 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// A failed write rolls the log back to its mark: the log is exactly
+        /// as before, and the same appends then get the same offsets.
+        #[test]
+        fn roll_back_undoes_failed_appends(
+            before in shapes(),
+            failed in shapes(),
+            index_interval_bytes in 0u64..600,
+        ) {
+            let mut log = PartitionLog::new_empty(config(u64::MAX / 4, index_interval_bytes));
+            let commit = |log: &mut PartitionLog, batches: &[(usize, usize, i64)], now_ms: i64| {
+                let mut set = record_set(batches);
+                let plan = log.plan_append(&mut set, 0, now_ms).unwrap();
+                assert!(!plan.roll_first);
+                log.commit_append(&plan, now_ms);
+                plan.base_offset
+            };
+            for (i, batches) in before.iter().enumerate() {
+                commit(&mut log, batches, i as i64);
+            }
+            let snapshot = log.clone();
+            let mark = log.append_mark();
+            let first_try: Vec<i64> = failed
+                .iter()
+                .map(|batches| commit(&mut log, batches, 9_999))
+                .collect();
+            log.roll_back_to(mark);
+            prop_assert_eq!(&log, &snapshot);
+            let second_try: Vec<i64> = failed
+                .iter()
+                .map(|batches| commit(&mut log, batches, 9_999))
+                .collect();
+            prop_assert_eq!(first_try, second_try);
+        }
 
         #[test]
         fn appended_batches_read_back(

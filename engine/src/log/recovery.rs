@@ -1,9 +1,11 @@
 //! Recovery scanning: walk a segment's bytes batch by batch, validating size,
 //! magic, CRC and offset order, rebuilding the segment's indexes, and say
-//! where the valid prefix ends.
+//! where the valid prefix ends. Where the scan stops early, a search for a
+//! valid batch after the bad spot tells a torn tail (truncate it) from damage
+//! in the middle of the log (never drop what follows).
 
 use super::segment::Segment;
-use crate::record::{validate_batch, BatchError};
+use crate::record::{validate_batch, BatchError, BatchHeader, BATCH_HEADER_BYTES};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScanStop {
@@ -75,6 +77,90 @@ pub fn scan_into_segment(
         valid_bytes: position,
         batches,
         stop,
+    }
+}
+
+/// The result of searching a window for the start of a valid batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchSearch {
+    /// A complete batch with a valid CRC and a plausible base offset starts
+    /// at `position`.
+    Found { position: usize },
+    /// A plausible header starts at `position` but its batch runs past the
+    /// window: validate `total_bytes` read from there, then search on from
+    /// `position + 1` if it is not valid.
+    NeedBytes { position: usize, total_bytes: usize },
+    /// No batch starts before `searched`; continue there with more bytes
+    /// (at the end of the file: nothing valid follows).
+    NotFound { searched: usize },
+}
+
+/// Whether a batch found after damage can belong to this log: its offsets
+/// must lie beyond everything before the damage.
+fn plausible_successor(header: &BatchHeader, min_base_offset: i64) -> bool {
+    header.base_offset >= min_base_offset
+}
+
+/// Searches `window` for the first position where a valid batch starts whose
+/// base offset is at least `min_base_offset`. `at_file_end`: the window ends
+/// where the file ends, so a batch that runs past it can never complete.
+///
+/// A batch stored as a record value could also match; that only makes a torn
+/// tail look like damage in the middle, which fails safe (nothing is cut).
+pub fn find_valid_batch(window: &[u8], min_base_offset: i64, at_file_end: bool) -> BatchSearch {
+    for position in 0..window.len() {
+        let rest = &window[position..];
+        if rest.len() < BATCH_HEADER_BYTES {
+            // No header fits here: at the file end none ever will.
+            let searched = if at_file_end { window.len() } else { position };
+            return BatchSearch::NotFound { searched };
+        }
+        match validate_batch(rest) {
+            Ok(header) if plausible_successor(&header, min_base_offset) => {
+                return BatchSearch::Found { position }
+            }
+            Err(BatchError::Truncated { needed, .. }) if !at_file_end => {
+                let plausible = BatchHeader::parse(rest)
+                    .is_ok_and(|header| plausible_successor(&header, min_base_offset));
+                if plausible {
+                    return BatchSearch::NeedBytes {
+                        position,
+                        total_bytes: needed,
+                    };
+                }
+            }
+            _ => {}
+        }
+    }
+    BatchSearch::NotFound {
+        searched: window.len(),
+    }
+}
+
+/// What the bytes from a bad spot to the end of the segment hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Damage {
+    /// Nothing valid follows: a torn or garbage tail, safe to truncate.
+    Tail,
+    /// A valid batch starts `next_batch_bytes` after the bad spot: the log
+    /// has a hole and truncating would drop the batches after it.
+    Middle { next_batch_bytes: usize },
+}
+
+/// Classifies the damage at the start of `from_bad_spot` (the segment's bytes
+/// from where the scan stopped to the end of the file). `min_base_offset` is
+/// the log end offset before the bad spot.
+pub fn classify_damage(from_bad_spot: &[u8], min_base_offset: i64) -> Damage {
+    if from_bad_spot.is_empty() {
+        return Damage::Tail;
+    }
+    // The bad spot itself is not a valid batch: search after it.
+    match find_valid_batch(&from_bad_spot[1..], min_base_offset, true) {
+        BatchSearch::Found { position } => Damage::Middle {
+            next_batch_bytes: position + 1,
+        },
+        BatchSearch::NotFound { .. } => Damage::Tail,
+        BatchSearch::NeedBytes { .. } => unreachable!("at the file end a batch never needs bytes"),
     }
 }
 
@@ -246,6 +332,150 @@ mod tests {
             }
             assert_same_view(&segment, &written);
         }
+    }
+
+    /// Flips one CRC-covered byte of batch `k` (never partitionLeaderEpoch,
+    /// which the CRC leaves out).
+    fn damage_batch(
+        bytes: &mut [u8],
+        starts: &[usize],
+        k: usize,
+        at: prop::sample::Index,
+        mask: u8,
+    ) {
+        let batch_start = starts[k];
+        let batch_end = starts.get(k + 1).copied().unwrap_or(bytes.len());
+        let offset_in_batch = 21 + at.index(batch_end - batch_start - 21);
+        bytes[batch_start + offset_in_batch] ^= mask;
+    }
+
+    /// The shard's windowed search over `bytes[from..]`, in windows of
+    /// `window_bytes`, resolving `NeedBytes` by validating the whole batch.
+    fn windowed_search(
+        bytes: &[u8],
+        from: usize,
+        min_base_offset: i64,
+        window_bytes: usize,
+    ) -> Option<usize> {
+        let mut position = from;
+        for _round in 0..bytes.len() + 2 {
+            if position >= bytes.len() {
+                return None;
+            }
+            let end = bytes.len().min(position + window_bytes);
+            let at_end = end == bytes.len();
+            match find_valid_batch(&bytes[position..end], min_base_offset, at_end) {
+                BatchSearch::Found { position: p } => return Some(position + p),
+                BatchSearch::NeedBytes {
+                    position: p,
+                    total_bytes,
+                } => {
+                    let candidate = position + p;
+                    let whole = &bytes[candidate..bytes.len().min(candidate + total_bytes)];
+                    if validate_batch(whole).is_ok() {
+                        return Some(candidate);
+                    }
+                    position = candidate + 1;
+                }
+                BatchSearch::NotFound { searched } => {
+                    if at_end {
+                        return None;
+                    }
+                    // A window shorter than a header: read a larger one.
+                    if searched == 0 {
+                        return windowed_search(bytes, position, min_base_offset, window_bytes * 2);
+                    }
+                    position += searched;
+                }
+            }
+        }
+        panic!("search did not end");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Damage in the last batch (or a torn last batch) is a tail; damage
+        /// in an earlier batch is in the middle, and the search finds the next
+        /// batch, whole or in windows.
+        #[test]
+        fn damage_is_classified_by_what_follows(
+            shapes in segment_shapes(),
+            which in any::<prop::sample::Index>(),
+            at in any::<prop::sample::Index>(),
+            mask in 1u8..=255,
+            window_bytes in 1usize..700,
+            torn in any::<bool>(),
+        ) {
+            let (_, mut bytes, starts) = written_segment(&shapes, 100);
+            let k = which.index(starts.len());
+            let last = k + 1 == starts.len();
+            if torn && last {
+                // Cut the last batch short instead of flipping a byte.
+                let cut = starts[k] + 1 + at.index(bytes.len() - starts[k] - 1);
+                bytes.truncate(cut);
+            } else {
+                damage_batch(&mut bytes, &starts, k, at, mask);
+            }
+            let (segment, outcome) = scan(&bytes, 100);
+            prop_assert_eq!(outcome.valid_bytes, starts[k]);
+            let damage = classify_damage(&bytes[starts[k]..], segment.next_offset);
+            let found = windowed_search(&bytes, starts[k] + 1, segment.next_offset, window_bytes);
+            if last {
+                prop_assert_eq!(damage, Damage::Tail);
+                prop_assert_eq!(found, None);
+            } else {
+                prop_assert_eq!(damage, Damage::Middle { next_batch_bytes: starts[k + 1] - starts[k] });
+                prop_assert_eq!(found, Some(starts[k + 1]));
+            }
+        }
+
+        #[test]
+        fn zero_fill_and_garbage_tails_are_tails(
+            shapes in segment_shapes(),
+            zeros in 1usize..5_000,
+        ) {
+            let (segment, mut bytes, _) = written_segment(&shapes, 100);
+            let len = bytes.len();
+            bytes.resize(len + zeros, 0);
+            prop_assert_eq!(classify_damage(&bytes[len..], segment.next_offset), Damage::Tail);
+            prop_assert_eq!(windowed_search(&bytes, len + 1, segment.next_offset, 333), None);
+        }
+    }
+
+    #[test]
+    fn a_batch_from_before_the_damage_does_not_count() {
+        // A valid batch whose offsets are not past the log end (a stale copy
+        // left by an earlier write) is no evidence of data after the damage.
+        let first = simple_batch(3, 10, 0);
+        let mut stale = simple_batch(1, 10, 0);
+        patch_base_offset(&mut stale, 1);
+        let bytes = [vec![0u8; 100], stale.clone()].concat();
+        assert_eq!(classify_damage(&bytes, 3), Damage::Tail);
+        patch_base_offset(&mut stale, 3);
+        let bytes = [vec![0u8; 100], stale].concat();
+        assert_eq!(
+            classify_damage(&bytes, 3),
+            Damage::Middle {
+                next_batch_bytes: 100
+            }
+        );
+        assert_eq!(classify_damage(&[], 0), Damage::Tail);
+        assert_eq!(
+            find_valid_batch(&first[..40], 0, false),
+            BatchSearch::NotFound { searched: 0 }
+        );
+        assert_eq!(
+            find_valid_batch(&first[..70], 0, false),
+            BatchSearch::NeedBytes {
+                position: 0,
+                total_bytes: first.len()
+            }
+        );
+        assert_eq!(
+            find_valid_batch(&first[..70], 0, true),
+            BatchSearch::NotFound { searched: 70 }
+        );
     }
 
     #[test]

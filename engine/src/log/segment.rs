@@ -35,6 +35,18 @@ impl ReadEnd {
     }
 }
 
+/// A segment's end at one moment: enough to undo later appends whose bytes
+/// never reached the file (a failed write), without copying the indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentEnd {
+    pub base_offset: i64,
+    pub size_bytes: u64,
+    pub next_offset: i64,
+    max_timestamp_ms: i64,
+    first_append_ms: Option<i64>,
+    bytes_since_index_entry: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
     pub base_offset: i64,
@@ -140,6 +152,38 @@ impl Segment {
             position: entry.position as u64,
             next_offset: self.base_offset + entry.relative_offset as i64,
         })
+    }
+
+    pub fn end(&self) -> SegmentEnd {
+        SegmentEnd {
+            base_offset: self.base_offset,
+            size_bytes: self.size_bytes,
+            next_offset: self.next_offset,
+            max_timestamp_ms: self.max_timestamp_ms,
+            first_append_ms: self.first_append_ms,
+            bytes_since_index_entry: self.bytes_since_index_entry,
+        }
+    }
+
+    /// Forgets every batch recorded after `end` was taken: the segment is
+    /// again exactly as it was then, indexes included.
+    pub fn truncate_to_end(&mut self, end: SegmentEnd) {
+        assert_eq!(end.base_offset, self.base_offset, "another segment's end");
+        assert!(
+            end.size_bytes <= self.size_bytes,
+            "truncation must not grow"
+        );
+        assert!(end.next_offset <= self.next_offset);
+        // Entries added since `end` all sit at or past its position/offset.
+        self.offset_index
+            .truncate_to_position(end.size_bytes as u32);
+        self.time_index
+            .truncate_to_relative_offset(self.relative_offset(end.next_offset));
+        self.size_bytes = end.size_bytes;
+        self.next_offset = end.next_offset;
+        self.max_timestamp_ms = end.max_timestamp_ms;
+        self.first_append_ms = end.first_append_ms;
+        self.bytes_since_index_entry = end.bytes_since_index_entry;
     }
 
     /// A segment restored from its files without a scan: its indexes were
