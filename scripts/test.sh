@@ -67,6 +67,13 @@ cargo build --release --workspace
 phase "4/5 cargo test --workspace --release"
 cargo test --workspace --release
 
+# Fuzzing runs in CI, or when asked for: ~20 s per target keeps it near a
+# minute and a half (plus the cargo-fuzz install and build the first time).
+if [ "${CI:-}" = "true" ] || [ -n "${FUZZ_SECONDS:-}" ]; then
+    phase "4b/5 fuzz targets (scripts/fuzz.sh)"
+    bash "$REPO_ROOT/scripts/fuzz.sh" "${FUZZ_SECONDS:-20}"
+fi
+
 phase "5/5 real-client tests (pytest scripts/tests)"
 TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
 case "$TARGET_DIR" in

@@ -11,3 +11,5 @@ pub mod record;
 
 #[cfg(test)]
 mod no_panic_tests;
+#[cfg(test)]
+mod sim;

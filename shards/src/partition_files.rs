@@ -441,9 +441,13 @@ pub async fn open_partition(
         info!(dir = %dir.display(), scanned_segments = report.scanned_segments, truncated_bytes = report.truncated_bytes, offline = report.offline_reason.is_some(), "recovered partition");
     }
     let log_start_offset = read_log_start_offset(dir);
-    Ok((
-        PartitionLog::from_segments(config, segments, log_start_offset),
-        files,
-        report,
-    ))
+    let log = PartitionLog::from_segments(config, segments, log_start_offset);
+    if log.log_start_offset() < log_start_offset {
+        // A crash lost records the persisted start had passed; persist the
+        // start the log now has, or a later restart would hide the records
+        // appended (and synced) at those offsets from now on.
+        warn!(dir = %dir.display(), persisted = log_start_offset, log_start_offset = log.log_start_offset(), "log start offset was past the recovered log end");
+        write_log_start_offset(dir, log.log_start_offset()).await?;
+    }
+    Ok((log, files, report))
 }

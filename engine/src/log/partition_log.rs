@@ -106,10 +106,19 @@ impl PartitionLog {
             expected_next = Some(segment.next_offset);
         }
         let first_base = *segments.keys().next().expect("non-empty");
+        let log_end_offset = segments
+            .values()
+            .next_back()
+            .expect("non-empty")
+            .next_offset;
+        // DeleteRecords may have moved the start (durably) past records a
+        // crash then lost (they were never synced): the start cannot be past
+        // the end, or no offset would be readable or appendable in order.
+        let log_start_offset = log_start_offset.max(first_base).min(log_end_offset);
         PartitionLog {
             config,
             segments,
-            log_start_offset: log_start_offset.max(first_base),
+            log_start_offset,
         }
     }
 
@@ -395,6 +404,22 @@ impl PartitionLog {
 mod tests {
     use super::*;
     use crate::log::testing::SimLog;
+
+    /// Found by the log simulation (seed 1073162): the start offset was
+    /// written durably, the records below it were lost by a crash.
+    #[test]
+    fn recovered_log_start_is_never_past_the_end() {
+        let mut segment = Segment::new(700);
+        let mut batch = simple_batch(35, 1, 0);
+        patch_base_offset(&mut batch, 700);
+        segment.record_batch(&validate_batch(&batch).unwrap(), 4096, 0);
+        assert_eq!(segment.next_offset, 735);
+        let log = PartitionLog::from_segments(LogConfig::default(), vec![segment], 736);
+        assert_eq!(log.log_start_offset(), 735);
+        assert_eq!(log.plan_read(735), Ok(None));
+        let log = PartitionLog::from_segments(LogConfig::default(), vec![Segment::new(5)], 0);
+        assert_eq!(log.log_start_offset(), 5);
+    }
     use crate::log::Segment;
     use crate::record::testing::{fix_crc, simple_batch};
     use crate::record::{patch_base_offset, validate_batch, validate_record_set, BatchHeader};
