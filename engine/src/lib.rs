@@ -8,6 +8,12 @@ pub mod log;
 pub mod metadata;
 pub mod protocol;
 pub mod record;
+pub mod reserving_alloc;
+
+// Tests run under the broker's allocator, so decoder tests see what it sees.
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOCATOR: reserving_alloc::ReservingAllocator = reserving_alloc::ReservingAllocator;
 
 #[cfg(test)]
 mod no_panic_tests;

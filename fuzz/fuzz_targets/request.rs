@@ -10,6 +10,12 @@ use engine::protocol::kafka_protocol::protocol::Decodable;
 use engine::protocol::{decode_legacy_produce, is_version_served, parse_frame_size};
 use libfuzzer_sys::fuzz_target;
 
+// The broker's allocator: huge up-front Vec capacities from a decoder are
+// reservations there, not aborts (engine::reserving_alloc).
+#[global_allocator]
+static ALLOCATOR: engine::reserving_alloc::ReservingAllocator =
+    engine::reserving_alloc::ReservingAllocator;
+
 /// `socket.request.max.bytes` default.
 const REQUEST_BYTES_MAX: usize = 100 << 20;
 

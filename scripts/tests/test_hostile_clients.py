@@ -157,6 +157,24 @@ def test_huge_length_prefix_closes(hostile_setup, size):
     steady.wait_for_progress("after a huge length prefix")
 
 
+@pytest.mark.parametrize("count", [0x7FFF_FFFF, 0x0300_0473])
+def test_array_length_claiming_billions_of_elements(hostile_setup, count):
+    """A 20-byte Metadata v1 whose topics array claims billions of entries:
+    kafka-protocol sizes the array before decoding it (a ~154 GB request
+    for 2^31 topics), which once aborted the whole broker. It must close
+    the connection and keep serving, with memory where it was."""
+    broker, steady = hostile_setup
+    before = rss_bytes(broker.pid)
+    body = struct.pack(">i", count) + b"seed"
+    send_and_expect_close(broker.bootstrap, encode_request(API_METADATA, 1, 7, body), half_close=False)
+    after = rss_bytes(broker.pid)
+    print(f"topics count {count:#x}: RSS {before >> 20} MiB -> {after >> 20} MiB")
+    assert broker.is_running(), "the broker died on a malformed array length"
+    assert after < before + (64 << 20)
+    steady.wait_for_progress("after an array length claiming billions of elements")
+    assert_broker_answers(broker.bootstrap)
+
+
 @pytest.mark.parametrize("api_key", [-1, 67, 1000, 32767])
 def test_wrong_api_keys(hostile_setup, api_key):
     """Unknown API keys (and a known key at a version it lacks) get an error

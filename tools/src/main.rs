@@ -10,6 +10,12 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
+/// A malformed request must not abort the broker through a huge up-front
+/// allocation in a decoder (see engine::reserving_alloc).
+#[global_allocator]
+static ALLOCATOR: engine::reserving_alloc::ReservingAllocator =
+    engine::reserving_alloc::ReservingAllocator;
+
 #[derive(Parser)]
 #[command(
     name = "gregor",
