@@ -50,7 +50,14 @@ unsafe impl GlobalAlloc for ReservingAllocator {
             return System.alloc(layout);
         }
         let flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
-        let ptr = mmap(std::ptr::null_mut(), layout.size(), PROT_READ | PROT_WRITE, flags, -1, 0);
+        let ptr = mmap(
+            std::ptr::null_mut(),
+            layout.size(),
+            PROT_READ | PROT_WRITE,
+            flags,
+            -1,
+            0,
+        );
         if ptr == MAP_FAILED {
             std::ptr::null_mut()
         } else {
@@ -128,7 +135,11 @@ mod tests {
             ptr.write_bytes(5, 64);
             let big = allocator.realloc(ptr, small, HUGE_ALLOCATION_BYTES);
             assert_eq!(*big.add(63), 5);
-            let back = allocator.realloc(big, Layout::from_size_align(HUGE_ALLOCATION_BYTES, 8).unwrap(), 32);
+            let back = allocator.realloc(
+                big,
+                Layout::from_size_align(HUGE_ALLOCATION_BYTES, 8).unwrap(),
+                32,
+            );
             assert_eq!(*back.add(31), 5);
             allocator.dealloc(back, Layout::from_size_align(32, 8).unwrap());
         }
