@@ -41,26 +41,27 @@ async fn read_frame<R: futures::io::AsyncRead + Unpin>(
     Ok(frame)
 }
 
-/// Writes one response: encoded parts through the socket, file parts by
-/// splice straight from the page cache. A failure leaves a partial frame on
-/// the wire, so the caller closes the connection.
+/// Writes one response: plain frames through the socket, frames with file
+/// ranges through a pipe by splice (see `SpliceRing::send_frame`). A
+/// failure leaves a partial frame on the wire, so the caller closes the
+/// connection.
 async fn write_frame<W: futures::io::AsyncWrite + Unpin>(
     writer: &mut W,
     socket_fd: RawFd,
     splice: &Rc<SpliceRing>,
     frame: OutFrame,
 ) -> std::io::Result<()> {
-    for part in frame.parts {
-        match part {
-            OutPart::Bytes(bytes) => writer.write_all(&bytes).await?,
-            OutPart::File(slice) => {
-                // Bytes written before must be on the socket first.
-                writer.flush().await?;
-                splice.send_file(socket_fd, &slice).await?;
+    if !frame.parts.iter().any(|p| matches!(p, OutPart::File(_))) {
+        for part in &frame.parts {
+            if let OutPart::Bytes(bytes) = part {
+                writer.write_all(bytes).await?;
             }
         }
+        return Ok(());
     }
-    Ok(())
+    // Bytes written before must be on the socket first.
+    writer.flush().await?;
+    splice.send_frame(socket_fd, frame).await
 }
 
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {

@@ -23,32 +23,13 @@ use crate::admin_handlers as ah;
 use crate::group_handlers as gh;
 use crate::mesh::{PartitionRead, ReadOutcome, ShardOp, ShardReply, TopicResult, TopicSpec};
 use crate::shard::{with_timeout, Shard};
-use crate::splice::FileSlice;
+pub use crate::splice::{OutFrame, OutPart};
 
 /// A response frame (size prefix included), or None when the client expects
 /// no answer (acks=0).
 pub type Response = Option<OutFrame>;
 
-/// One response frame as it goes out: encoded bytes and, for Fetch, the
-/// record sets sent from the segment files in between (zero-copy).
-#[derive(Debug)]
-pub struct OutFrame {
-    pub parts: Vec<OutPart>,
-}
 
-#[derive(Debug)]
-pub enum OutPart {
-    Bytes(Vec<u8>),
-    File(FileSlice),
-}
-
-impl From<Vec<u8>> for OutFrame {
-    fn from(bytes: Vec<u8>) -> OutFrame {
-        OutFrame {
-            parts: vec![OutPart::Bytes(bytes)],
-        }
-    }
-}
 
 #[derive(Debug)]
 pub enum RequestError {
