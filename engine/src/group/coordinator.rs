@@ -541,6 +541,33 @@ impl Group {
 pub struct Coordinator {
     config: GroupConfig,
     groups: BTreeMap<String, Group>,
+    commits: InFlightCommits,
+}
+
+/// An offset commit between its append and its acknowledgement.
+pub type CommitId = u64;
+
+/// Offset commits appended and not yet durable, and the offsets deleted
+/// meanwhile: a commit appended before a deletion's tombstone must not be
+/// applied after it, or memory would hold what a reload of the log does not.
+#[derive(Debug, Default)]
+struct InFlightCommits {
+    next_id: CommitId,
+    in_flight: std::collections::BTreeSet<CommitId>,
+    /// (group, topic, partition) → the first commit id appended after its
+    /// latest deletion. Empty when no commit is in flight.
+    deleted: BTreeMap<(String, String, i32), CommitId>,
+}
+
+impl InFlightCommits {
+    fn note_deleted(&mut self, group_id: &str, topic: &str, partition: i32) {
+        if !self.in_flight.is_empty() {
+            self.deleted.insert(
+                (group_id.to_string(), topic.to_string(), partition),
+                self.next_id,
+            );
+        }
+    }
 }
 
 impl Coordinator {
@@ -548,6 +575,51 @@ impl Coordinator {
         Coordinator {
             config,
             groups: BTreeMap::new(),
+            commits: InFlightCommits::default(),
+        }
+    }
+
+    /// An offset commit that passed `check_commit` is being appended: call
+    /// this when its records are handed to the log, then `finish_commit` once
+    /// they are durable (or `abort_commit` if they cannot be).
+    pub fn begin_commit(&mut self) -> CommitId {
+        let id = self.commits.next_id;
+        self.commits.next_id += 1;
+        self.commits.in_flight.insert(id);
+        id
+    }
+
+    /// Applies a durable commit's offset records, except those whose
+    /// partition was deleted (DeleteGroups, OffsetDelete, expiry) after the
+    /// commit was appended: the deletion's tombstone follows the commit in the
+    /// log, so a reload would not have them either.
+    pub fn finish_commit(&mut self, id: CommitId, records: &[GroupLogRecord], now_ms: i64) {
+        for record in records {
+            let superseded = match record {
+                GroupLogRecord::Offset {
+                    group_id,
+                    topic,
+                    partition,
+                    ..
+                } => self
+                    .commits
+                    .deleted
+                    .get(&(group_id.clone(), topic.clone(), *partition))
+                    .is_some_and(|&after| id < after),
+                GroupLogRecord::Group { .. } => false,
+            };
+            if !superseded {
+                self.apply(record, now_ms);
+            }
+        }
+        self.abort_commit(id);
+    }
+
+    /// Forgets a commit that will not be acknowledged.
+    pub fn abort_commit(&mut self, id: CommitId) {
+        self.commits.in_flight.remove(&id);
+        if self.commits.in_flight.is_empty() {
+            self.commits.deleted.clear();
         }
     }
 
@@ -980,6 +1052,7 @@ impl Coordinator {
         let mut effects = Effects::default();
         let config = self.config;
         let mut dead = Vec::new();
+        let commits = &mut self.commits;
         for group in self.groups.values_mut() {
             let before = group.pending_members.len();
             group
@@ -1035,6 +1108,7 @@ impl Coordinator {
                     .collect();
                 for key in expired {
                     group.offsets.remove(&key);
+                    commits.note_deleted(&group.group_id, &key.0, key.1);
                     effects.persist.push(GroupLogRecord::Offset {
                         group_id: group.group_id.clone(),
                         topic: key.0,
@@ -1253,6 +1327,7 @@ impl Coordinator {
         }
         let group = self.groups.remove(group_id).expect("present");
         for (topic, partition) in group.offsets.into_keys() {
+            self.commits.note_deleted(group_id, &topic, partition);
             effects.persist.push(GroupLogRecord::Offset {
                 group_id: group_id.to_string(),
                 topic,
@@ -1286,6 +1361,7 @@ impl Coordinator {
                 continue;
             }
             if group.offsets.remove(&(topic.clone(), *partition)).is_some() {
+                self.commits.note_deleted(group_id, topic, *partition);
                 effects.persist.push(GroupLogRecord::Offset {
                     group_id: group_id.to_string(),
                     topic: topic.clone(),
@@ -2479,6 +2555,50 @@ mod tests {
         let result = joined(&effects, token);
         assert_eq!(result.leader, new);
         assert_eq!(result.members.len(), 2);
+    }
+
+    /// Found by the group simulation: a commit appended, then its offset
+    /// deleted (its tombstone appended after the commit), then the commit
+    /// acknowledged. Memory must end as a reload of that log does: without
+    /// the offset. Commits appended after the deletion still apply.
+    #[test]
+    fn commit_appended_before_a_deletion_is_not_applied_after_it() {
+        let mut h = Harness::new(DELAY_MS);
+        let old = offset_record("t", 0, Some(offset(1, 0)));
+        h.c.apply(&old, 0);
+        let mut log = vec![old];
+        let racing = vec![offset_record("t", 0, Some(offset(2, 10)))];
+        log.extend(racing.iter().cloned());
+        let id = h.c.begin_commit();
+        let (error, _, effects) = h.c.delete_offsets(GROUP, &[("t".into(), 0)], |_, _| false);
+        assert_eq!(error, codes::NONE);
+        log.extend(effects.persist);
+        let later = vec![offset_record("t", 1, Some(offset(3, 20)))];
+        log.extend(later.iter().cloned());
+        let later_id = h.c.begin_commit();
+        h.c.finish_commit(id, &racing, 30);
+        h.c.finish_commit(later_id, &later, 30);
+
+        let mut reloaded = Coordinator::new(config(DELAY_MS));
+        for record in &log {
+            reloaded.apply(record, 40);
+        }
+        assert_eq!(
+            h.c.fetch_offsets(GROUP, None),
+            reloaded.fetch_offsets(GROUP, None)
+        );
+        assert_eq!(
+            h.c.fetch_offsets(GROUP, None),
+            vec![("t".to_string(), 1, Some(offset(3, 20)))]
+        );
+        // With nothing in flight, deletions are forgotten.
+        assert!(h.c.commits.deleted.is_empty() && h.c.commits.in_flight.is_empty());
+
+        // The same through DeleteGroups: the commit does not bring it back.
+        let id = h.c.begin_commit();
+        assert_eq!(h.c.delete_group(GROUP).0, codes::NONE);
+        h.c.finish_commit(id, &later, 50);
+        assert!(h.c.group(GROUP).is_none());
     }
 
     #[test]
