@@ -251,15 +251,21 @@ impl Shard {
                     })
                     .collect();
                 let count = records.len();
+                // Deletions that land while the commit is being made durable
+                // win over it, as they follow it in the log.
+                let commit = self.groups.coordinator.borrow_mut().begin_commit();
                 match self.persist(records.clone(), true).await {
                     Ok(()) => {
-                        let mut coordinator = self.groups.coordinator.borrow_mut();
-                        for record in &records {
-                            coordinator.apply(record, now);
-                        }
+                        self.groups
+                            .coordinator
+                            .borrow_mut()
+                            .finish_commit(commit, &records, now);
                         GroupReply::Errors(codes::NONE, vec![codes::NONE; count])
                     }
-                    Err(code) => GroupReply::Errors(code, vec![code; count]),
+                    Err(code) => {
+                        self.groups.coordinator.borrow_mut().abort_commit(commit);
+                        GroupReply::Errors(code, vec![code; count])
+                    }
                 }
             }
             GroupOp::FetchOffsets {
