@@ -29,8 +29,6 @@ pub use crate::splice::{OutFrame, OutPart};
 /// no answer (acks=0).
 pub type Response = Option<OutFrame>;
 
-
-
 #[derive(Debug)]
 pub enum RequestError {
     /// The connection must close: malformed header, unknown API, bad body.

@@ -245,7 +245,13 @@ impl PipeSender<'_> {
         while written < bytes.len() {
             let rest = &bytes[written..];
             // SAFETY: writes from a live slice to our own pipe descriptor.
-            let n = unsafe { libc::write(self.pipe.write.as_raw_fd(), rest.as_ptr().cast(), rest.len()) };
+            let n = unsafe {
+                libc::write(
+                    self.pipe.write.as_raw_fd(),
+                    rest.as_ptr().cast(),
+                    rest.len(),
+                )
+            };
             if n > 0 {
                 written += n as usize;
                 self.in_pipe_bytes += n as u64;
@@ -288,7 +294,10 @@ impl PipeSender<'_> {
                         self.drain().await?;
                         continue;
                     }
-                    return Err(io::Error::new(e.kind(), format!("splice file to pipe: {e}")));
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("splice file to pipe: {e}"),
+                    ));
                 }
                 n as u64
             } else {
@@ -297,7 +306,8 @@ impl PipeSender<'_> {
                 self.drain().await?;
                 let file = types::Fd(fd);
                 let pipe_in = types::Fd(self.pipe.write.as_raw_fd());
-                let entry = opcode::Splice::new(file, position as i64, pipe_in, -1, chunk as u32).build();
+                let entry =
+                    opcode::Splice::new(file, position as i64, pipe_in, -1, chunk as u32).build();
                 check(self.ring.run(entry).await, "splice file to pipe")? as u64
             };
             if moved == 0 {
@@ -367,7 +377,15 @@ fn is_cached(fd: RawFd, position: u64, len: u64) -> bool {
     let range = CachestatRange { off: position, len };
     let mut stat = Cachestat::default();
     // SAFETY: the kernel reads `range` and fills `stat`, both live here.
-    let rc = unsafe { libc::syscall(SYS_CACHESTAT, fd, &range as *const CachestatRange, &mut stat as *mut Cachestat, 0) };
+    let rc = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            fd,
+            &range as *const CachestatRange,
+            &mut stat as *mut Cachestat,
+            0,
+        )
+    };
     let pages = (position + len - 1) / PAGE_BYTES - position / PAGE_BYTES + 1;
     rc == 0 && stat.nr_cache >= pages
 }
