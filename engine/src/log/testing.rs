@@ -19,6 +19,28 @@ pub struct StoredBatch {
     pub max_timestamp: i64,
 }
 
+/// Records every batch of `file` from `position` (a batch boundary) to its
+/// end as stored in the segment at `segment_base_offset`.
+pub fn push_stored_batches(
+    batches: &mut Vec<StoredBatch>,
+    segment_base_offset: i64,
+    file: &[u8],
+    mut position: usize,
+) {
+    while position < file.len() {
+        let header = BatchHeader::parse(&file[position..]).expect("a stored batch");
+        batches.push(StoredBatch {
+            segment_base_offset,
+            position,
+            bytes: header.total_bytes(),
+            base_offset: header.base_offset,
+            last_offset: header.last_offset(),
+            max_timestamp: header.max_timestamp,
+        });
+        position += header.total_bytes();
+    }
+}
+
 pub struct SimLog {
     pub log: PartitionLog,
     /// Segment base offset → the segment file's bytes.
@@ -69,20 +91,9 @@ impl SimLog {
             .get_mut(&plan.segment_base_offset)
             .expect("the plan's segment has a file");
         assert_eq!(file.len() as u64, plan.position);
-        let mut position = file.len();
+        let position = file.len();
         file.extend_from_slice(&record_set);
-        while position < file.len() {
-            let header = BatchHeader::parse(&file[position..]).expect("patched batch");
-            self.batches.push(StoredBatch {
-                segment_base_offset: plan.segment_base_offset,
-                position,
-                bytes: header.total_bytes(),
-                base_offset: header.base_offset,
-                last_offset: header.last_offset(),
-                max_timestamp: header.max_timestamp,
-            });
-            position += header.total_bytes();
-        }
+        push_stored_batches(&mut self.batches, plan.segment_base_offset, file, position);
         self.log.commit_append(&plan, now_ms);
         Ok((plan, rolled))
     }

@@ -27,6 +27,19 @@ const PARTITIONS: i32 = 2;
 
 type Key = (String, String, i32);
 
+/// The (group, topic, partition) of every offset tombstone among `records`.
+fn offset_tombstones(records: &[GroupLogRecord]) -> impl Iterator<Item = Key> + '_ {
+    records.iter().filter_map(|record| match record {
+        GroupLogRecord::Offset {
+            group_id,
+            topic,
+            partition,
+            value: None,
+        } => Some((group_id.clone(), topic.clone(), *partition)),
+        _ => None,
+    })
+}
+
 #[derive(Default)]
 struct Client {
     member_id: String,
@@ -368,22 +381,13 @@ impl GroupSim {
             _ => self.rng.range_i64(0, 2 * self.config.offsets_retention_ms),
         };
         let effects = self.coordinator.tick(self.now_ms);
-        for record in &effects.persist {
-            if let GroupLogRecord::Offset {
-                group_id,
-                topic,
-                partition,
-                value: None,
-            } = record
-            {
-                let key = (group_id.clone(), topic.clone(), *partition);
-                if let Some(acked) = self.acked.get(&key) {
-                    assert!(
-                        acked.commit_timestamp_ms + self.config.offsets_retention_ms <= self.now_ms,
-                        "{key:?} expired before its retention: {acked:?} at {}",
-                        self.now_ms
-                    );
-                }
+        for key in offset_tombstones(&effects.persist) {
+            if let Some(acked) = self.acked.get(&key) {
+                assert!(
+                    acked.commit_timestamp_ms + self.config.offsets_retention_ms <= self.now_ms,
+                    "{key:?} expired before its retention: {acked:?} at {}",
+                    self.now_ms
+                );
             }
         }
         self.handle(effects);
@@ -460,28 +464,19 @@ impl GroupSim {
                 }
             }
         }
-        for record in &effects.persist {
-            if let GroupLogRecord::Offset {
-                group_id,
-                topic,
-                partition,
-                value: None,
-            } = record
-            {
-                let key = (group_id.clone(), topic.clone(), *partition);
-                self.acked.remove(&key);
-                for (_, records) in &mut self.in_flight {
-                    for (record, superseded) in records.iter_mut() {
-                        if let GroupLogRecord::Offset {
-                            group_id,
-                            topic,
-                            partition,
-                            ..
-                        } = record
-                        {
-                            if (&*group_id, &*topic, *partition) == (&key.0, &key.1, key.2) {
-                                *superseded = true;
-                            }
+        for key in offset_tombstones(&effects.persist) {
+            self.acked.remove(&key);
+            for (_, records) in &mut self.in_flight {
+                for (record, superseded) in records.iter_mut() {
+                    if let GroupLogRecord::Offset {
+                        group_id,
+                        topic,
+                        partition,
+                        ..
+                    } = record
+                    {
+                        if (&*group_id, &*topic, *partition) == (&key.0, &key.1, key.2) {
+                            *superseded = true;
                         }
                     }
                 }

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use super::{run_seeds, Rng};
-use crate::log::testing::{SimLog, StoredBatch};
+use crate::log::testing::{push_stored_batches, SimLog, StoredBatch};
 use crate::log::{scan_into_segment, LogConfig, PartitionLog, ReadError, ScanStop, Segment};
 use crate::record::testing::simple_batch;
 use crate::record::BatchHeader;
@@ -389,19 +389,7 @@ fn stored_batches(log: &PartitionLog, files: &BTreeMap<i64, Vec<u8>>) -> Vec<Sto
     let mut batches = Vec::new();
     for segment in log.segments() {
         let file = &files[&segment.base_offset];
-        let mut position = 0;
-        while position < file.len() {
-            let header = BatchHeader::parse(&file[position..]).expect("recovered batch");
-            batches.push(StoredBatch {
-                segment_base_offset: segment.base_offset,
-                position,
-                bytes: header.total_bytes(),
-                base_offset: header.base_offset,
-                last_offset: header.last_offset(),
-                max_timestamp: header.max_timestamp,
-            });
-            position += header.total_bytes();
-        }
+        push_stored_batches(&mut batches, segment.base_offset, file, 0);
     }
     batches
 }
