@@ -136,7 +136,8 @@ pub fn run(config: BrokerConfig) -> Result<(), BrokerError> {
     );
 
     block_stop_signals();
-    let stop = StopFlag::default();
+    let stop = StopFlag::new()
+        .map_err(|e| BrokerError::Executor(format!("cannot create the stop eventfd: {e}")))?;
     let mesh = MeshBuilder::full(config.shard_count, MESH_QUEUE_CAPACITY);
     let (ready_sender, ready) = std::sync::mpsc::channel();
     let mut executors = Vec::with_capacity(config.shard_count);

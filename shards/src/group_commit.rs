@@ -1,9 +1,10 @@
-//! Per-shard group commit for `acks=all`: every writer that needs durability
-//! registers here after its write; one round of fdatasync (one per dirty
-//! partition, issued together) then acknowledges every write made before the
-//! round began (DESIGN.md §5).
+//! Group commit for `acks=all` (DESIGN.md §5): a writer that needs
+//! durability registers after its write; one fdatasync of the partition then
+//! acknowledges every write registered before it began. Each partition runs
+//! its own sync loop, so a write waits for at most the sync already in
+//! flight on its own partition plus one more, never for other partitions'.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use futures::channel::oneshot;
@@ -12,9 +13,6 @@ use crate::partition::Partition;
 
 #[derive(Default)]
 pub struct GroupCommit {
-    dirty: RefCell<Vec<Rc<Partition>>>,
-    waiters: RefCell<Vec<oneshot::Sender<bool>>>,
-    running: Cell<bool>,
     fsync_latency: RefCell<crate::metrics::Histogram>,
 }
 
@@ -25,45 +23,40 @@ impl GroupCommit {
 
     /// Resolves true once everything `partition` wrote so far is on disk.
     pub async fn sync(self: &Rc<Self>, partition: &Rc<Partition>) -> bool {
-        if !partition.sync_pending.replace(true) {
-            self.dirty.borrow_mut().push(partition.clone());
-        }
         let (sender, receiver) = oneshot::channel();
-        self.waiters.borrow_mut().push(sender);
-        if !self.running.replace(true) {
-            glommio::spawn_local(self.clone().run()).detach();
+        partition.sync_waiters.borrow_mut().push(sender);
+        if !partition.syncing.replace(true) {
+            glommio::spawn_local(self.clone().run(partition.clone())).detach();
         }
         receiver.await.unwrap_or(false)
     }
 
-    async fn run(self: Rc<Self>) {
+    /// Syncs `partition` until no writer waits: each round acknowledges the
+    /// writers that registered before its fdatasync started.
+    async fn run(self: Rc<Self>, partition: Rc<Partition>) {
         loop {
-            let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+            let waiters = std::mem::take(&mut *partition.sync_waiters.borrow_mut());
             if waiters.is_empty() {
                 break;
             }
-            let dirty = std::mem::take(&mut *self.dirty.borrow_mut());
-            for partition in &dirty {
-                partition.sync_pending.set(false);
-            }
             let started = std::time::Instant::now();
-            let results = futures::future::join_all(dirty.iter().map(|p| p.sync())).await;
+            let result = partition.sync().await;
             self.fsync_latency
                 .borrow_mut()
                 .observe(started.elapsed().as_secs_f64());
-            let mut ok = true;
-            for (partition, result) in dirty.iter().zip(results) {
-                if let Err(e) = result {
+            let ok = match result {
+                Ok(()) => true,
+                Err(e) => {
                     // The page cache may have dropped the unsynced pages: the
                     // log on disk is in doubt, so the partition stops writing.
                     partition.fail("fdatasync", &e);
-                    ok = false;
+                    false
                 }
-            }
+            };
             for waiter in waiters {
                 let _ = waiter.send(ok);
             }
         }
-        self.running.set(false);
+        partition.syncing.set(false);
     }
 }

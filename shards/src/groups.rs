@@ -34,6 +34,9 @@ pub struct GroupHost {
     parked: RefCell<HashMap<RequestToken, oneshot::Sender<Completion>>>,
     next_token: Cell<RequestToken>,
     loading: Cell<bool>,
+    /// Set while the ticker sleeps because this shard coordinates no group:
+    /// the next group operation wakes it (an idle shard takes no timer).
+    ticker_parked: RefCell<Option<oneshot::Sender<()>>>,
 }
 
 impl GroupHost {
@@ -42,6 +45,7 @@ impl GroupHost {
             coordinator: RefCell::new(Coordinator::new(config)),
             parked: RefCell::new(HashMap::new()),
             next_token: Cell::new(1),
+            ticker_parked: RefCell::new(None),
             loading: Cell::new(true),
         }
     }
@@ -161,6 +165,9 @@ impl Shard {
     pub async fn run_group_op(self: &Rc<Self>, op: GroupOp) -> GroupReply {
         if self.groups.loading.get() {
             return GroupReply::Error(codes::COORDINATOR_LOAD_IN_PROGRESS);
+        }
+        if let Some(ticker) = self.groups.ticker_parked.borrow_mut().take() {
+            let _ = ticker.send(());
         }
         let now = crate::now_ms();
         match op {
@@ -379,6 +386,11 @@ impl Shard {
     /// Runs the coordinator's timers until the shard stops.
     pub async fn group_ticker(self: Rc<Self>) {
         while !self.stop.is_raised() {
+            if self.groups.coordinator.borrow().groups().next().is_none() {
+                let (wake, woken) = oneshot::channel();
+                *self.groups.ticker_parked.borrow_mut() = Some(wake);
+                let _ = woken.await;
+            }
             glommio::timer::sleep(Duration::from_millis(GROUP_TICK_MS)).await;
             let effects = self.groups.coordinator.borrow_mut().tick(crate::now_ms());
             if !effects.completions.is_empty() || !effects.persist.is_empty() {

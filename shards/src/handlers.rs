@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use engine::protocol::kafka_protocol::messages::{
@@ -16,13 +15,16 @@ use engine::protocol::{
     is_version_served, ErrorCode, FetchPartitionHead, FetchTopicHead, SUPPORTED_APIS,
 };
 use futures::future::LocalBoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use tracing::{debug, warn};
 
 use crate::admin_handlers as ah;
 use crate::group_handlers as gh;
-use crate::mesh::{PartitionRead, ReadOutcome, ShardOp, ShardReply, TopicResult, TopicSpec};
-use crate::shard::{with_timeout, Shard};
+use crate::mesh::{
+    FetchWait, PartitionRead, ReadOutcome, ShardOp, ShardReply, TopicResult, TopicSpec,
+};
+use crate::shard::{read_bytes, Shard};
 pub use crate::splice::{OutFrame, OutPart};
 
 /// A response frame (size prefix included), or None when the client expects
@@ -41,8 +43,10 @@ fn close(reason: impl Into<String>) -> RequestError {
 
 /// Longest a Fetch may park, whatever the client asks.
 const FETCH_WAIT_MS_MAX: u64 = 30_000;
-/// Bound on wake-ups while one Fetch waits for `min_bytes`.
-const FETCH_WAIT_ROUNDS_MAX: usize = 1000;
+/// How much longer the connection's own shard parks its part of a Fetch
+/// than the other owners (see `read_slots`); only a bound in case an
+/// answer never comes.
+const LOCAL_WAIT_SLACK_MS: u64 = 1_000;
 pub const CLUSTER_ID: &str = "gregor-single-node";
 /// Authorized-operation bitfields (bit = Kafka AclOperation code) reported
 /// when a client asks: no ACLs yet, so everything a topic, the cluster or a
@@ -761,15 +765,22 @@ async fn list_offsets(
 }
 
 struct FetchSlot {
-    topic: String,
+    topic: std::sync::Arc<str>,
     partition: i32,
     offset: i64,
     max_bytes: usize,
     owner: Result<usize, ErrorCode>,
 }
 
-/// Reads every slot, one mesh message per owning shard.
-async fn read_slots(shard: &Rc<Shard>, slots: &[FetchSlot]) -> Vec<Result<ReadOutcome, ErrorCode>> {
+/// Reads every slot, one mesh message per owning shard. With `wait`, each
+/// owner parks its reads until it has data (a long-poll); once the replies
+/// hold `min_bytes`, or an error, the owners still parked are told to answer
+/// now.
+async fn read_slots(
+    shard: &Rc<Shard>,
+    slots: &[FetchSlot],
+    wait: Option<FetchWait>,
+) -> Vec<Result<ReadOutcome, ErrorCode>> {
     let mut by_owner: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     let mut results: Vec<Result<ReadOutcome, ErrorCode>> = Vec::with_capacity(slots.len());
     for (i, slot) in slots.iter().enumerate() {
@@ -779,26 +790,73 @@ async fn read_slots(shard: &Rc<Shard>, slots: &[FetchSlot]) -> Vec<Result<ReadOu
             Err(code) => results[i] = Err(code),
         }
     }
-    let calls = by_owner.into_iter().map(|(owner, indexes)| {
-        let reads = indexes
-            .iter()
-            .map(|&i| PartitionRead {
-                topic: slots[i].topic.clone(),
-                partition: slots[i].partition,
-                offset: slots[i].offset,
-                max_bytes: slots[i].max_bytes,
-            })
-            .collect();
-        let shard = shard.clone();
-        async move { (indexes, shard.call(owner, ShardOp::Read { reads }).await) }
-    });
-    for (indexes, reply) in futures::future::join_all(calls).await {
+    let mut parked: Vec<usize> = by_owner.keys().copied().collect();
+    // With other owners involved, this shard's own part waits a little
+    // longer than theirs and is ended when their answers are all in: their
+    // timers then stand for its timer too (one wake-up less per idle poll).
+    let remote_owners = parked.iter().filter(|&&o| o != shard.id).count();
+    let mut calls: FuturesUnordered<_> = by_owner
+        .into_iter()
+        .map(|(owner, indexes)| {
+            let wait = wait.map(|w| FetchWait {
+                timeout_ms: if owner == shard.id && remote_owners > 0 {
+                    w.timeout_ms + LOCAL_WAIT_SLACK_MS
+                } else {
+                    w.timeout_ms
+                },
+                ..w
+            });
+            let reads = indexes
+                .iter()
+                .map(|&i| PartitionRead {
+                    topic: slots[i].topic.clone(),
+                    partition: slots[i].partition,
+                    offset: slots[i].offset,
+                    max_bytes: slots[i].max_bytes,
+                })
+                .collect();
+            let shard = shard.clone();
+            async move {
+                let reply = shard.call(owner, ShardOp::Read { reads, wait }).await;
+                (owner, indexes, reply)
+            }
+        })
+        .collect();
+    let mut found_bytes = 0usize;
+    let mut any_error = results.iter().any(|r| r.is_err());
+    let mut remote_pending = remote_owners;
+    while let Some((owner, indexes, reply)) = calls.next().await {
+        parked.retain(|&o| o != owner);
+        if owner != shard.id {
+            remote_pending -= 1;
+        }
         let ShardReply::Read(outcomes) = reply else {
             continue;
         };
         assert_eq!(outcomes.len(), indexes.len());
+        found_bytes += read_bytes(&outcomes);
+        any_error |= outcomes.iter().any(|o| o.is_err());
         for (i, outcome) in indexes.into_iter().zip(outcomes) {
             results[i] = outcome;
+        }
+        if let Some(wait) = wait {
+            let enough = found_bytes >= wait.min_bytes.max(1) || any_error;
+            if enough || (remote_owners > 0 && remote_pending == 0) {
+                for owner in std::mem::take(&mut parked) {
+                    // Only the send matters; the answer comes with the read.
+                    drop(
+                        shard
+                            .dispatch(
+                                owner,
+                                ShardOp::EndWait {
+                                    origin: wait.origin,
+                                    id: wait.id,
+                                },
+                            )
+                            .await,
+                    );
+                }
+            }
         }
     }
     results
@@ -810,9 +868,7 @@ async fn fetch(
     correlation_id: i32,
     version: i16,
 ) -> OutFrame {
-    let started = Instant::now();
     let max_wait_ms = (request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MS_MAX);
-    let min_bytes = request.min_bytes.max(0) as usize;
     let response_bytes_max = if request.max_bytes > 0 {
         request.max_bytes as usize
     } else {
@@ -820,7 +876,7 @@ async fn fetch(
     };
     let mut slots = Vec::new();
     for topic in &request.topics {
-        let name = topic.topic.0.to_string();
+        let name: std::sync::Arc<str> = topic.topic.0.as_str().into();
         for partition in &topic.partitions {
             slots.push(FetchSlot {
                 topic: name.clone(),
@@ -831,60 +887,13 @@ async fn fetch(
             });
         }
     }
-    let mut results = Vec::new();
-    for _round in 0..FETCH_WAIT_ROUNDS_MAX {
-        results = read_slots(shard, &slots).await;
-        let total: usize = results
-            .iter()
-            .map(|r| {
-                r.as_ref()
-                    .map_or(0, |o| o.records.as_ref().map_or(0, |s| s.len as usize))
-            })
-            .sum();
-        let any_error = results.iter().any(|r| r.is_err());
-        let elapsed_ms = started.elapsed().as_millis() as u64;
-        if total >= min_bytes.max(1) || any_error || elapsed_ms >= max_wait_ms {
-            break;
-        }
-        // Park on every owning shard until one has new data or time is up.
-        let remaining_ms = max_wait_ms - elapsed_ms;
-        let mut by_owner: BTreeMap<usize, Vec<(String, i32, i64)>> = BTreeMap::new();
-        for slot in &slots {
-            if let Ok(owner) = slot.owner {
-                by_owner.entry(owner).or_default().push((
-                    slot.topic.clone(),
-                    slot.partition,
-                    slot.offset,
-                ));
-            }
-        }
-        let waits = by_owner.into_iter().map(|(owner, partitions)| {
-            let shard = shard.clone();
-            async move {
-                shard
-                    .call(
-                        owner,
-                        ShardOp::WaitForData {
-                            partitions,
-                            timeout_ms: remaining_ms,
-                        },
-                    )
-                    .await
-            }
-            .boxed_local()
-        });
-        let waits: Vec<_> = waits.collect();
-        if waits.is_empty() {
-            glommio::timer::sleep(Duration::from_millis(remaining_ms)).await;
-            continue;
-        }
-        // A wait that ran out means nothing new arrived: the reads above
-        // stand, so answer with them instead of reading everything again.
-        match with_timeout(remaining_ms, futures::future::select_all(waits)).await {
-            Some((ShardReply::DataReady(true), _, _)) => {}
-            _ => break,
-        }
-    }
+    let wait = (max_wait_ms > 0).then(|| FetchWait {
+        origin: shard.id,
+        id: shard.next_fetch_id(),
+        timeout_ms: max_wait_ms,
+        min_bytes: request.min_bytes.max(0) as usize,
+    });
+    let results = read_slots(shard, &slots, wait).await;
     // The response's max_bytes: always return the first non-empty partition
     // whole, then only what fits.
     let mut budget = response_bytes_max;
@@ -916,9 +925,9 @@ async fn fetch(
             Err(code) => head.error_code = code,
         }
         match topics.last_mut() {
-            Some(last) if last.name == slot.topic => last.partitions.push(head),
+            Some(last) if *last.name == *slot.topic => last.partitions.push(head),
             _ => topics.push(FetchTopicHead {
-                name: slot.topic.clone(),
+                name: slot.topic.to_string(),
                 partitions: vec![head],
             }),
         }

@@ -22,9 +22,7 @@ use glommio::io::OpenOptions;
 use tracing::{info, warn};
 
 use crate::partition::Partition;
-use crate::partition_files::{
-    open_segment_file, remove_segment_files, sync_dir, write_all_at, write_segment_indexes,
-};
+use crate::partition_files::{remove_segment_files, sync_dir, write_all_at, write_segment_indexes};
 
 /// Most closed-segment bytes one cleaning pass reads (bounds memory).
 const CLEAN_PASS_BYTES_MAX: u64 = 256 << 20;
@@ -255,8 +253,26 @@ impl Partition {
         std::fs::rename(&cleaned_path, path_with(&self.dir, base, "swap"))?;
         sync_dir(&self.dir).await?;
         // Committed: from here a crash finishes the swap at recovery.
+        // Readers switch to the new segment at once, with no await between
+        // the file map and the log (a fetch planned meanwhile would find a
+        // segment without a file); the descriptor outlives the renames.
+        let swapped = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .buffered_open(path_with(&self.dir, base, "swap"))
+            .await
+            .map_err(to_io)?;
+        {
+            let mut files = self.files.borrow_mut();
+            for old in old_bases {
+                files.remove(old);
+            }
+            files.insert(base, Rc::new(swapped));
+        }
+        self.log
+            .borrow_mut()
+            .replace_segments(old_bases, segment.clone());
         for old in old_bases {
-            self.files.borrow_mut().remove(old);
             remove_segment_files(&self.dir, *old).await?;
         }
         std::fs::rename(
@@ -266,9 +282,6 @@ impl Partition {
         write_segment_indexes(&self.dir, &segment).await?;
         std::fs::remove_file(path_with(&self.dir, base, "swapinfo"))?;
         sync_dir(&self.dir).await?;
-        let file = open_segment_file(&self.dir, base).await?;
-        self.files.borrow_mut().insert(base, Rc::new(file));
-        self.log.borrow_mut().replace_segments(old_bases, segment);
         Ok(())
     }
 }

@@ -30,8 +30,15 @@ pub enum ShardOp {
         acks: i16,
     },
     /// Read whole batches from each partition's offset (one message per
-    /// owning shard for a whole Fetch).
-    Read { reads: Vec<PartitionRead> },
+    /// owning shard for a whole Fetch). With `wait`, a read that finds too
+    /// little parks on this shard (a Fetch long-poll) and reads again.
+    Read {
+        reads: Vec<PartitionRead>,
+        wait: Option<FetchWait>,
+    },
+    /// The fetch `(origin, id)` has enough data from other shards: a read of
+    /// it still parked here answers now with what it has.
+    EndWait { origin: usize, id: u64 },
     /// ListOffsets for one partition (-1 latest, -2 earliest, >= 0 time).
     ListOffset {
         topic: String,
@@ -49,12 +56,6 @@ pub enum ShardOp {
     LogDirSizes,
     /// This shard's metrics snapshot (a scrape).
     Metrics,
-    /// Answer once any listed partition has data past its offset, or after
-    /// `timeout_ms`.
-    WaitForData {
-        partitions: Vec<(String, i32, i64)>,
-        timeout_ms: u64,
-    },
     /// Controller (shard 0) only: create topics.
     CreateTopics { topics: Vec<TopicSpec> },
     /// Controller (shard 0) only: delete topics.
@@ -154,10 +155,21 @@ pub struct AppendOutcome {
 
 #[derive(Debug, Clone)]
 pub struct PartitionRead {
-    pub topic: String,
+    /// Shared by every partition of the topic in one Fetch.
+    pub topic: std::sync::Arc<str>,
     pub partition: i32,
     pub offset: i64,
     pub max_bytes: usize,
+}
+
+/// How long a parked read may wait, and for how much. `(origin, id)` names
+/// the fetch (origin: the connection's shard) for [`ShardOp::EndWait`].
+#[derive(Debug, Clone, Copy)]
+pub struct FetchWait {
+    pub origin: usize,
+    pub id: u64,
+    pub timeout_ms: u64,
+    pub min_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -184,8 +196,6 @@ pub enum ShardReply {
     Read(Vec<Result<ReadOutcome, ErrorCode>>),
     /// (offset, timestamp)
     ListOffset(Result<(i64, i64), ErrorCode>),
-    /// Whether data arrived (false: the wait timed out).
-    DataReady(bool),
     Topics(Vec<TopicResult>),
     Applied,
     Group(GroupReply),

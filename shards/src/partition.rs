@@ -46,6 +46,21 @@ struct PlannedRead {
 }
 /// Bound on read rounds for one fetch (each round advances or returns).
 const READ_ROUNDS_MAX: usize = 4096;
+/// Bound on fresh starts of one fetch plan whose segment was replaced.
+const PLAN_ATTEMPTS_MAX: usize = 16;
+
+/// Why a fetch plan stopped: an answer for the client, or a segment that
+/// compaction or retention replaced meanwhile (plan again).
+enum PlanError {
+    Code(ErrorCode),
+    SegmentReplaced,
+}
+
+impl From<ErrorCode> for PlanError {
+    fn from(code: ErrorCode) -> PlanError {
+        PlanError::Code(code)
+    }
+}
 
 struct QueuedAppend {
     records: Bytes,
@@ -76,7 +91,10 @@ pub struct Partition {
     /// files are never written.
     offline: Cell<bool>,
     pub(crate) closed: Cell<bool>,
-    pub(crate) sync_pending: Cell<bool>,
+    /// Group commit (see `group_commit`): writers waiting for the next
+    /// fdatasync, and whether this partition's sync loop runs.
+    pub(crate) sync_waiters: RefCell<Vec<oneshot::Sender<bool>>>,
+    pub(crate) syncing: Cell<bool>,
     /// Produce/fetch totals for metrics.
     pub counters: Cell<crate::metrics::TopicCounters>,
     write_mode: SegmentWriteMode,
@@ -119,7 +137,8 @@ impl Partition {
             failed: Cell::new(false),
             offline: Cell::new(false),
             closed: Cell::new(false),
-            sync_pending: Cell::new(false),
+            sync_waiters: RefCell::new(Vec::new()),
+            syncing: Cell::new(false),
             counters: Cell::new(Default::default()),
             write_mode,
             direct: RefCell::new(None),
@@ -512,12 +531,32 @@ impl Partition {
         offset: i64,
         max_bytes: usize,
     ) -> Result<Option<PlannedRead>, ErrorCode> {
+        // Compaction and retention replace or delete segments while a plan
+        // awaits its header read: the plan then starts over from the index.
+        for _attempt in 0..PLAN_ATTEMPTS_MAX {
+            match self.plan_fetch_once(offset, max_bytes).await {
+                Ok(planned) => return Ok(planned),
+                Err(PlanError::Code(code)) => return Err(code),
+                Err(PlanError::SegmentReplaced) => continue,
+            }
+        }
+        warn!(topic = %self.topic, partition = self.index, offset, "segments kept changing under a fetch; answering UNKNOWN_SERVER_ERROR");
+        Err(codes::UNKNOWN_SERVER_ERROR)
+    }
+
+    async fn plan_fetch_once(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Option<PlannedRead>, PlanError> {
         if self.offline.get() {
-            return Err(codes::KAFKA_STORAGE_ERROR);
+            return Err(codes::KAFKA_STORAGE_ERROR.into());
         }
         let high_watermark = self.high_watermark.get();
         let start = match self.log.borrow().plan_read(offset) {
-            Err(ReadError::OffsetOutOfRange { .. }) => return Err(codes::OFFSET_OUT_OF_RANGE),
+            Err(ReadError::OffsetOutOfRange { .. }) => {
+                return Err(codes::OFFSET_OUT_OF_RANGE.into())
+            }
             Ok(None) => None,
             Ok(Some(start)) => Some(start),
         };
@@ -548,12 +587,20 @@ impl Partition {
                 .borrow()
                 .get(&start.segment_base_offset)
                 .cloned()
-                .ok_or(codes::UNKNOWN_SERVER_ERROR)?;
+                .ok_or(PlanError::SegmentReplaced)?;
             let window_bytes = ((limit - position) as usize).min(HEADER_SCAN_WINDOW_BYTES);
             let window = file
                 .read_at(position, window_bytes)
                 .await
                 .map_err(|e| self.storage_error("segment read failed", &e))?;
+            let same_file = self
+                .files
+                .borrow()
+                .get(&start.segment_base_offset)
+                .is_some_and(|current| Rc::ptr_eq(current, &file));
+            if !same_file {
+                return Err(PlanError::SegmentReplaced);
+            }
             let first = match select_batches(&window, offset, 0) {
                 BatchSelection::Found { start, .. } | BatchSelection::NeedBytes { start, .. } => {
                     start
@@ -571,7 +618,7 @@ impl Partition {
                 }
                 BatchSelection::Corrupt { position: bad } => {
                     error!(topic = %self.topic, partition = self.index, segment = start.segment_base_offset, position = position + bad as u64, "invalid stored batch header; refusing to read past it");
-                    return Err(codes::KAFKA_STORAGE_ERROR);
+                    return Err(codes::KAFKA_STORAGE_ERROR.into());
                 }
             };
             let header =
@@ -580,7 +627,7 @@ impl Partition {
             let log = self.log.borrow();
             let segment = log
                 .segment(start.segment_base_offset)
-                .ok_or(codes::UNKNOWN_SERVER_ERROR)?;
+                .ok_or(PlanError::SegmentReplaced)?;
             let end = segment
                 .read_end_within(first_position, limit, max_bytes as u64)
                 .unwrap_or(ReadEnd::Indexed {
@@ -603,7 +650,7 @@ impl Partition {
                 records: (end_offset - header.base_offset).max(0) as u64,
             }));
         }
-        Err(codes::UNKNOWN_SERVER_ERROR)
+        Err(PlanError::Code(codes::UNKNOWN_SERVER_ERROR))
     }
 
     /// ListOffsets: -1 latest, -2 earliest, -3 max timestamp, else the first

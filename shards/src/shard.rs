@@ -21,24 +21,79 @@ use crate::config::BrokerConfig;
 use crate::controller::MetadataLog;
 use crate::group_commit::GroupCommit;
 use crate::groups::GroupHost;
-use crate::mesh::{ConfigChange, MeshMessage, ShardOp, ShardReply, TopicResult, TopicSpec};
+use crate::mesh::{
+    ConfigChange, FetchWait, MeshMessage, PartitionRead, ReadOutcome, ShardOp, ShardReply,
+    TopicResult, TopicSpec,
+};
 use crate::metrics::ShardMetrics;
 use crate::partition::Partition;
 use crate::partition_files::{create_partition, open_partition, partition_dir};
 use crate::shutdown::StopFlag;
 use crate::splice::SpliceRing;
 
-pub type PartitionKey = (String, i32);
+/// Bound on read-and-park rounds of one fetch long-poll (each round follows
+/// a write to one of its partitions).
+const FETCH_WAIT_ROUNDS_MAX: usize = 1000;
+
+/// Record bytes found by a set of reads.
+pub fn read_bytes(outcomes: &[Result<ReadOutcome, ErrorCode>]) -> usize {
+    outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok()?.records.as_ref())
+        .map(|slice| slice.len as usize)
+        .sum()
+}
+
+/// The partitions one shard owns, by topic then index, so that a lookup by
+/// `&str` allocates nothing (it runs for every partition of every request).
+#[derive(Default)]
+pub struct OwnedPartitions {
+    by_topic: HashMap<String, Vec<Option<Rc<Partition>>>>,
+}
+
+impl OwnedPartitions {
+    pub fn get(&self, topic: &str, index: i32) -> Option<&Rc<Partition>> {
+        let slots = self.by_topic.get(topic)?;
+        slots.get(usize::try_from(index).ok()?)?.as_ref()
+    }
+
+    pub fn insert(&mut self, partition: Rc<Partition>) {
+        let index = usize::try_from(partition.index).expect("partition indexes are >= 0");
+        let slots = self.by_topic.entry(partition.topic.clone()).or_default();
+        if slots.len() <= index {
+            slots.resize(index + 1, None);
+        }
+        slots[index] = Some(partition);
+    }
+
+    /// Takes every partition of `topic` out of the map.
+    pub fn remove_topic(&mut self, topic: &str) -> Vec<Rc<Partition>> {
+        let slots = self.by_topic.remove(topic).unwrap_or_default();
+        slots.into_iter().flatten().collect()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Rc<Partition>> {
+        self.by_topic.values().flatten().flatten()
+    }
+
+    pub fn len(&self) -> usize {
+        self.values().count()
+    }
+}
 
 pub struct Shard {
     pub id: usize,
     pub count: usize,
     pub config: BrokerConfig,
     image: RefCell<ClusterImage>,
-    partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
+    partitions: RefCell<OwnedPartitions>,
     senders: Senders<MeshMessage>,
     pending: RefCell<HashMap<u64, oneshot::Sender<ShardReply>>>,
     next_request_id: Cell<u64>,
+    /// Fetch long-polls parked on this shard, by (origin shard, fetch id):
+    /// the sender ends the wait early (see `ShardOp::EndWait`).
+    parked_fetches: RefCell<HashMap<(usize, u64), oneshot::Sender<()>>>,
+    next_fetch_id: Cell<u64>,
     pub group_commit: Rc<GroupCommit>,
     /// Shard 0 only: the metadata log, serialised by the RefCell being taken
     /// for the whole of one controller operation.
@@ -67,10 +122,7 @@ impl Shard {
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
-        self.partitions
-            .borrow()
-            .get(&(topic.to_string(), partition))
-            .cloned()
+        self.partitions.borrow().get(topic, partition).cloned()
     }
 
     /// The owner of a partition, or the error a client should see.
@@ -125,9 +177,7 @@ impl Shard {
                         files,
                         self.config.segment_write_mode,
                     );
-                    self.partitions
-                        .borrow_mut()
-                        .insert((topic.to_string(), index), partition);
+                    self.partitions.borrow_mut().insert(partition);
                 }
                 Err(e) => {
                     error!(topic = %topic, partition = index, error = %e, "cannot create partition")
@@ -199,6 +249,25 @@ impl Shard {
                 }
                 .boxed_local()
             }
+            ShardOp::Read { reads, wait } => {
+                // Registered before anything awaits, so an EndWait sent after
+                // this Read (mesh queues keep order) always finds it.
+                let ended = wait.map(|w| {
+                    let (sender, receiver) = oneshot::channel();
+                    self.parked_fetches
+                        .borrow_mut()
+                        .insert((w.origin, w.id), sender);
+                    receiver
+                });
+                async move { ShardReply::Read(self.read_partitions(&reads, wait, ended).await) }
+                    .boxed_local()
+            }
+            ShardOp::EndWait { origin, id } => {
+                if let Some(end) = self.parked_fetches.borrow_mut().remove(&(origin, id)) {
+                    let _ = end.send(());
+                }
+                async { ShardReply::Applied }.boxed_local()
+            }
             other => async move { self.run_op(other).await }.boxed_local(),
         }
     }
@@ -206,17 +275,8 @@ impl Shard {
     async fn run_op(self: Rc<Self>, op: ShardOp) -> ShardReply {
         match op {
             ShardOp::Append { .. } => unreachable!("appends start in start_op"),
-            ShardOp::Read { reads } => {
-                let reads = reads.into_iter().map(|read| {
-                    let owned = self.partition(&read.topic, read.partition);
-                    async move {
-                        match owned {
-                            Some(p) => p.read(read.offset, read.max_bytes).await,
-                            None => Err(codes::NOT_LEADER_OR_FOLLOWER),
-                        }
-                    }
-                });
-                ShardReply::Read(futures::future::join_all(reads).await)
+            ShardOp::Read { .. } | ShardOp::EndWait { .. } => {
+                unreachable!("reads start in start_op")
             }
             ShardOp::DeleteRecords {
                 topic,
@@ -243,10 +303,6 @@ impl Shard {
                 Some(p) => ShardReply::ListOffset(p.list_offset(timestamp_ms).await),
                 None => ShardReply::ListOffset(Err(codes::NOT_LEADER_OR_FOLLOWER)),
             },
-            ShardOp::WaitForData {
-                partitions,
-                timeout_ms,
-            } => ShardReply::DataReady(self.wait_for_data(&partitions, timeout_ms).await),
             ShardOp::CreateTopics { topics } => {
                 ShardReply::Topics(self.create_topics(topics).await)
             }
@@ -265,27 +321,90 @@ impl Shard {
         }
     }
 
-    /// Parks until one of the partitions has data past its offset or the
-    /// timeout passes. No polling: partitions wake their waiters on write.
-    /// False when the time ran out with nothing new.
-    pub async fn wait_for_data(&self, partitions: &[(String, i32, i64)], timeout_ms: u64) -> bool {
-        let mut waits = Vec::new();
-        for (topic, index, offset) in partitions {
-            if let Some(p) = self.partition(topic, *index) {
-                match p.data_beyond(*offset) {
-                    None => return true,
-                    Some(receiver) => waits.push(receiver),
+    /// A new id for a fetch started on this shard (see [`FetchWait`]).
+    pub fn next_fetch_id(&self) -> u64 {
+        let id = self.next_fetch_id.get();
+        self.next_fetch_id.set(id + 1);
+        id
+    }
+
+    async fn read_once(&self, reads: &[PartitionRead]) -> Vec<Result<ReadOutcome, ErrorCode>> {
+        let reads = reads.iter().map(|read| {
+            let owned = self.partition(&read.topic, read.partition);
+            async move {
+                match owned {
+                    Some(p) => p.read(read.offset, read.max_bytes).await,
+                    None => Err(codes::NOT_LEADER_OR_FOLLOWER),
                 }
             }
+        });
+        futures::future::join_all(reads).await
+    }
+
+    /// Reads every partition. With `wait`, a read that finds fewer than
+    /// `min_bytes` parks until a partition gets data past what was read,
+    /// the fetch's shard ends the wait (`ended`), or time runs out, and reads
+    /// again. No polling: partitions wake their waiters on write.
+    async fn read_partitions(
+        &self,
+        reads: &[PartitionRead],
+        wait: Option<FetchWait>,
+        mut ended: Option<oneshot::Receiver<()>>,
+    ) -> Vec<Result<ReadOutcome, ErrorCode>> {
+        let started = std::time::Instant::now();
+        let mut outcomes = self.read_once(reads).await;
+        if let (Some(wait), Some(end)) = (wait, ended.as_mut()) {
+            for _round in 0..FETCH_WAIT_ROUNDS_MAX {
+                if outcomes.iter().any(|o| o.is_err())
+                    || read_bytes(&outcomes) >= wait.min_bytes.max(1)
+                {
+                    break;
+                }
+                let elapsed_ms = started.elapsed().as_millis() as u64;
+                if elapsed_ms >= wait.timeout_ms {
+                    break;
+                }
+                let mut arrivals = Vec::with_capacity(reads.len());
+                let mut raced = false;
+                for (read, outcome) in reads.iter().zip(&outcomes) {
+                    let seen = outcome.as_ref().map_or(read.offset, |o| o.high_watermark);
+                    let Some(p) = self.partition(&read.topic, read.partition) else {
+                        continue;
+                    };
+                    match p.data_beyond(seen.max(read.offset)) {
+                        None => raced = true,
+                        Some(arrival) => arrivals.push(arrival),
+                    }
+                }
+                if !raced {
+                    if arrivals.is_empty() {
+                        break;
+                    }
+                    let timer =
+                        glommio::timer::sleep(Duration::from_millis(wait.timeout_ms - elapsed_ms));
+                    futures::pin_mut!(timer);
+                    let woken = futures::future::select(
+                        futures::future::select_all(arrivals),
+                        futures::future::select(timer, &mut *end),
+                    )
+                    .await;
+                    match woken {
+                        Either::Left(_) => {}
+                        // Time is up: nothing new arrived, the reads stand.
+                        Either::Right((Either::Left(_), _)) => break,
+                        Either::Right((Either::Right(_), _)) => {
+                            outcomes = self.read_once(reads).await;
+                            break;
+                        }
+                    }
+                }
+                outcomes = self.read_once(reads).await;
+            }
+            self.parked_fetches
+                .borrow_mut()
+                .remove(&(wait.origin, wait.id));
         }
-        if waits.is_empty() {
-            // Nothing here to wait on (moved or deleted): let the fetch re-read.
-            return true;
-        }
-        let any = futures::future::select_all(waits);
-        let timer = glommio::timer::sleep(Duration::from_millis(timeout_ms));
-        futures::pin_mut!(timer);
-        matches!(select(any, timer).await, futures::future::Either::Left(_))
+        outcomes
     }
 
     async fn broadcast(self: &Rc<Self>, record: &MetadataRecord) {
@@ -564,15 +683,7 @@ impl Shard {
                 info!(shard = self.id, topic = %name, "topic configs changed");
             }
             MetadataRecord::DeleteTopic { name } => {
-                let owned: Vec<Rc<Partition>> = {
-                    let mut partitions = self.partitions.borrow_mut();
-                    let keys: Vec<PartitionKey> = partitions
-                        .keys()
-                        .filter(|(t, _)| t == name)
-                        .cloned()
-                        .collect();
-                    keys.iter().filter_map(|k| partitions.remove(k)).collect()
-                };
+                let owned = self.partitions.borrow_mut().remove_topic(name);
                 for partition in owned {
                     if let Err(e) = partition.delete().await {
                         error!(topic = %name, partition = partition.index, error = %e, "cannot delete partition files");
@@ -650,9 +761,7 @@ impl Shard {
                 if let Some(reason) = &report.offline_reason {
                     partition.set_offline(reason);
                 }
-                self.partitions
-                    .borrow_mut()
-                    .insert((topic.name.clone(), index), partition);
+                self.partitions.borrow_mut().insert(partition);
             }
         }
         Ok(())
@@ -839,10 +948,12 @@ pub async fn run_shard(
         count,
         config,
         image: RefCell::new(image),
-        partitions: RefCell::new(HashMap::new()),
+        partitions: RefCell::new(OwnedPartitions::default()),
         senders,
         pending: RefCell::new(HashMap::new()),
         next_request_id: Cell::new(0),
+        parked_fetches: RefCell::new(HashMap::new()),
+        next_fetch_id: Cell::new(0),
         group_commit: Rc::new(GroupCommit::default()),
         metadata_log: RefCell::new(metadata_log),
         controller_busy: glommio::sync::Semaphore::new(1),
