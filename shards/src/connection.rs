@@ -17,8 +17,12 @@ use crate::shard::{with_timeout, Shard};
 use crate::splice::SpliceRing;
 
 /// Requests started but not yet answered, per connection; when full the
-/// connection stops reading (backpressure onto the client).
-const IN_FLIGHT_REQUESTS_MAX: usize = 64;
+/// connection stops reading (backpressure onto the client). Their bytes are
+/// bounded by the shard's request budget; this bounds their count. 64 made
+/// pipelining acks=all producers (librdkafka sends a request per linger)
+/// wait in the socket behind a slow fdatasync: latency-50mbps publish p99
+/// 70-76 ms at 64, 41-52 ms at 512 (perf/README.md).
+const IN_FLIGHT_REQUESTS_MAX: usize = 512;
 /// A request body must arrive within this time once its size is known, so a
 /// client trickling bytes cannot hold request memory for long.
 const FRAME_READ_MS_MAX: u64 = 30_000;
