@@ -105,6 +105,30 @@ start_broker() {
     exit 1
 }
 
+# Waits (at most 60 s) until the data disk has had no I/O for 2 s: a workload
+# leaves gigabytes to write back and, on a file system mounted with
+# `discard`, to trim after its files are deleted, which otherwise lands in
+# the next workload's fdatasync latencies.
+DISK_STAT="/sys/class/block/$(basename "$(df --output=source "$TMP_PARENT" | tail -n 1)")/stat"
+settle_disk() {
+    sync
+    [ -r "$DISK_STAT" ] || return 0
+    local quiet=0 last now
+    last="$(cat "$DISK_STAT")"
+    for _ in $(seq 1 60); do
+        sleep 1
+        now="$(cat "$DISK_STAT")"
+        if [ "$now" = "$last" ]; then
+            quiet=$((quiet + 1))
+            [ "$quiet" -ge 2 ] && return 0
+        else
+            quiet=0
+        fi
+        last="$now"
+    done
+    echo "the disk was still busy 60 s after the workload" | tee -a "$LOG"
+}
+
 START_S=$(date +%s)
 {
     echo "gregor-perf bench: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $SHA"
@@ -145,6 +169,7 @@ for w in "${WORKLOADS[@]}"; do
     stop_broker
     cp "$WORK/$w-gregor.log" "$OUT/$w-gregor.log" 2>/dev/null || true
     rm -rf "$WORK/$w-data"
+    settle_disk
 done
 
 ELAPSED=$(( $(date +%s) - START_S ))
