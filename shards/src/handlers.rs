@@ -824,12 +824,8 @@ async fn read_slots(
         .collect();
     let mut found_bytes = 0usize;
     let mut any_error = results.iter().any(|r| r.is_err());
-    let mut remote_pending = remote_owners;
     while let Some((owner, indexes, reply)) = calls.next().await {
         parked.retain(|&o| o != owner);
-        if owner != shard.id {
-            remote_pending -= 1;
-        }
         let ShardReply::Read(outcomes) = reply else {
             continue;
         };
@@ -841,7 +837,8 @@ async fn read_slots(
         }
         if let Some(wait) = wait {
             let enough = found_bytes >= wait.min_bytes.max(1) || any_error;
-            if enough || (remote_owners > 0 && remote_pending == 0) {
+            let others_answered = remote_owners > 0 && parked.iter().all(|&o| o == shard.id);
+            if enough || others_answered {
                 for owner in std::mem::take(&mut parked) {
                     // Only the send matters; the answer comes with the read.
                     drop(

@@ -44,6 +44,16 @@ pub fn read_bytes(outcomes: &[Result<ReadOutcome, ErrorCode>]) -> usize {
         .sum()
 }
 
+/// What ended one park of a fetch's reads (see `Shard::park`).
+enum Woken {
+    /// A partition has new data: read again.
+    Data,
+    /// The fetch's shard has enough from others: read again and answer.
+    Ended,
+    /// Time is up, or nothing is left to wait on: answer with the reads.
+    Stop,
+}
+
 /// The partitions one shard owns, by topic then index, so that a lookup by
 /// `&str` allocates nothing (it runs for every partition of every request).
 #[derive(Default)]
@@ -252,14 +262,14 @@ impl Shard {
             ShardOp::Read { reads, wait } => {
                 // Registered before anything awaits, so an EndWait sent after
                 // this Read (mesh queues keep order) always finds it.
-                let ended = wait.map(|w| {
+                let wait = wait.map(|w| {
                     let (sender, receiver) = oneshot::channel();
                     self.parked_fetches
                         .borrow_mut()
                         .insert((w.origin, w.id), sender);
-                    receiver
+                    (w, receiver)
                 });
-                async move { ShardReply::Read(self.read_partitions(&reads, wait, ended).await) }
+                async move { ShardReply::Read(self.read_partitions(&reads, wait).await) }
                     .boxed_local()
             }
             ShardOp::EndWait { origin, id } => {
@@ -343,68 +353,75 @@ impl Shard {
 
     /// Reads every partition. With `wait`, a read that finds fewer than
     /// `min_bytes` parks until a partition gets data past what was read,
-    /// the fetch's shard ends the wait (`ended`), or time runs out, and reads
-    /// again. No polling: partitions wake their waiters on write.
+    /// the fetch's shard ends the wait (the receiver), or time runs out, and
+    /// reads again. No polling: partitions wake their waiters on write.
     async fn read_partitions(
         &self,
         reads: &[PartitionRead],
-        wait: Option<FetchWait>,
-        mut ended: Option<oneshot::Receiver<()>>,
+        wait: Option<(FetchWait, oneshot::Receiver<()>)>,
     ) -> Vec<Result<ReadOutcome, ErrorCode>> {
         let started = std::time::Instant::now();
         let mut outcomes = self.read_once(reads).await;
-        if let (Some(wait), Some(end)) = (wait, ended.as_mut()) {
-            for _round in 0..FETCH_WAIT_ROUNDS_MAX {
-                if outcomes.iter().any(|o| o.is_err())
-                    || read_bytes(&outcomes) >= wait.min_bytes.max(1)
-                {
-                    break;
-                }
-                let elapsed_ms = started.elapsed().as_millis() as u64;
-                if elapsed_ms >= wait.timeout_ms {
-                    break;
-                }
-                let mut arrivals = Vec::with_capacity(reads.len());
-                let mut raced = false;
-                for (read, outcome) in reads.iter().zip(&outcomes) {
-                    let seen = outcome.as_ref().map_or(read.offset, |o| o.high_watermark);
-                    let Some(p) = self.partition(&read.topic, read.partition) else {
-                        continue;
-                    };
-                    match p.data_beyond(seen.max(read.offset)) {
-                        None => raced = true,
-                        Some(arrival) => arrivals.push(arrival),
-                    }
-                }
-                if !raced {
-                    if arrivals.is_empty() {
-                        break;
-                    }
-                    let timer =
-                        glommio::timer::sleep(Duration::from_millis(wait.timeout_ms - elapsed_ms));
-                    futures::pin_mut!(timer);
-                    let woken = futures::future::select(
-                        futures::future::select_all(arrivals),
-                        futures::future::select(timer, &mut *end),
-                    )
-                    .await;
-                    match woken {
-                        Either::Left(_) => {}
-                        // Time is up: nothing new arrived, the reads stand.
-                        Either::Right((Either::Left(_), _)) => break,
-                        Either::Right((Either::Right(_), _)) => {
-                            outcomes = self.read_once(reads).await;
-                            break;
-                        }
-                    }
-                }
-                outcomes = self.read_once(reads).await;
+        let Some((wait, mut ended)) = wait else {
+            return outcomes;
+        };
+        for _round in 0..FETCH_WAIT_ROUNDS_MAX {
+            let enough = outcomes.iter().any(|o| o.is_err())
+                || read_bytes(&outcomes) >= wait.min_bytes.max(1);
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            if enough || elapsed_ms >= wait.timeout_ms {
+                break;
             }
-            self.parked_fetches
-                .borrow_mut()
-                .remove(&(wait.origin, wait.id));
+            let remaining_ms = wait.timeout_ms - elapsed_ms;
+            match self.park(reads, &outcomes, remaining_ms, &mut ended).await {
+                Woken::Data => outcomes = self.read_once(reads).await,
+                Woken::Ended => {
+                    outcomes = self.read_once(reads).await;
+                    break;
+                }
+                Woken::Stop => break,
+            }
         }
+        self.parked_fetches
+            .borrow_mut()
+            .remove(&(wait.origin, wait.id));
         outcomes
+    }
+
+    /// Parks a fetch's reads until a partition has data past the high
+    /// watermark its read saw, `ended` fires, or `timeout_ms` passes.
+    async fn park(
+        &self,
+        reads: &[PartitionRead],
+        outcomes: &[Result<ReadOutcome, ErrorCode>],
+        timeout_ms: u64,
+        ended: &mut oneshot::Receiver<()>,
+    ) -> Woken {
+        let mut arrivals = Vec::with_capacity(reads.len());
+        for (read, outcome) in reads.iter().zip(outcomes) {
+            let seen = outcome.as_ref().map_or(read.offset, |o| o.high_watermark);
+            let Some(p) = self.partition(&read.topic, read.partition) else {
+                continue;
+            };
+            match p.data_beyond(seen.max(read.offset)) {
+                // A write landed while the reads ran.
+                None => return Woken::Data,
+                Some(arrival) => arrivals.push(arrival),
+            }
+        }
+        if arrivals.is_empty() {
+            // Nothing here to wait on (moved or deleted): the reads stand.
+            return Woken::Stop;
+        }
+        let timer = glommio::timer::sleep(Duration::from_millis(timeout_ms));
+        futures::pin_mut!(timer);
+        let woken = select(futures::future::select_all(arrivals), select(timer, ended)).await;
+        match woken {
+            Either::Left(_) => Woken::Data,
+            // Time is up: nothing new arrived, the reads stand.
+            Either::Right((Either::Left(_), _)) => Woken::Stop,
+            Either::Right((Either::Right(_), _)) => Woken::Ended,
+        }
     }
 
     async fn broadcast(self: &Rc<Self>, record: &MetadataRecord) {
