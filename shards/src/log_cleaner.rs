@@ -22,17 +22,15 @@ use glommio::io::OpenOptions;
 use tracing::{info, warn};
 
 use crate::partition::Partition;
-use crate::partition_files::{remove_segment_files, sync_dir, write_all_at, write_segment_indexes};
+use crate::partition_files::{
+    remove_segment_files, sync_dir, to_io, write_all_at, write_segment_indexes,
+};
 
 /// Most closed-segment bytes one cleaning pass reads (bounds memory).
 const CLEAN_PASS_BYTES_MAX: u64 = 256 << 20;
 /// Most distinct keys one pass tracks.
 const OFFSET_MAP_BYTES_MAX: usize = 128 << 20;
 const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
-
-fn to_io(e: glommio::GlommioError<()>) -> io::Error {
-    io::Error::other(e.to_string())
-}
 
 fn path_with(dir: &Path, base: i64, extension: &str) -> std::path::PathBuf {
     dir.join(format!("{}.{extension}", segment_file_stem(base)))

@@ -97,6 +97,8 @@ pub struct MetricsSnapshot {
     pub topics: BTreeMap<String, TopicCounters>,
     pub requests: BTreeMap<&'static str, Histogram>,
     pub fsync: Histogram,
+    /// Coalesced segment writes of all the shard's partitions.
+    pub segment_write: Histogram,
     pub connections: i64,
     pub mesh_hops: u64,
     pub request_memory_bytes: u64,
@@ -109,7 +111,9 @@ impl Shard {
         let budget = self.config.shard_request_bytes_max as u64;
         let partitions = self.owned_partitions();
         let mut topics: BTreeMap<String, TopicCounters> = BTreeMap::new();
+        let mut segment_write = Histogram::default();
         for p in &partitions {
+            segment_write.merge(&p.write_latency.borrow());
             let c = p.counters.get();
             let t = topics.entry(p.topic.clone()).or_default();
             t.produce_bytes += c.produce_bytes;
@@ -122,6 +126,7 @@ impl Shard {
             topics,
             requests: self.metrics.requests.borrow().clone(),
             fsync: self.group_commit.fsync_latency(),
+            segment_write,
             connections: self.metrics.connections.get(),
             mesh_hops: self.metrics.mesh_hops.get(),
             request_memory_bytes: budget.saturating_sub(self.request_memory.available()),
@@ -166,6 +171,12 @@ fn write_histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
     let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
 }
 
+/// A histogram family by shard: name, help, and where a snapshot keeps it.
+type HistogramSeries = (
+    &'static str,
+    &'static str,
+    fn(&MetricsSnapshot) -> &Histogram,
+);
 /// (metric name, help, how to read it from its source)
 type Series<T, V> = (&'static str, &'static str, fn(&T) -> V);
 
@@ -232,19 +243,28 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
             h,
         );
     }
-    counter(
-        &mut out,
-        "gregor_fsync_latency_seconds",
-        "fdatasync latency of group commits, by shard.",
-        "histogram",
-    );
-    for s in snapshots {
-        write_histogram(
-            &mut out,
+    let shard_histograms: [HistogramSeries; 2] = [
+        (
             "gregor_fsync_latency_seconds",
-            &format!("shard=\"{}\"", s.shard),
-            &s.fsync,
-        );
+            "fdatasync latency of group commits, by shard.",
+            |s| &s.fsync,
+        ),
+        (
+            "gregor_segment_write_latency_seconds",
+            "Latency of coalesced segment writes (to the page cache, or O_DIRECT), by shard.",
+            |s| &s.segment_write,
+        ),
+    ];
+    for (name, help, histogram) in shard_histograms {
+        counter(&mut out, name, help, "histogram");
+        for s in snapshots {
+            write_histogram(
+                &mut out,
+                name,
+                &format!("shard=\"{}\"", s.shard),
+                histogram(s),
+            );
+        }
     }
     let gauges: [Series<MetricsSnapshot, f64>; 4] = [
         (
@@ -431,6 +451,7 @@ mod tests {
             "gregor_produce_bytes_total",
             "gregor_connections",
             "gregor_fsync_latency_seconds",
+            "gregor_segment_write_latency_seconds",
         ] {
             assert_eq!(
                 text.matches(&format!("# TYPE {family} ")).count(),

@@ -97,6 +97,8 @@ pub struct Partition {
     pub(crate) syncing: Cell<bool>,
     /// Produce/fetch totals for metrics.
     pub counters: Cell<crate::metrics::TopicCounters>,
+    /// How long each coalesced segment write took, for metrics.
+    pub write_latency: RefCell<crate::metrics::Histogram>,
     write_mode: SegmentWriteMode,
     /// The active segment's O_DIRECT appender (`SegmentWriteMode::Direct`).
     direct: RefCell<Option<Rc<DirectAppender>>>,
@@ -140,6 +142,7 @@ impl Partition {
             sync_waiters: RefCell::new(Vec::new()),
             syncing: Cell::new(false),
             counters: Cell::new(Default::default()),
+            write_latency: RefCell::new(Default::default()),
             write_mode,
             direct: RefCell::new(None),
         })
@@ -236,23 +239,38 @@ impl Partition {
         }
     }
 
+    /// Plans and writes `appends` as one coalesced write (or two, around a
+    /// roll). Each record set is copied once, into the write buffer, and its
+    /// offsets are patched there.
     async fn write_appends(&self, appends: Vec<QueuedAppend>) {
-        let mut pending = PendingWrite::default();
+        let capacity = appends.iter().map(|a| a.records.len()).sum();
+        let mut pending = PendingWrite {
+            bytes: Vec::with_capacity(capacity),
+            ..Default::default()
+        };
         for append in appends {
             if self.failed.get() {
                 let _ = append.reply.send(Err(codes::KAFKA_STORAGE_ERROR));
                 continue;
             }
-            let mut bytes = append.records.to_vec();
+            let mut start = pending.bytes.len();
+            pending.bytes.extend_from_slice(&append.records);
             let now = crate::now_ms();
-            let planned = self.log.borrow().plan_append(&mut bytes, LEADER_EPOCH, now);
+            let planned =
+                self.log
+                    .borrow()
+                    .plan_append(&mut pending.bytes[start..], LEADER_EPOCH, now);
             let plan = match planned {
                 Err(e) => {
+                    pending.bytes.truncate(start);
                     warn!(topic = %self.topic, partition = self.index, error = %e, "rejected record set");
                     let _ = append.reply.send(Err(append_error_code(&e)));
                     continue;
                 }
                 Ok(plan) if plan.roll_first => {
+                    // This set opens a new segment: what precedes it goes
+                    // to the old one first.
+                    let set = pending.bytes.split_off(start);
                     self.flush(&mut pending).await;
                     if let Err(e) = self.roll().await {
                         // Nothing of the log changed; the next append retries.
@@ -260,13 +278,20 @@ impl Partition {
                         let _ = append.reply.send(Err(codes::KAFKA_STORAGE_ERROR));
                         continue;
                     }
-                    let replanned = self.log.borrow().plan_append(&mut bytes, LEADER_EPOCH, now);
+                    assert!(pending.bytes.is_empty(), "the flush took the buffer");
+                    pending.bytes = set;
+                    start = 0;
+                    let replanned =
+                        self.log
+                            .borrow()
+                            .plan_append(&mut pending.bytes, LEADER_EPOCH, now);
                     match replanned {
                         Ok(plan) => {
                             assert!(!plan.roll_first, "a fresh segment takes any valid set");
                             plan
                         }
                         Err(e) => {
+                            pending.bytes.clear();
                             let _ = append.reply.send(Err(append_error_code(&e)));
                             continue;
                         }
@@ -274,13 +299,12 @@ impl Partition {
                 }
                 Ok(plan) => plan,
             };
-            if pending.bytes.is_empty() {
+            if start == 0 {
                 pending.position = plan.position;
                 pending.mark = Some(self.log.borrow().append_mark());
             }
-            assert_eq!(pending.position + pending.bytes.len() as u64, plan.position);
+            assert_eq!(pending.position + start as u64, plan.position);
             self.log.borrow_mut().commit_append(&plan, now);
-            pending.bytes.extend_from_slice(&bytes);
             pending.replies.push((append.reply, plan.base_offset));
         }
         self.flush(&mut pending).await;
@@ -295,10 +319,14 @@ impl Partition {
         let bytes = std::mem::take(&mut pending.bytes);
         let length = bytes.len() as u64;
         let file = self.active_file();
+        let started = std::time::Instant::now();
         let result = match self.write_mode {
             SegmentWriteMode::Buffered => write_all_at(&file, bytes, pending.position).await,
             SegmentWriteMode::Direct => self.direct_append(&bytes, pending.position).await,
         };
+        self.write_latency
+            .borrow_mut()
+            .observe(started.elapsed().as_secs_f64());
         let replies = std::mem::take(&mut pending.replies);
         match result {
             Ok(()) => {
