@@ -9,7 +9,7 @@ use std::time::Duration;
 use engine::protocol::{parse_frame_size, FrameError};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel;
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::{Preallocated, TcpListener, TcpStream};
 use tracing::{debug, warn};
 
 use crate::handlers::{start_request, OutFrame, OutPart, RequestError, Response};
@@ -84,7 +84,13 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
+/// Bytes a connection reads from its socket at a time: a small request and
+/// the next one's size prefix usually arrive in one recv. Larger frames
+/// are read straight into their own buffer.
+const SOCKET_READ_BUFFER_BYTES: usize = 8192;
+
 async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let stream = stream.buffered_with(Preallocated::new(SOCKET_READ_BUFFER_BYTES));
     let _ = stream.set_nodelay(true);
     let peer = stream
         .peer_addr()
