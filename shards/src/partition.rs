@@ -502,6 +502,9 @@ impl Partition {
     /// (at least one), as a file range: the connection's shard sends them
     /// from the page cache without copying.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadOutcome, ErrorCode> {
+        if let Some(outcome) = self.read_without_io(offset) {
+            return outcome;
+        }
         let (high_watermark, log_start_offset) =
             (self.high_watermark.get(), self.log_start_offset());
         let planned = self.plan_fetch(offset, max_bytes).await?;
@@ -524,6 +527,28 @@ impl Partition {
             records,
             high_watermark,
             log_start_offset,
+        })
+    }
+
+    /// The outcome of [`Partition::read`] when it needs no I/O: nothing to
+    /// read at `offset` (a caught-up consumer), or an error found from
+    /// memory. None when there are batches to plan.
+    pub fn read_without_io(&self, offset: i64) -> Option<Result<ReadOutcome, ErrorCode>> {
+        if self.offline.get() {
+            return Some(Err(codes::KAFKA_STORAGE_ERROR));
+        }
+        let high_watermark = self.high_watermark.get();
+        if offset < high_watermark {
+            return None;
+        }
+        let log = self.log.borrow();
+        Some(match log.plan_read(offset) {
+            Err(ReadError::OffsetOutOfRange { .. }) => Err(codes::OFFSET_OUT_OF_RANGE),
+            Ok(_) => Ok(ReadOutcome {
+                records: None,
+                high_watermark,
+                log_start_offset: log.log_start_offset(),
+            }),
         })
     }
 

@@ -338,17 +338,37 @@ impl Shard {
         id
     }
 
+    /// Reads every partition once. Caught-up partitions (most of a long
+    /// poll's) answer from memory; only those with batches to plan await.
     async fn read_once(&self, reads: &[PartitionRead]) -> Vec<Result<ReadOutcome, ErrorCode>> {
-        let reads = reads.iter().map(|read| {
-            let owned = self.partition(&read.topic, read.partition);
-            async move {
-                match owned {
-                    Some(p) => p.read(read.offset, read.max_bytes).await,
-                    None => Err(codes::NOT_LEADER_OR_FOLLOWER),
+        let mut outcomes = Vec::with_capacity(reads.len());
+        let mut planned = Vec::new();
+        for (i, read) in reads.iter().enumerate() {
+            let outcome = match self.partition(&read.topic, read.partition) {
+                None => Some(Err(codes::NOT_LEADER_OR_FOLLOWER)),
+                Some(p) => {
+                    let outcome = p.read_without_io(read.offset);
+                    if outcome.is_none() {
+                        planned.push((i, p, read));
+                    }
+                    outcome
                 }
-            }
-        });
-        futures::future::join_all(reads).await
+            };
+            outcomes.push(outcome);
+        }
+        let done = futures::future::join_all(
+            planned
+                .iter()
+                .map(|(_, p, read)| p.read(read.offset, read.max_bytes)),
+        )
+        .await;
+        for ((i, _, _), outcome) in planned.iter().zip(done) {
+            outcomes[*i] = Some(outcome);
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.expect("every read has an outcome"))
+            .collect()
     }
 
     /// Reads every partition. With `wait`, a read that finds fewer than
