@@ -874,13 +874,14 @@ async fn fetch(
     let mut slots = Vec::new();
     for topic in &request.topics {
         let name: std::sync::Arc<str> = topic.topic.0.as_str().into();
-        for partition in &topic.partitions {
+        let owners = shard.route_all(&name, topic.partitions.iter().map(|p| p.partition));
+        for (partition, owner) in topic.partitions.iter().zip(owners) {
             slots.push(FetchSlot {
                 topic: name.clone(),
                 partition: partition.partition,
                 offset: partition.fetch_offset,
                 max_bytes: partition.partition_max_bytes.max(0) as usize,
-                owner: shard.route(&name, partition.partition),
+                owner,
             });
         }
     }

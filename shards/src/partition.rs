@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use bytes::Bytes;
 use engine::log::{
@@ -81,7 +81,8 @@ pub struct Partition {
     high_watermark: Cell<i64>,
     /// Bytes of the active segment that are written.
     pub(crate) written_position: Cell<u64>,
-    data_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// Parked fetches watching for data past the high watermark.
+    data_waiters: RefCell<Vec<Weak<DataSignal>>>,
     /// Set after an I/O error that leaves the files in doubt (a failed
     /// fdatasync, a failed truncate after a failed write): the partition
     /// refuses appends until restart. A failed write alone does not set it.
@@ -102,6 +103,36 @@ pub struct Partition {
     write_mode: SegmentWriteMode,
     /// The active segment's O_DIRECT appender (`SegmentWriteMode::Direct`).
     direct: RefCell<Option<Rc<DirectAppender>>>,
+}
+
+/// Wakes one parked fetch when any partition it watches gets data: one
+/// signal per park, however many partitions it watches. Partitions hold it
+/// weakly, so a fetch that ended leaves only a dead entry behind.
+#[derive(Default)]
+pub struct DataSignal {
+    fired: Cell<bool>,
+    waker: RefCell<Option<std::task::Waker>>,
+}
+
+impl DataSignal {
+    fn fire(&self) {
+        self.fired.set(true);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    /// Resolves once a watched partition got data.
+    pub async fn fired(&self) {
+        std::future::poll_fn(|cx| {
+            if self.fired.get() {
+                return std::task::Poll::Ready(());
+            }
+            *self.waker.borrow_mut() = Some(cx.waker().clone());
+            std::task::Poll::Pending
+        })
+        .await
+    }
 }
 
 fn append_error_code(e: &AppendError) -> ErrorCode {
@@ -341,9 +372,7 @@ impl Partition {
                 self.high_watermark.set(log.next_offset());
                 let log_start_offset = log.log_start_offset();
                 drop(log);
-                for waiter in self.data_waiters.borrow_mut().drain(..) {
-                    let _ = waiter.send(());
-                }
+                self.wake_data_waiters();
                 for (reply, base_offset) in replies {
                     let _ = reply.send(Ok(AppendOutcome {
                         base_offset,
@@ -470,17 +499,25 @@ impl Partition {
             .map_err(|e| io::Error::other(e.to_string()))
     }
 
-    /// Resolves when the high watermark passes `offset` (or at once if it has).
-    pub fn data_beyond(&self, offset: i64) -> Option<oneshot::Receiver<()>> {
+    /// Makes `signal` fire once the high watermark passes `offset`. False,
+    /// and nothing registered, if it already has or the partition closed.
+    pub fn watch_beyond(&self, offset: i64, signal: &Rc<DataSignal>) -> bool {
         if self.high_watermark.get() > offset || self.closed.get() {
-            return None;
+            return false;
         }
-        let (sender, receiver) = oneshot::channel();
         let mut waiters = self.data_waiters.borrow_mut();
-        // Drop waiters whose fetch already ended, so the list stays bounded.
-        waiters.retain(|w| !w.is_canceled());
-        waiters.push(sender);
-        Some(receiver)
+        // Drop watchers whose fetch already ended, so the list stays bounded.
+        waiters.retain(|w| w.strong_count() > 0);
+        waiters.push(Rc::downgrade(signal));
+        true
+    }
+
+    fn wake_data_waiters(&self) {
+        for waiter in self.data_waiters.borrow_mut().drain(..) {
+            if let Some(signal) = waiter.upgrade() {
+                signal.fire();
+            }
+        }
     }
 
     fn readable_limit(&self, segment_base_offset: i64, segment_bytes: u64) -> u64 {
@@ -542,14 +579,16 @@ impl Partition {
             return None;
         }
         let log = self.log.borrow();
-        Some(match log.plan_read(offset) {
-            Err(ReadError::OffsetOutOfRange { .. }) => Err(codes::OFFSET_OUT_OF_RANGE),
-            Ok(_) => Ok(ReadOutcome {
-                records: None,
-                high_watermark,
-                log_start_offset: log.log_start_offset(),
-            }),
-        })
+        // Caught up (the common case of a long poll): no index lookup.
+        let caught_up = offset == high_watermark && offset >= log.log_start_offset();
+        if !caught_up && log.plan_read(offset).is_err() {
+            return Some(Err(codes::OFFSET_OUT_OF_RANGE));
+        }
+        Some(Ok(ReadOutcome {
+            records: None,
+            high_watermark,
+            log_start_offset: log.log_start_offset(),
+        }))
     }
 
     /// The same batches as [`Partition::read`], copied into memory, for the
@@ -843,9 +882,7 @@ impl Partition {
             self.writer_idle.borrow_mut().push(sender);
             let _ = receiver.await;
         }
-        for waiter in self.data_waiters.borrow_mut().drain(..) {
-            let _ = waiter.send(());
-        }
+        self.wake_data_waiters();
     }
 
     /// Clean shutdown: drain, sync, write the active segment's checkpoint.

@@ -26,7 +26,7 @@ use crate::mesh::{
     TopicResult, TopicSpec,
 };
 use crate::metrics::ShardMetrics;
-use crate::partition::Partition;
+use crate::partition::{DataSignal, Partition};
 use crate::partition_files::{create_partition, open_partition, partition_dir};
 use crate::shutdown::StopFlag;
 use crate::splice::SpliceRing;
@@ -54,6 +54,9 @@ enum Woken {
     Stop,
 }
 
+/// One topic's partitions on a shard, by index (None: not owned here).
+type TopicSlots = [Option<Rc<Partition>>];
+
 /// The partitions one shard owns, by topic then index, so that a lookup by
 /// `&str` allocates nothing (it runs for every partition of every request).
 #[derive(Default)]
@@ -65,6 +68,11 @@ impl OwnedPartitions {
     pub fn get(&self, topic: &str, index: i32) -> Option<&Rc<Partition>> {
         let slots = self.by_topic.get(topic)?;
         slots.get(usize::try_from(index).ok()?)?.as_ref()
+    }
+
+    /// Every slot of `topic`, by index.
+    pub fn topic(&self, topic: &str) -> Option<&TopicSlots> {
+        self.by_topic.get(topic).map(Vec::as_slice)
     }
 
     pub fn insert(&mut self, partition: Rc<Partition>) {
@@ -126,6 +134,16 @@ pub fn owner_shard(topic: &TopicImage, partition: i32, shard_count: usize) -> Op
     Some(placed as usize % shard_count)
 }
 
+fn route_in(
+    topic: Option<&TopicImage>,
+    partition: i32,
+    shard_count: usize,
+) -> Result<usize, ErrorCode> {
+    topic
+        .and_then(|t| owner_shard(t, partition, shard_count))
+        .ok_or(codes::UNKNOWN_TOPIC_OR_PARTITION)
+}
+
 impl Shard {
     pub fn image(&self) -> std::cell::Ref<'_, ClusterImage> {
         self.image.borrow()
@@ -141,11 +159,20 @@ impl Shard {
     }
 
     pub fn route(&self, topic: &str, partition: i32) -> Result<usize, ErrorCode> {
+        route_in(self.image.borrow().topic(topic), partition, self.count)
+    }
+
+    /// `route` for many partitions of one topic, looking the topic up once.
+    pub fn route_all(
+        &self,
+        topic: &str,
+        partitions: impl Iterator<Item = i32>,
+    ) -> Vec<Result<usize, ErrorCode>> {
         let image = self.image.borrow();
-        let topic = image
-            .topic(topic)
-            .ok_or(codes::UNKNOWN_TOPIC_OR_PARTITION)?;
-        owner_shard(topic, partition, self.count).ok_or(codes::UNKNOWN_TOPIC_OR_PARTITION)
+        let topic = image.topic(topic);
+        partitions
+            .map(|partition| route_in(topic, partition, self.count))
+            .collect()
     }
 
     /// The effective config of a topic (topic values over broker defaults).
@@ -338,13 +365,36 @@ impl Shard {
         id
     }
 
+    /// The owned partition of every read (None where this shard owns none).
+    /// A fetch lists its partitions topic by topic, so each run of reads of
+    /// one topic looks the topic up once.
+    fn partitions_of(&self, reads: &[PartitionRead]) -> Vec<Option<Rc<Partition>>> {
+        let owned = self.partitions.borrow();
+        let mut current: Option<(&str, Option<&TopicSlots>)> = None;
+        reads
+            .iter()
+            .map(|read| {
+                let slots = match current {
+                    Some((name, slots)) if name == &*read.topic => slots,
+                    _ => {
+                        let slots = owned.topic(&read.topic);
+                        current = Some((&read.topic, slots));
+                        slots
+                    }
+                };
+                slots?.get(usize::try_from(read.partition).ok()?)?.clone()
+            })
+            .collect()
+    }
+
     /// Reads every partition once. Caught-up partitions (most of a long
     /// poll's) answer from memory; only those with batches to plan await.
     async fn read_once(&self, reads: &[PartitionRead]) -> Vec<Result<ReadOutcome, ErrorCode>> {
         let mut outcomes = Vec::with_capacity(reads.len());
         let mut planned = Vec::new();
-        for (i, read) in reads.iter().enumerate() {
-            let outcome = match self.partition(&read.topic, read.partition) {
+        let owned = self.partitions_of(reads);
+        for (i, (read, owner)) in reads.iter().zip(owned).enumerate() {
+            let outcome = match owner {
                 None => Some(Err(codes::NOT_LEADER_OR_FOLLOWER)),
                 Some(p) => {
                     let outcome = p.read_without_io(read.offset);
@@ -417,25 +467,29 @@ impl Shard {
         timeout_ms: u64,
         ended: &mut oneshot::Receiver<()>,
     ) -> Woken {
-        let mut arrivals = Vec::with_capacity(reads.len());
-        for (read, outcome) in reads.iter().zip(outcomes) {
+        let signal = Rc::new(DataSignal::default());
+        let mut watching = false;
+        let owned = self.partitions_of(reads);
+        for ((read, outcome), owner) in reads.iter().zip(outcomes).zip(owned) {
             let seen = outcome.as_ref().map_or(read.offset, |o| o.high_watermark);
-            let Some(p) = self.partition(&read.topic, read.partition) else {
+            let Some(p) = owner else {
                 continue;
             };
-            match p.data_beyond(seen.max(read.offset)) {
+            if !p.watch_beyond(seen.max(read.offset), &signal) {
                 // A write landed while the reads ran.
-                None => return Woken::Data,
-                Some(arrival) => arrivals.push(arrival),
+                return Woken::Data;
             }
+            watching = true;
         }
-        if arrivals.is_empty() {
+        if !watching {
             // Nothing here to wait on (moved or deleted): the reads stand.
             return Woken::Stop;
         }
         let timer = glommio::timer::sleep(Duration::from_millis(timeout_ms));
         futures::pin_mut!(timer);
-        let woken = select(futures::future::select_all(arrivals), select(timer, ended)).await;
+        let fired = signal.fired();
+        futures::pin_mut!(fired);
+        let woken = select(fired, select(timer, ended)).await;
         match woken {
             Either::Left(_) => Woken::Data,
             // Time is up: nothing new arrived, the reads stand.
