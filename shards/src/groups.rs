@@ -24,8 +24,15 @@ use tracing::{info, warn};
 use crate::mesh::{GroupOp, GroupReply};
 use crate::shard::Shard;
 
-/// How often group timers (sessions, rebalance deadlines, retention) run.
-const GROUP_TICK_MS: u64 = 100;
+/// Shortest time between two runs of the group timers (sessions, rebalance
+/// deadlines, retention): how often they run while a rebalance is in flight.
+const GROUP_TICK_MS: i64 = 100;
+/// Longest time between two runs while the shard coordinates groups, even
+/// when no deadline is due sooner (a second line behind the deadlines).
+const GROUP_TICK_MS_MAX: i64 = 1_000;
+/// Bound on group operations that bring the next run forward while the
+/// ticker waits; past it the ticker just runs.
+const TICKER_WAKES_MAX: usize = 100_000;
 /// Read size while loading a `__consumer_offsets` partition.
 const LOAD_READ_BYTES: usize = 1 << 20;
 
@@ -34,8 +41,9 @@ pub struct GroupHost {
     parked: RefCell<HashMap<RequestToken, oneshot::Sender<Completion>>>,
     next_token: Cell<RequestToken>,
     loading: Cell<bool>,
-    /// Set while the ticker sleeps because this shard coordinates no group:
-    /// the next group operation wakes it (an idle shard takes no timer).
+    /// Set while the ticker sleeps: the next group operation wakes it, to
+    /// start ticking (a shard with no groups takes no timer) or to bring
+    /// the next run forward.
     ticker_parked: RefCell<Option<oneshot::Sender<()>>>,
 }
 
@@ -383,15 +391,49 @@ impl Shard {
         }
     }
 
-    /// Runs the coordinator's timers until the shard stops.
+    /// When the group timers should run next: at the coordinator's next
+    /// deadline, within [GROUP_TICK_MS, GROUP_TICK_MS_MAX] from now. None
+    /// without groups.
+    fn tick_due_ms(&self) -> Option<i64> {
+        let next = self.groups.coordinator.borrow().next_deadline_ms()?;
+        let now = crate::now_ms();
+        Some(next.clamp(now + GROUP_TICK_MS, now + GROUP_TICK_MS_MAX))
+    }
+
+    /// Runs the coordinator's timers until the shard stops. It sleeps until
+    /// the next deadline (a stable group with 45 s sessions ticks once a
+    /// second, not ten times), and a group operation wakes it to look again.
     pub async fn group_ticker(self: Rc<Self>) {
         while !self.stop.is_raised() {
-            if self.groups.coordinator.borrow().groups().next().is_none() {
+            let Some(mut due_ms) = self.tick_due_ms() else {
                 let (wake, woken) = oneshot::channel();
                 *self.groups.ticker_parked.borrow_mut() = Some(wake);
                 let _ = woken.await;
+                continue;
+            };
+            for _wake in 0..TICKER_WAKES_MAX {
+                let wait_ms = due_ms - crate::now_ms();
+                if wait_ms <= 0 {
+                    break;
+                }
+                let (wake, woken) = oneshot::channel();
+                *self.groups.ticker_parked.borrow_mut() = Some(wake);
+                let timer = glommio::timer::sleep(Duration::from_millis(wait_ms as u64));
+                futures::pin_mut!(timer);
+                let timed_out = matches!(
+                    futures::future::select(timer, woken).await,
+                    futures::future::Either::Left(_)
+                );
+                self.groups.ticker_parked.borrow_mut().take();
+                if timed_out || self.stop.is_raised() {
+                    break;
+                }
+                // Only ever earlier: operations that keep coming cannot
+                // starve the timers.
+                if let Some(due) = self.tick_due_ms() {
+                    due_ms = due_ms.min(due);
+                }
             }
-            glommio::timer::sleep(Duration::from_millis(GROUP_TICK_MS)).await;
             let effects = self.groups.coordinator.borrow_mut().tick(crate::now_ms());
             if !effects.completions.is_empty() || !effects.persist.is_empty() {
                 self.apply_effects(effects);

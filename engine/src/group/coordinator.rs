@@ -225,6 +225,48 @@ pub struct GroupDescription {
 }
 
 impl Group {
+    /// When a committed offset of an Empty group expires. A group that only
+    /// stores offsets (no protocol type) counts from each commit, as Kafka
+    /// does; a consumer group from when it became Empty (or the commit, if
+    /// later).
+    fn offset_expiry_ms(&self, offset: &OffsetAndMetadata, config: &GroupConfig) -> i64 {
+        let from = if self.protocol_type.is_some() {
+            offset.commit_timestamp_ms.max(self.empty_since_ms)
+        } else {
+            offset.commit_timestamp_ms
+        };
+        from.saturating_add(config.offsets_retention_ms)
+    }
+
+    /// See [`Coordinator::next_deadline_ms`]: what `tick` checks, in time.
+    fn next_deadline_ms(&self, config: &GroupConfig) -> i64 {
+        if matches!(
+            self.state,
+            GroupState::PreparingRebalance | GroupState::CompletingRebalance
+        ) {
+            return i64::MIN;
+        }
+        let mut next = i64::MAX;
+        for deadline in self.pending_members.values() {
+            next = next.min(*deadline);
+        }
+        for member in self.members.values() {
+            if member.awaiting_join.is_some() || member.awaiting_sync.is_some() {
+                return i64::MIN;
+            }
+            next = next.min(member.last_heartbeat_ms + member.session_timeout_ms as i64);
+        }
+        if self.state == GroupState::Empty {
+            if self.offsets.is_empty() && self.pending_members.is_empty() {
+                return i64::MIN;
+            }
+            for offset in self.offsets.values() {
+                next = next.min(self.offset_expiry_ms(offset, config));
+            }
+        }
+        next
+    }
+
     fn new(group_id: &str, now_ms: i64) -> Group {
         Group {
             group_id: group_id.to_string(),
@@ -1048,6 +1090,17 @@ impl Coordinator {
 
     /// Timers: pending-member and session expiry, rebalance deadlines, the
     /// initial rebalance delay, and offset retention.
+    /// The earliest time at which [`Coordinator::tick`] may change
+    /// something, for a ticker that sleeps until then; `i64::MIN` when a
+    /// group wants ticks at once (a rebalance in flight, or a group the next
+    /// tick drops). None without groups.
+    pub fn next_deadline_ms(&self) -> Option<i64> {
+        self.groups
+            .values()
+            .map(|group| group.next_deadline_ms(&self.config))
+            .min()
+    }
+
     pub fn tick(&mut self, now_ms: i64) -> Effects {
         let mut effects = Effects::default();
         let config = self.config;
@@ -1090,20 +1143,10 @@ impl Coordinator {
                 group.maybe_complete_join(&mut effects, now_ms, force);
             }
             if group.state == GroupState::Empty {
-                // A group that only stores offsets (no protocol type) counts
-                // from each commit, as Kafka does; a consumer group from when
-                // it became Empty (or the commit, if later).
-                let empty_since_ms = group
-                    .protocol_type
-                    .is_some()
-                    .then_some(group.empty_since_ms);
-                let retention_from = |o: &OffsetAndMetadata| {
-                    empty_since_ms.map_or(o.commit_timestamp_ms, |e| o.commit_timestamp_ms.max(e))
-                };
                 let expired: Vec<(String, i32)> = group
                     .offsets
                     .iter()
-                    .filter(|(_, o)| retention_from(o) + config.offsets_retention_ms <= now_ms)
+                    .filter(|(_, o)| group.offset_expiry_ms(o, &config) <= now_ms)
                     .map(|(k, _)| k.clone())
                     .collect();
                 for key in expired {
@@ -2364,6 +2407,25 @@ mod tests {
     }
 
     #[test]
+    fn next_deadline_is_the_first_session_to_expire_or_now_in_a_rebalance() {
+        let mut h = Harness::new(DELAY_MS);
+        assert_eq!(h.c.next_deadline_ms(), None, "no groups, no ticks");
+        let (ids, t) = form_group(&mut h, vec![dynamic("a"), dynamic("b")], 0);
+        assert_eq!(h.heartbeat(&ids[0], 1, t + 5_000), codes::NONE);
+        // b's session (restarted at t) ends first.
+        assert_eq!(h.c.next_deadline_ms(), Some(t + SESSION_MS as i64));
+        h.c.tick(t + SESSION_MS as i64 - 1);
+        assert_eq!(h.members().len(), 2, "nothing is due before the deadline");
+        h.c.tick(t + SESSION_MS as i64);
+        assert_eq!(h.state(), GroupState::PreparingRebalance);
+        assert_eq!(
+            h.c.next_deadline_ms(),
+            Some(i64::MIN),
+            "a rebalance ticks at once"
+        );
+    }
+
+    #[test]
     fn a_member_parked_in_sync_is_kept_alive() {
         let mut h = Harness::new(DELAY_MS);
         let (a, _, _) = h.join_new(range("a"), 0);
@@ -2849,11 +2911,13 @@ mod tests {
         let mut h = Harness::new(0);
         h.c.apply(&offset_record("t", 0, Some(offset(5, 1_000))), 1_000);
         h.c.apply(&offset_record("t", 1, Some(offset(5, 5_000))), 5_000);
+        assert_eq!(h.c.next_deadline_ms(), Some(1_000 + retention));
         let effects = h.c.tick(1_000 + retention - 1);
         assert!(effects.persist.is_empty());
         let effects = h.c.tick(1_000 + retention);
         assert_eq!(effects.persist, vec![offset_record("t", 0, None)]);
         assert_eq!(h.group().offsets().len(), 1);
+        assert_eq!(h.c.next_deadline_ms(), Some(5_000 + retention));
         let effects = h.c.tick(5_000 + retention);
         assert_eq!(
             effects.persist,
