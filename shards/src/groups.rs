@@ -412,7 +412,9 @@ impl Shard {
                 continue;
             };
             for _wake in 0..TICKER_WAKES_MAX {
-                let wait_ms = due_ms - crate::now_ms();
+                // Bounded by the longest tick too: now_ms is wall-clock time,
+                // which can jump back.
+                let wait_ms = (due_ms - crate::now_ms()).min(GROUP_TICK_MS_MAX);
                 if wait_ms <= 0 {
                     break;
                 }
