@@ -1,13 +1,13 @@
 //! A request as it arrives on a connection: the 4-byte size prefix, then the
-//! header and body, decoded the way `shards::handlers::start_request` does
-//! (frame size check, API key and version table, header version, legacy
+//! header and body, decoded the way `shards::kafka::dispatch::start_request` does
+//! (frame size check, API key and version, header version, legacy
 //! Produce v0-2, then the kafka-protocol body for that key and version).
 #![no_main]
 
 use bytes::Bytes;
 use engine::protocol::kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use engine::protocol::kafka_protocol::protocol::Decodable;
-use engine::protocol::{decode_legacy_produce, is_version_served, parse_frame_size};
+use engine::protocol::{decode_legacy_produce, parse_frame_size, PRODUCE_VERSION_MIN_ACCEPTED};
 use libfuzzer_sys::fuzz_target;
 
 // The broker's allocator: huge up-front Vec capacities from a decoder are
@@ -41,11 +41,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert_eq!(header.request_api_key, api_key_raw);
-    if api_key == ApiKey::Produce && (0..=2).contains(&version) {
+    if api_key == ApiKey::Produce && (0..PRODUCE_VERSION_MIN_ACCEPTED).contains(&version) {
         let _ = decode_legacy_produce(&frame);
         return;
     }
-    if !is_version_served(api_key, version) {
+    // Every version the codec knows (a superset of what the broker serves).
+    let versions = api_key.valid_versions();
+    if !(versions.min..=versions.max).contains(&version) {
         return;
     }
     let _ = RequestKind::decode(api_key, &mut frame, version);

@@ -39,7 +39,7 @@ pub struct BrokerConfig {
     /// `offsets.topic.num.partitions`
     pub offsets_topic_partitions: u32,
     /// How segment appends reach the disk (buffered io_uring or O_DIRECT).
-    pub segment_write_mode: crate::SegmentWriteMode,
+    pub segment_write_mode: SegmentWriteMode,
 }
 
 impl BrokerConfig {
@@ -62,7 +62,30 @@ impl BrokerConfig {
             cleaner_backoff_ms: 15_000,
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9644))),
             offsets_topic_partitions: engine::group::OFFSETS_TOPIC_PARTITIONS_DEFAULT,
-            segment_write_mode: crate::SegmentWriteMode::Buffered,
+            segment_write_mode: SegmentWriteMode::Buffered,
+        }
+    }
+}
+
+/// Which write path segment appends take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SegmentWriteMode {
+    /// io_uring writes through the page cache (tail reads hit memory).
+    #[default]
+    Buffered,
+    /// O_DIRECT writes from aligned buffers.
+    Direct,
+}
+
+impl std::str::FromStr for SegmentWriteMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "buffered" => Ok(SegmentWriteMode::Buffered),
+            "direct" => Ok(SegmentWriteMode::Direct),
+            other => Err(format!(
+                "unknown segment write mode {other:?} (buffered or direct)"
+            )),
         }
     }
 }

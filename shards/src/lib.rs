@@ -1,35 +1,35 @@
 //! Gregor's thread-per-core runtime: one glommio executor per core drives the
 //! deterministic `engine` with real sockets and files (DESIGN.md §1–3).
 //!
-//! The only crate that knows glommio and io_uring exist.
+//! The only crate that knows glommio and io_uring exist. Its modules are
+//! layered; a module imports only from its own layer or lower ones
+//! (`scripts/check_layers.py` enforces it, ARCHITECTURE.md explains it):
+//!
+//! | layer | modules |
+//! |---|---|
+//! | L6 | `broker` |
+//! | L5 | `net` |
+//! | L4 | `kafka` |
+//! | L3 | `shard` |
+//! | L2 | `controller`, `groups`, `partition` |
+//! | L1 | `mesh`, `disk` |
+//! | L0 | `io`, `config`, `clock`, `stop`, `metrics` |
 
-mod admin_handlers;
 mod broker;
+mod clock;
 mod config;
-mod connection;
 mod controller;
-mod direct_appender;
-mod group_commit;
-mod group_handlers;
+mod disk;
 mod groups;
-mod handlers;
-mod log_cleaner;
+mod io;
+mod kafka;
 mod mesh;
 mod metrics;
+mod net;
 mod partition;
-mod partition_files;
 mod shard;
-mod shutdown;
-mod splice;
+mod stop;
 
 pub use broker::{run, BrokerError};
 pub use config::BrokerConfig;
-pub use direct_appender::SegmentWriteMode;
-
-/// Milliseconds since the Unix epoch: Kafka's clock for timestamps.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use config::SegmentWriteMode;

@@ -1,28 +1,17 @@
 //! Metrics: every shard counts into its own cells (no locks, no atomics);
-//! a scrape asks every shard over the mesh for a snapshot and merges them
-//! into Prometheus text. Served with /health and /ready on `--metrics`.
+//! a scrape (`net::metrics_http`) asks every shard over the mesh for a
+//! snapshot, and `render` merges them into Prometheus text.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::rc::Rc;
 use std::time::Duration;
-
-use futures::io::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpListener;
-use tracing::{debug, warn};
-
-use crate::mesh::{ShardOp, ShardReply};
-use crate::shard::Shard;
 
 /// Upper bounds (seconds) of the latency histogram buckets; +Inf is implied.
 pub const LATENCY_BUCKETS_S: [f64; 16] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
 ];
-/// Most bytes of an HTTP request the metrics endpoint reads.
-const HTTP_REQUEST_BYTES_MAX: usize = 8192;
-const HTTP_READ_MS_MAX: u64 = 5_000;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Histogram {
@@ -65,9 +54,8 @@ pub struct TopicCounters {
 /// fsync latency on the group commit; a snapshot gathers them.
 #[derive(Default)]
 pub struct ShardMetrics {
-    requests: RefCell<BTreeMap<&'static str, Histogram>>,
+    pub requests: RefCell<BTreeMap<&'static str, Histogram>>,
     pub connections: Cell<i64>,
-    pub mesh_hops: Cell<u64>,
 }
 
 impl ShardMetrics {
@@ -104,45 +92,6 @@ pub struct MetricsSnapshot {
     pub request_memory_bytes: u64,
     pub groups: u64,
     pub partitions: Vec<PartitionGauges>,
-}
-
-impl Shard {
-    pub fn metrics_snapshot(&self) -> MetricsSnapshot {
-        let budget = self.config.shard_request_bytes_max as u64;
-        let partitions = self.owned_partitions();
-        let mut topics: BTreeMap<String, TopicCounters> = BTreeMap::new();
-        let mut segment_write = Histogram::default();
-        for p in &partitions {
-            segment_write.merge(&p.write_latency.borrow());
-            let c = p.counters.get();
-            let t = topics.entry(p.topic.clone()).or_default();
-            t.produce_bytes += c.produce_bytes;
-            t.produce_records += c.produce_records;
-            t.fetch_bytes += c.fetch_bytes;
-            t.fetch_records += c.fetch_records;
-        }
-        MetricsSnapshot {
-            shard: self.id,
-            topics,
-            requests: self.metrics.requests.borrow().clone(),
-            fsync: self.group_commit.fsync_latency(),
-            segment_write,
-            connections: self.metrics.connections.get(),
-            mesh_hops: self.metrics.mesh_hops.get(),
-            request_memory_bytes: budget.saturating_sub(self.request_memory.available()),
-            groups: self.group_count() as u64,
-            partitions: partitions
-                .iter()
-                .map(|p| PartitionGauges {
-                    topic: p.topic.clone(),
-                    partition: p.index,
-                    log_start_offset: p.log_start_offset(),
-                    log_end_offset: p.high_watermark_offset(),
-                    size_bytes: p.size_bytes(),
-                })
-                .collect(),
-        }
-    }
 }
 
 fn escape_label(value: &str) -> String {
@@ -332,79 +281,6 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
         }
     }
     out
-}
-
-async fn scrape(shard: &Rc<Shard>) -> String {
-    let calls = (0..shard.count).map(|target| {
-        let shard = shard.clone();
-        async move { shard.call(target, ShardOp::Metrics).await }
-    });
-    let snapshots: Vec<MetricsSnapshot> = futures::future::join_all(calls)
-        .await
-        .into_iter()
-        .filter_map(|reply| match reply {
-            ShardReply::Metrics(snapshot) => Some(*snapshot),
-            _ => None,
-        })
-        .collect();
-    render(&snapshots)
-}
-
-/// Serves GET /metrics, /health and /ready until the shard stops.
-pub async fn serve_http(shard: Rc<Shard>, listener: TcpListener) {
-    loop {
-        let Ok(mut stream) = listener.accept().await else {
-            glommio::timer::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let shard = shard.clone();
-        glommio::spawn_local(async move {
-            let mut request = Vec::with_capacity(512);
-            let mut buf = [0u8; 1024];
-            let read = crate::shard::with_timeout(HTTP_READ_MS_MAX, async {
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < HTTP_REQUEST_BYTES_MAX {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return false,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                true
-            })
-            .await;
-            if read != Some(true) {
-                return;
-            }
-            let line = String::from_utf8_lossy(&request);
-            let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let (status, content_type, body) = match path.as_str() {
-                "/metrics" => ("200 OK", "text/plain; version=0.0.4", scrape(&shard).await),
-                "/health" => ("200 OK", "text/plain", "ok\n".to_string()),
-                "/ready" => ("200 OK", "text/plain", "ready\n".to_string()),
-                _ => ("404 Not Found", "text/plain", "not found: try /metrics, /health or /ready\n".to_string()),
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            if let Err(e) = stream.write_all(response.as_bytes()).await {
-                debug!(error = %e, "metrics response write failed");
-            }
-            let _ = stream.close().await;
-        })
-        .detach();
-    }
-}
-
-/// Binds the metrics listener (no SO_REUSEPORT: a second broker must not
-/// share it). A taken port only costs the endpoint, not the broker.
-pub fn bind_metrics(addr: std::net::SocketAddr) -> Option<TcpListener> {
-    match crate::shard::bind_listener(addr, false) {
-        Ok(listener) => Some(listener),
-        Err(e) => {
-            warn!(%addr, error = %e, "metrics endpoint unavailable (use --metrics to pick another address, or --metrics off)");
-            None
-        }
-    }
 }
 
 #[cfg(test)]

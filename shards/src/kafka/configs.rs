@@ -1,16 +1,16 @@
-//! Admin APIs tools use: DescribeConfigs, AlterConfigs,
-//! IncrementalAlterConfigs, CreatePartitions, DescribeCluster,
-//! OffsetForLeaderEpoch. Changes go through the controller (shard 0) as
-//! metadata records and take effect without a restart.
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs. Changes go
+//! through the controller as metadata records and take effect without a
+//! restart.
 
 use std::rc::Rc;
 
 use engine::metadata::{config_def, describe_topic_configs, TOPIC_CONFIGS};
 use engine::protocol::kafka_protocol::messages::{self as km};
-use engine::protocol::kafka_protocol::protocol::StrBytes;
 use engine::protocol::{self as codes, ErrorCode};
 
-use crate::mesh::{ConfigChange, ShardOp, ShardReply, TopicResult};
+use super::dispatch::RequestContext;
+use super::response::str_bytes as s;
+use crate::mesh::admin::{AlterTopicConfigs, ConfigChange};
 use crate::shard::Shard;
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -21,22 +21,12 @@ const OP_DELETE: i8 = 1;
 const OP_APPEND: i8 = 2;
 const OP_SUBTRACT: i8 = 3;
 
-fn s(text: &str) -> StrBytes {
-    StrBytes::from_string(text.to_string())
-}
-
-async fn controller(shard: &Rc<Shard>, op: ShardOp) -> Vec<TopicResult> {
-    match shard.call(0, op).await {
-        ShardReply::Topics(results) => results,
-        _ => Vec::new(),
-    }
-}
-
-pub fn describe_configs(
-    shard: &Rc<Shard>,
+pub async fn describe_configs(
+    ctx: RequestContext,
     request: km::DescribeConfigsRequest,
-    version: i16,
 ) -> km::DescribeConfigsResponse {
+    let shard = &ctx.shard;
+    let version = ctx.version;
     let mut response = km::DescribeConfigsResponse::default();
     for resource in request.resources {
         let name = resource.resource_name.to_string();
@@ -130,7 +120,7 @@ async fn apply_changes(
     let results = if changes.is_empty() {
         Vec::new()
     } else {
-        controller(shard, ShardOp::AlterTopicConfigs { changes }).await
+        shard.call(0, AlterTopicConfigs { changes }).await
     };
     let mut results = results.into_iter();
     resources
@@ -160,9 +150,10 @@ fn not_a_topic(resource_type: i8) -> (ErrorCode, String) {
 }
 
 pub async fn alter_configs(
-    shard: &Rc<Shard>,
+    ctx: RequestContext,
     request: km::AlterConfigsRequest,
 ) -> km::AlterConfigsResponse {
+    let shard = &ctx.shard;
     let resources = request
         .resources
         .into_iter()
@@ -196,9 +187,10 @@ pub async fn alter_configs(
 }
 
 pub async fn incremental_alter_configs(
-    shard: &Rc<Shard>,
+    ctx: RequestContext,
     request: km::IncrementalAlterConfigsRequest,
 ) -> km::IncrementalAlterConfigsResponse {
+    let shard = &ctx.shard;
     let mut resources = Vec::new();
     for r in request.resources {
         let name = r.resource_name.to_string();
@@ -273,206 +265,4 @@ pub async fn incremental_alter_configs(
         );
     }
     response
-}
-
-pub async fn create_partitions(
-    shard: &Rc<Shard>,
-    request: km::CreatePartitionsRequest,
-) -> km::CreatePartitionsResponse {
-    let mut response = km::CreatePartitionsResponse::default();
-    let mut wanted = Vec::new();
-    for topic in &request.topics {
-        if topic.assignments.is_some() {
-            response.results.push(
-                km::create_partitions_response::CreatePartitionsTopicResult::default()
-                    .with_name(topic.name.clone())
-                    .with_error_code(codes::INVALID_REQUEST)
-                    .with_error_message(Some(s("manual replica assignment is not supported"))),
-            );
-            continue;
-        }
-        wanted.push((topic.name.0.to_string(), topic.count, request.validate_only));
-    }
-    if !wanted.is_empty() {
-        for result in controller(shard, ShardOp::AddPartitions { topics: wanted }).await {
-            response.results.push(
-                km::create_partitions_response::CreatePartitionsTopicResult::default()
-                    .with_name(km::TopicName(s(&result.name)))
-                    .with_error_code(result.error)
-                    .with_error_message(result.message.as_deref().map(s)),
-            );
-        }
-    }
-    response
-}
-
-pub fn describe_cluster(
-    shard: &Rc<Shard>,
-    request: km::DescribeClusterRequest,
-    version: i16,
-) -> km::DescribeClusterResponse {
-    let node = km::BrokerId(shard.config.node_id);
-    let mut response = km::DescribeClusterResponse::default()
-        .with_cluster_id(s(crate::handlers::CLUSTER_ID))
-        .with_controller_id(node)
-        .with_brokers(vec![
-            km::describe_cluster_response::DescribeClusterBroker::default()
-                .with_broker_id(node)
-                .with_host(s(&shard.config.advertise_host))
-                .with_port(shard.config.advertise_port as i32),
-        ]);
-    if version >= 1 {
-        response.endpoint_type = 1;
-    }
-    if request.include_cluster_authorized_operations {
-        response.cluster_authorized_operations = crate::handlers::CLUSTER_AUTHORIZED_OPERATIONS;
-    }
-    response
-}
-
-/// Leader epochs are always 0 on a single node: epoch 0 ends at the high
-/// watermark; a later epoch is unknown (UNDEFINED offsets, as Kafka answers).
-pub async fn offset_for_leader_epoch(
-    shard: &Rc<Shard>,
-    request: km::OffsetForLeaderEpochRequest,
-) -> km::OffsetForLeaderEpochResponse {
-    let mut response = km::OffsetForLeaderEpochResponse::default();
-    for topic in request.topics {
-        let name = topic.topic.0.to_string();
-        let mut out = km::offset_for_leader_epoch_response::OffsetForLeaderTopicResult::default()
-            .with_topic(topic.topic.clone());
-        for p in topic.partitions {
-            let mut entry = km::offset_for_leader_epoch_response::EpochEndOffset::default()
-                .with_partition(p.partition);
-            let leader_epoch = crate::partition::LEADER_EPOCH;
-            if p.current_leader_epoch > leader_epoch {
-                entry.error_code = 74; // UNKNOWN_LEADER_EPOCH
-            } else if p.current_leader_epoch >= 0 && p.current_leader_epoch < leader_epoch {
-                entry.error_code = 73; // FENCED_LEADER_EPOCH
-            } else {
-                match shard.route(&name, p.partition) {
-                    Err(code) => entry.error_code = code,
-                    Ok(owner) => {
-                        let op = ShardOp::ListOffset {
-                            topic: name.clone(),
-                            partition: p.partition,
-                            timestamp_ms: -1,
-                        };
-                        match shard.call(owner, op).await {
-                            ShardReply::ListOffset(Ok((end, _)))
-                                if p.leader_epoch <= leader_epoch =>
-                            {
-                                entry.leader_epoch = leader_epoch;
-                                entry.end_offset = end;
-                            }
-                            ShardReply::ListOffset(Ok(_)) => {
-                                entry.leader_epoch = -1;
-                                entry.end_offset = -1;
-                            }
-                            ShardReply::ListOffset(Err(code)) => entry.error_code = code,
-                            _ => entry.error_code = codes::UNKNOWN_SERVER_ERROR,
-                        }
-                    }
-                }
-            }
-            out.partitions.push(entry);
-        }
-        response.topics.push(out);
-    }
-    response
-}
-
-pub async fn delete_records(
-    shard: &Rc<Shard>,
-    request: km::DeleteRecordsRequest,
-) -> km::DeleteRecordsResponse {
-    let mut response = km::DeleteRecordsResponse::default();
-    for topic in request.topics {
-        let name = topic.name.0.to_string();
-        let mut out = km::delete_records_response::DeleteRecordsTopicResult::default()
-            .with_name(topic.name.clone());
-        for p in topic.partitions {
-            let mut entry = km::delete_records_response::DeleteRecordsPartitionResult::default()
-                .with_partition_index(p.partition_index)
-                .with_low_watermark(-1);
-            match shard.route(&name, p.partition_index) {
-                Err(code) => entry.error_code = code,
-                Ok(owner) => {
-                    let op = ShardOp::DeleteRecords {
-                        topic: name.clone(),
-                        partition: p.partition_index,
-                        offset: p.offset,
-                    };
-                    match shard.call(owner, op).await {
-                        ShardReply::ListOffset(Ok((start, _))) => entry.low_watermark = start,
-                        ShardReply::ListOffset(Err(code)) => entry.error_code = code,
-                        _ => entry.error_code = codes::UNKNOWN_SERVER_ERROR,
-                    }
-                }
-            }
-            out.partitions.push(entry);
-        }
-        response.topics.push(out);
-    }
-    response
-}
-
-/// Total and free bytes of the file system holding `path`.
-fn disk_space(path: &std::path::Path) -> Option<(i64, i64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs fills a plain struct we own from a valid C string.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
-        return None;
-    }
-    let block = stat.f_frsize as i64;
-    Some((stat.f_blocks as i64 * block, stat.f_bavail as i64 * block))
-}
-
-pub async fn describe_log_dirs(
-    shard: &Rc<Shard>,
-    request: km::DescribeLogDirsRequest,
-    version: i16,
-) -> km::DescribeLogDirsResponse {
-    let calls = (0..shard.count).map(|target| {
-        let shard = shard.clone();
-        async move { shard.call(target, ShardOp::LogDirSizes).await }
-    });
-    let mut sizes: Vec<(String, i32, u64)> = Vec::new();
-    for reply in futures::future::join_all(calls).await {
-        if let ShardReply::Sizes(list) = reply {
-            sizes.extend(list);
-        }
-    }
-    sizes.sort();
-    let wanted = |topic: &str, partition: i32| {
-        request.topics.as_ref().is_none_or(|ts| {
-            ts.iter()
-                .any(|t| t.topic.0.as_str() == topic && t.partitions.contains(&partition))
-        })
-    };
-    let dir = std::fs::canonicalize(&shard.config.data_dir)
-        .unwrap_or_else(|_| shard.config.data_dir.clone());
-    let mut result = km::describe_log_dirs_response::DescribeLogDirsResult::default()
-        .with_log_dir(s(&dir.display().to_string()));
-    if version >= 4 {
-        let (total, usable) = disk_space(&dir).unwrap_or((-1, -1));
-        result.total_bytes = total;
-        result.usable_bytes = usable;
-    }
-    for (topic, partition, bytes) in sizes.into_iter().filter(|(t, p, _)| wanted(t, *p)) {
-        let entry = km::describe_log_dirs_response::DescribeLogDirsPartition::default()
-            .with_partition_index(partition)
-            .with_partition_size(bytes as i64);
-        match result.topics.last_mut() {
-            Some(last) if last.name.0.as_str() == topic => last.partitions.push(entry),
-            _ => result.topics.push(
-                km::describe_log_dirs_response::DescribeLogDirsTopic::default()
-                    .with_name(km::TopicName(s(&topic)))
-                    .with_partitions(vec![entry]),
-            ),
-        }
-    }
-    km::DescribeLogDirsResponse::default().with_results(vec![result])
 }

@@ -1,4 +1,4 @@
-//! Starting and stopping the whole broker: the data-dir lock, the port probe,
+//! L6: starting and stopping the whole broker: the data-dir lock, the port probe,
 //! metadata load, one executor per shard, signals, clean-shutdown marker.
 
 use std::fs::File;
@@ -11,10 +11,15 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{error, info, warn};
 
+mod shard_thread;
+mod signals;
+
 use crate::config::BrokerConfig;
+use crate::controller::bootstrap_metadata;
 use crate::mesh::MESH_QUEUE_CAPACITY;
-use crate::shard::run_shard;
-use crate::shutdown::{block_stop_signals, wait_for_stop_signal, StopFlag};
+use crate::stop::StopFlag;
+use shard_thread::run_shard;
+use signals::{block_stop_signals, wait_for_stop_signal};
 
 const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
 const LOCK_FILE: &str = ".lock";
@@ -120,7 +125,7 @@ pub fn run(config: BrokerConfig) -> Result<(), BrokerError> {
             .and_then(|d| d.sync_all())
             .map_err(dir_error)?;
     }
-    let image = crate::controller::load_and_compact(
+    let image = bootstrap_metadata(
         &config.data_dir,
         config.shard_count,
         config.offsets_topic_partitions,

@@ -1,168 +1,32 @@
-//! A partition's directory on disk: segment files named by base offset,
-//! their `.index`/`.timeindex` files, and the clean-shutdown checkpoint.
-//! Opening a partition restores its `PartitionLog`; after an unclean stop it
-//! rescans the active segment and truncates a torn or corrupt tail. Damage
+//! Opening a partition directory restores its `PartitionLog`: after a clean
+//! stop the checkpoint and indexes are trusted; after an unclean one the
+//! active segment is rescanned and a torn or corrupt tail truncated. Damage
 //! with valid batches after it is never truncated: the partition is opened
 //! offline and the files are left as they are for an operator.
 
-use std::collections::BTreeMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 
 use engine::log::{
-    find_valid_batch, parse_segment_file_name, scan_into_segment, segment_file_stem,
-    ActiveCheckpoint, BatchSearch, LogConfig, OffsetIndex, PartitionLog, ScanStop, Segment,
-    TimeIndex,
+    find_valid_batch, parse_segment_file_name, scan_into_segment, ActiveCheckpoint, BatchSearch,
+    LogConfig, OffsetIndex, PartitionLog, ScanStop, Segment, TimeIndex,
 };
 use engine::record::{validate_batch, BATCH_HEADER_BYTES};
-use glommio::io::{BufferedFile, Directory, OpenOptions};
+use glommio::io::BufferedFile;
 use tracing::{error, info, warn};
+
+use super::compaction_swap::finish_interrupted_swaps;
+use super::segment_files::{
+    create_partition, open_segment_file, read_log_start_offset, segment_path, to_io,
+    write_log_start_offset, write_segment_indexes, SegmentFiles, CHECKPOINT_FILE,
+};
 
 /// Read size while scanning a segment during recovery.
 const RECOVERY_READ_BYTES: usize = 1 << 20;
 /// Largest candidate batch the search after damage reads to validate; a
 /// larger length in a damaged spot is taken as garbage.
 const SEARCH_BATCH_BYTES_MAX: usize = 128 << 20;
-const CHECKPOINT_FILE: &str = "active-segment.checkpoint";
-const LOG_START_FILE: &str = "log-start-offset";
-
-pub type SegmentFiles = BTreeMap<i64, Rc<BufferedFile>>;
-
-pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
-    data_dir.join(format!("{topic}-{partition}"))
-}
-
-pub(crate) fn segment_path(dir: &Path, base_offset: i64, extension: &str) -> PathBuf {
-    dir.join(format!("{}.{extension}", segment_file_stem(base_offset)))
-}
-
-pub(crate) fn to_io(e: glommio::GlommioError<()>) -> io::Error {
-    io::Error::other(e.to_string())
-}
-
-pub async fn open_segment_file(dir: &Path, base_offset: i64) -> io::Result<BufferedFile> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .buffered_open(segment_path(dir, base_offset, "log"))
-        .await
-        .map_err(to_io)
-}
-
-/// Makes directory entries (new files, removals) durable.
-pub async fn sync_dir(dir: &Path) -> io::Result<()> {
-    let directory = Directory::open(dir).await.map_err(to_io)?;
-    directory.sync().await.map_err(to_io)?;
-    directory.close().await.map_err(to_io)
-}
-
-/// Creates a new partition directory with an empty first segment.
-pub async fn create_partition(
-    dir: &Path,
-    config: LogConfig,
-) -> io::Result<(PartitionLog, SegmentFiles)> {
-    if dir.exists() {
-        // Left over from a topic deleted before a crash: start empty.
-        std::fs::remove_dir_all(dir)?;
-    }
-    std::fs::create_dir_all(dir)?;
-    let file = open_segment_file(dir, 0).await?;
-    sync_dir(dir).await?;
-    if let Some(parent) = dir.parent() {
-        sync_dir(parent).await?;
-    }
-    let mut files = SegmentFiles::new();
-    files.insert(0, Rc::new(file));
-    Ok((PartitionLog::new_empty(config), files))
-}
-
-async fn write_file_durably(path: &Path, bytes: Vec<u8>) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .buffered_open(&tmp)
-        .await
-        .map_err(to_io)?;
-    write_all_at(&file, bytes, 0).await?;
-    file.fdatasync().await.map_err(to_io)?;
-    file.close().await.map_err(to_io)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
-
-/// Writes all of `bytes` at `position`. The buffer moves into io_uring, so a
-/// short write (disk full, signal) cannot be resumed here and is an error.
-pub async fn write_all_at(file: &BufferedFile, bytes: Vec<u8>, position: u64) -> io::Result<()> {
-    let total = bytes.len();
-    let written = file.write_at(bytes, position).await.map_err(to_io)?;
-    if written < total {
-        return Err(io::Error::new(
-            io::ErrorKind::WriteZero,
-            format!("short write: {written} of {total} bytes"),
-        ));
-    }
-    Ok(())
-}
-
-/// Persists a closed (or, at clean shutdown, the active) segment's indexes.
-pub async fn write_segment_indexes(dir: &Path, segment: &Segment) -> io::Result<()> {
-    write_file_durably(
-        &segment_path(dir, segment.base_offset, "index"),
-        segment.offset_index.encode(),
-    )
-    .await?;
-    write_file_durably(
-        &segment_path(dir, segment.base_offset, "timeindex"),
-        segment.time_index.encode(),
-    )
-    .await
-}
-
-/// At clean shutdown: what a restart needs to trust the active segment
-/// without scanning it.
-pub async fn write_clean_checkpoint(dir: &Path, active: &Segment) -> io::Result<()> {
-    write_segment_indexes(dir, active).await?;
-    let checkpoint = ActiveCheckpoint {
-        base_offset: active.base_offset,
-        size_bytes: active.size_bytes,
-        next_offset: active.next_offset,
-        max_timestamp_ms: active.max_timestamp_ms,
-    };
-    write_file_durably(&dir.join(CHECKPOINT_FILE), checkpoint.encode().into_bytes()).await
-}
-
-/// Persists the log start offset (moved by retention or DeleteRecords).
-pub async fn write_log_start_offset(dir: &Path, offset: i64) -> io::Result<()> {
-    write_file_durably(
-        &dir.join(LOG_START_FILE),
-        format!("{offset}\n").into_bytes(),
-    )
-    .await
-}
-
-fn read_log_start_offset(dir: &Path) -> i64 {
-    std::fs::read_to_string(dir.join(LOG_START_FILE))
-        .ok()
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Removes a segment's files (its data may still be read through open
-/// handles until they close).
-pub async fn remove_segment_files(dir: &Path, base_offset: i64) -> io::Result<()> {
-    for extension in ["log", "index", "timeindex"] {
-        match std::fs::remove_file(segment_path(dir, base_offset, extension)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    sync_dir(dir).await
-}
 
 /// The clean-shutdown checkpoint, if there is one that is whole and valid;
 /// a damaged one is logged and ignored (the active segment is then scanned).
@@ -282,7 +146,7 @@ async fn scan_segment(
     let mut position = 0u64;
     let mut want = RECOVERY_READ_BYTES;
     let mut stop_reason = None;
-    let now = crate::now_ms();
+    let now = crate::clock::now_ms();
     // Each round either consumes bytes or grows `want` to a batch size that
     // fits the file, so the loop ends; the cap is a second guard.
     for _round in 0..(file_bytes / BATCH_HEADER_BYTES as u64 + 4) {
@@ -364,7 +228,7 @@ pub async fn open_partition(
     config: LogConfig,
     clean: bool,
 ) -> io::Result<(PartitionLog, SegmentFiles, RecoveryReport)> {
-    crate::log_cleaner::finish_interrupted_swaps(dir)?;
+    finish_interrupted_swaps(dir)?;
     let mut bases: Vec<i64> = std::fs::read_dir(dir)?
         .filter_map(|entry| entry.ok())
         .filter_map(|entry| parse_segment_file_name(entry.file_name().to_str()?, "log"))

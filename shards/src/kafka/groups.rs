@@ -7,50 +7,47 @@ use std::rc::Rc;
 
 use engine::group::{JoinRequest, OffsetAndMetadata, Protocol, SyncRequest};
 use engine::protocol::kafka_protocol::messages::{self as km};
-use engine::protocol::kafka_protocol::protocol::StrBytes;
 use engine::protocol::{self as codes, ErrorCode};
 
-use crate::mesh::{GroupOp, GroupReply, ShardOp, ShardReply};
+use super::dispatch::RequestContext;
+use super::response::str_bytes as s;
+use crate::clock::now_ms;
+use crate::groups::coordinator_route;
+use crate::mesh::groups::{
+    join_error, sync_error, CommitOffsets, CommittedOffset, DeleteGroup, DeleteOffsets,
+    DescribeGroup, FetchOffsets, FetchedOffset, Heartbeat, JoinGroup, LeaveGroup, LeavingMember,
+    ListGroups, SyncGroup, TopicPartition, TopicPartitions,
+};
+use crate::mesh::Call;
 use crate::shard::Shard;
 
 /// `offset.metadata.max.bytes` default.
 const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 
-fn s(text: &str) -> StrBytes {
-    StrBytes::from_string(text.to_string())
-}
-
 fn group_id(id: &str) -> km::GroupId {
     km::GroupId(s(id))
 }
 
-/// Runs a group op on the group's coordinator shard.
-async fn call_group(shard: &Rc<Shard>, group: &str, op: GroupOp) -> GroupReply {
-    let owner = match shard.group_route(group) {
-        Ok((_, owner)) => owner,
-        Err(code) => return GroupReply::Error(code),
-    };
-    match shard.call(owner, ShardOp::Group(op)).await {
-        ShardReply::Group(reply) => reply,
-        _ => GroupReply::Error(codes::UNKNOWN_SERVER_ERROR),
-    }
-}
-
-fn reply_error(reply: &GroupReply) -> ErrorCode {
-    match reply {
-        GroupReply::Error(code) | GroupReply::Errors(code, _) | GroupReply::Offsets(code, _) => {
-            *code
-        }
-        GroupReply::Described(code, _) => *code,
-        _ => codes::NONE,
+/// Runs a group op on the group's coordinator shard; `unroutable` is the
+/// answer when the group has no coordinator now.
+async fn call_coordinator<C: Call + 'static>(
+    shard: &Rc<Shard>,
+    group: &str,
+    op: C,
+    unroutable: impl FnOnce(ErrorCode) -> C::Reply,
+) -> C::Reply {
+    match coordinator_route(&shard.backend, group) {
+        Ok((_, owner)) => shard.call(owner, op).await,
+        Err(code) => unroutable(code),
     }
 }
 
 pub async fn find_coordinator(
-    shard: &Rc<Shard>,
+    ctx: RequestContext,
     request: km::FindCoordinatorRequest,
-    version: i16,
 ) -> km::FindCoordinatorResponse {
+    let shard = &ctx.shard;
+    let version = ctx.version;
     let keys: Vec<String> = if version >= 4 {
         request
             .coordinator_keys
@@ -68,7 +65,7 @@ pub async fn find_coordinator(
             // Transactions come later: no transaction coordinator yet.
             return codes::COORDINATOR_NOT_AVAILABLE;
         }
-        match shard.group_route(key) {
+        match coordinator_route(&shard.backend, key) {
             Ok(_) => codes::NONE,
             Err(code) => code,
         }
@@ -116,19 +113,18 @@ pub async fn find_coordinator(
 }
 
 pub async fn join_group(
-    shard: &Rc<Shard>,
+    ctx: RequestContext,
     request: km::JoinGroupRequest,
-    version: i16,
-    client_id: &str,
-    client_host: &str,
 ) -> km::JoinGroupResponse {
+    let shard = &ctx.shard;
+    let version = ctx.version;
     let group = request.group_id.0.to_string();
     let join = JoinRequest {
         group_id: group.clone(),
         member_id: request.member_id.to_string(),
         group_instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
-        client_id: client_id.to_string(),
-        client_host: client_host.to_string(),
+        client_id: ctx.client_id.clone(),
+        client_host: ctx.client_host.clone(),
         session_timeout_ms: request.session_timeout_ms,
         rebalance_timeout_ms: if version >= 1 {
             request.rebalance_timeout_ms
@@ -147,11 +143,17 @@ pub async fn join_group(
         requires_known_member_id: version >= 4,
     };
     let mut response = km::JoinGroupResponse::default();
-    match call_group(shard, &group, GroupOp::Join(join)).await {
-        GroupReply::Join(result) => {
+    let result = call_coordinator(shard, &group, JoinGroup(join), join_error).await;
+    {
+        {
             response.error_code = result.error;
             response.generation_id = result.generation_id;
-            response.member_id = s(&result.member_id);
+            response.member_id = if result.member_id.is_empty() {
+                // No coordinator answered for the member: echo its id.
+                request.member_id.clone()
+            } else {
+                s(&result.member_id)
+            };
             response.leader = s(&result.leader);
             if version >= 7 {
                 response.protocol_type = result.protocol_type.as_deref().map(s);
@@ -173,19 +175,16 @@ pub async fn join_group(
                 })
                 .collect();
         }
-        other => {
-            response.error_code = reply_error(&other);
-            response.member_id = request.member_id.clone();
-        }
     }
     response
 }
 
 pub async fn sync_group(
-    shard: &Rc<Shard>,
+    ctx: RequestContext,
     request: km::SyncGroupRequest,
-    version: i16,
 ) -> km::SyncGroupResponse {
+    let shard = &ctx.shard;
+    let version = ctx.version;
     let group = request.group_id.0.to_string();
     let sync = SyncRequest {
         group_id: group.clone(),
@@ -201,99 +200,93 @@ pub async fn sync_group(
             .collect(),
     };
     let mut response = km::SyncGroupResponse::default();
-    match call_group(shard, &group, GroupOp::Sync(sync)).await {
-        GroupReply::Sync(result) => {
-            response.error_code = result.error;
-            response.assignment = result.assignment;
-            if version >= 5 {
-                response.protocol_type = result.protocol_type.as_deref().map(s);
-                response.protocol_name = result.protocol_name.as_deref().map(s);
-            }
-        }
-        other => response.error_code = reply_error(&other),
+    let result = call_coordinator(shard, &group, SyncGroup(sync), sync_error).await;
+    response.error_code = result.error;
+    response.assignment = result.assignment;
+    if version >= 5 {
+        response.protocol_type = result.protocol_type.as_deref().map(s);
+        response.protocol_name = result.protocol_name.as_deref().map(s);
     }
     response
 }
 
-pub async fn heartbeat(shard: &Rc<Shard>, request: km::HeartbeatRequest) -> km::HeartbeatResponse {
+pub async fn heartbeat(
+    ctx: RequestContext,
+    request: km::HeartbeatRequest,
+) -> km::HeartbeatResponse {
+    let shard = &ctx.shard;
     let group = request.group_id.0.to_string();
-    let op = GroupOp::Heartbeat {
+    let op = Heartbeat {
         group_id: group.clone(),
         generation_id: request.generation_id,
         member_id: request.member_id.to_string(),
         group_instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
     };
-    let reply = call_group(shard, &group, op).await;
-    km::HeartbeatResponse::default().with_error_code(reply_error(&reply))
+    let error = call_coordinator(shard, &group, op, |code| code).await;
+    km::HeartbeatResponse::default().with_error_code(error)
 }
 
 pub async fn leave_group(
-    shard: &Rc<Shard>,
+    ctx: RequestContext,
     request: km::LeaveGroupRequest,
-    version: i16,
 ) -> km::LeaveGroupResponse {
+    let shard = &ctx.shard;
+    let version = ctx.version;
     let group = request.group_id.0.to_string();
-    let members: Vec<(String, Option<String>)> = if version >= 3 {
+    let members: Vec<LeavingMember> = if version >= 3 {
         request
             .members
             .iter()
-            .map(|m| {
-                (
-                    m.member_id.to_string(),
-                    m.group_instance_id.as_ref().map(|i| i.to_string()),
-                )
+            .map(|m| LeavingMember {
+                member_id: m.member_id.to_string(),
+                group_instance_id: m.group_instance_id.as_ref().map(|i| i.to_string()),
             })
             .collect()
     } else {
-        vec![(request.member_id.to_string(), None)]
+        vec![LeavingMember {
+            member_id: request.member_id.to_string(),
+            group_instance_id: None,
+        }]
     };
-    let reply = call_group(
-        shard,
-        &group,
-        GroupOp::Leave {
-            group_id: group.clone(),
-            members: members.clone(),
-        },
-    )
-    .await;
+    let op = LeaveGroup {
+        group_id: group.clone(),
+        members: members.clone(),
+    };
     let mut response = km::LeaveGroupResponse::default();
-    match reply {
-        GroupReply::Errors(top, errors) => {
-            if version >= 3 {
-                response.error_code = top;
-                response.members = members
-                    .iter()
-                    .zip(errors)
-                    .map(|((id, instance), error)| {
-                        km::leave_group_response::MemberResponse::default()
-                            .with_member_id(s(id))
-                            .with_group_instance_id(instance.as_deref().map(s))
-                            .with_error_code(error)
-                    })
-                    .collect();
-            } else {
-                response.error_code = errors.first().copied().unwrap_or(top);
-            }
+    match call_coordinator(shard, &group, op, Err).await {
+        Ok(errors) if version >= 3 => {
+            response.members = members
+                .iter()
+                .zip(errors)
+                .map(|(member, error)| {
+                    km::leave_group_response::MemberResponse::default()
+                        .with_member_id(s(&member.member_id))
+                        .with_group_instance_id(member.group_instance_id.as_deref().map(s))
+                        .with_error_code(error)
+                })
+                .collect();
         }
-        other => response.error_code = reply_error(&other),
+        Ok(errors) => response.error_code = errors.first().copied().unwrap_or(codes::NONE),
+        Err(code) => response.error_code = code,
     }
     response
 }
 
 pub async fn offset_commit(
-    shard: &Rc<Shard>,
+    ctx: RequestContext,
     request: km::OffsetCommitRequest,
-    version: i16,
 ) -> km::OffsetCommitResponse {
+    let shard = &ctx.shard;
+    let version = ctx.version;
     let group = request.group_id.0.to_string();
-    let now = crate::now_ms();
+    let now = now_ms();
     let mut offsets = Vec::new();
     for topic in &request.topics {
         for p in &topic.partitions {
-            offsets.push((
-                topic.name.0.to_string(),
-                p.partition_index,
-                OffsetAndMetadata {
+            offsets.push(CommittedOffset {
+                topic: topic.name.0.to_string(),
+                partition: p.partition_index,
+                value: OffsetAndMetadata {
                     offset: p.committed_offset,
                     leader_epoch: if version >= 6 {
                         p.committed_leader_epoch
@@ -307,15 +300,15 @@ pub async fn offset_commit(
                         .unwrap_or_default(),
                     commit_timestamp_ms: now,
                 },
-            ));
+            });
         }
     }
     // offset.metadata.max.bytes: larger metadata fails the whole request,
     // before anything is written (records must decode at load).
     let too_large = offsets
         .iter()
-        .any(|(_, _, o)| o.metadata.len() > OFFSET_METADATA_BYTES_MAX);
-    let op = GroupOp::Commit {
+        .any(|o| o.value.metadata.len() > OFFSET_METADATA_BYTES_MAX);
+    let op = CommitOffsets {
         group_id: group.clone(),
         generation_id: request.generation_id_or_member_epoch,
         member_id: request.member_id.to_string(),
@@ -323,15 +316,12 @@ pub async fn offset_commit(
         offsets,
     };
     let partition_count: usize = request.topics.iter().map(|t| t.partitions.len()).sum();
-    let reply = if too_large {
-        GroupReply::Error(codes::OFFSET_METADATA_TOO_LARGE)
+    let committed = if too_large {
+        Err(codes::OFFSET_METADATA_TOO_LARGE)
     } else {
-        call_group(shard, &group, op).await
+        call_coordinator(shard, &group, op, Err).await
     };
-    let errors = match reply {
-        GroupReply::Errors(_, errors) => errors,
-        other => vec![reply_error(&other); partition_count],
-    };
+    let errors = committed.unwrap_or_else(|code| vec![code; partition_count]);
     let mut errors = errors.into_iter();
     let mut response = km::OffsetCommitResponse::default();
     for topic in &request.topics {
@@ -349,42 +339,50 @@ pub async fn offset_commit(
     response
 }
 
-type FetchedOffsets = (ErrorCode, Vec<(String, i32, Option<OffsetAndMetadata>)>);
-
+/// A group's committed offsets, or the error for the whole group.
 async fn fetch_group_offsets(
     shard: &Rc<Shard>,
     group: &str,
-    partitions: Option<Vec<(String, Vec<i32>)>>,
-) -> FetchedOffsets {
-    let op = GroupOp::FetchOffsets {
+    partitions: Option<Vec<TopicPartitions>>,
+) -> (ErrorCode, Vec<FetchedOffset>) {
+    let op = FetchOffsets {
         group_id: group.to_string(),
         partitions,
     };
-    match call_group(shard, group, op).await {
-        GroupReply::Offsets(code, offsets) => (code, offsets),
-        other => (reply_error(&other), Vec::new()),
+    match call_coordinator(shard, group, op, Err).await {
+        Ok(offsets) => (codes::NONE, offsets),
+        Err(code) => (code, Vec::new()),
     }
 }
 
 pub async fn offset_fetch(
-    shard: &Rc<Shard>,
+    ctx: RequestContext,
     request: km::OffsetFetchRequest,
-    version: i16,
 ) -> km::OffsetFetchResponse {
+    let shard = &ctx.shard;
+    let version = ctx.version;
     let mut response = km::OffsetFetchResponse::default();
     if version >= 8 {
         for g in &request.groups {
             let group = g.group_id.0.to_string();
             let partitions = g.topics.as_ref().map(|ts| {
                 ts.iter()
-                    .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+                    .map(|t| TopicPartitions {
+                        topic: t.name.0.to_string(),
+                        partitions: t.partition_indexes.clone(),
+                    })
                     .collect()
             });
             let (error, offsets) = fetch_group_offsets(shard, &group, partitions).await;
             let mut out = km::offset_fetch_response::OffsetFetchResponseGroup::default()
                 .with_group_id(group_id(&group))
                 .with_error_code(error);
-            for (topic, partition, found) in offsets {
+            for FetchedOffset {
+                topic,
+                partition,
+                value: found,
+            } in offsets
+            {
                 let entry = km::offset_fetch_response::OffsetFetchResponsePartitions::default()
                     .with_partition_index(partition)
                     .with_committed_offset(found.as_ref().map_or(-1, |o| o.offset))
@@ -406,14 +404,22 @@ pub async fn offset_fetch(
     let group = request.group_id.0.to_string();
     let partitions = request.topics.as_ref().map(|ts| {
         ts.iter()
-            .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+            .map(|t| TopicPartitions {
+                topic: t.name.0.to_string(),
+                partitions: t.partition_indexes.clone(),
+            })
             .collect()
     });
     let (error, offsets) = fetch_group_offsets(shard, &group, partitions).await;
     if version >= 2 {
         response.error_code = error;
     }
-    for (topic, partition, found) in offsets {
+    for FetchedOffset {
+        topic,
+        partition,
+        value: found,
+    } in offsets
+    {
         let mut entry = km::offset_fetch_response::OffsetFetchResponsePartition::default()
             .with_partition_index(partition)
             .with_committed_offset(found.as_ref().map_or(-1, |o| o.offset))
@@ -439,25 +445,21 @@ pub async fn offset_fetch(
 }
 
 pub async fn describe_groups(
-    shard: &Rc<Shard>,
+    ctx: RequestContext,
     request: km::DescribeGroupsRequest,
-    version: i16,
 ) -> km::DescribeGroupsResponse {
+    let shard = &ctx.shard;
+    let version = ctx.version;
     let mut response = km::DescribeGroupsResponse::default();
     for id in &request.groups {
         let group = id.0.to_string();
         let mut out =
             km::describe_groups_response::DescribedGroup::default().with_group_id(id.clone());
-        match call_group(
-            shard,
-            &group,
-            GroupOp::Describe {
-                group_id: group.clone(),
-            },
-        )
-        .await
-        {
-            GroupReply::Described(_, Some(description)) => {
+        let op = DescribeGroup {
+            group_id: group.clone(),
+        };
+        match call_coordinator(shard, &group, op, Err).await {
+            Ok(Some(description)) => {
                 if version >= 3 && request.include_authorized_operations {
                     // READ, DELETE, DESCRIBE: no ACLs yet.
                     out.authorized_operations = (1 << 3) | (1 << 6) | (1 << 8);
@@ -483,8 +485,8 @@ pub async fn describe_groups(
                     })
                     .collect();
             }
-            GroupReply::Described(_, None) => out.group_state = s("Dead"),
-            other => out.error_code = reply_error(&other),
+            Ok(None) => out.group_state = s("Dead"),
+            Err(code) => out.error_code = code,
         }
         response.groups.push(out);
     }
@@ -492,10 +494,11 @@ pub async fn describe_groups(
 }
 
 pub async fn list_groups(
-    shard: &Rc<Shard>,
+    ctx: RequestContext,
     request: km::ListGroupsRequest,
-    version: i16,
 ) -> km::ListGroupsResponse {
+    let shard = &ctx.shard;
+    let version = ctx.version;
     let mut response = km::ListGroupsResponse::default();
     let states: Vec<String> = request
         .states_filter
@@ -504,13 +507,15 @@ pub async fn list_groups(
         .collect();
     let calls = (0..shard.count).map(|target| {
         let shard = shard.clone();
-        async move { shard.call(target, ShardOp::Group(GroupOp::List)).await }
+        async move { shard.call(target, ListGroups).await }
     });
-    for reply in futures::future::join_all(calls).await {
-        let ShardReply::Group(GroupReply::Listed(groups)) = reply else {
+    for listed in futures::future::join_all(calls).await {
+        // A shard still loading its groups lists none.
+        let Ok(groups) = listed else {
             continue;
         };
-        for (id, protocol_type, state) in groups {
+        for group in groups {
+            let (id, protocol_type, state) = (group.group_id, group.protocol_type, group.state);
             if !states.is_empty() && !states.iter().any(|f| f.eq_ignore_ascii_case(state)) {
                 continue;
             }
@@ -530,51 +535,50 @@ pub async fn list_groups(
 }
 
 pub async fn delete_groups(
-    shard: &Rc<Shard>,
+    ctx: RequestContext,
     request: km::DeleteGroupsRequest,
 ) -> km::DeleteGroupsResponse {
+    let shard = &ctx.shard;
     let mut response = km::DeleteGroupsResponse::default();
     for id in &request.groups_names {
         let group = id.0.to_string();
-        let reply = call_group(
-            shard,
-            &group,
-            GroupOp::Delete {
-                group_id: group.clone(),
-            },
-        )
-        .await;
+        let op = DeleteGroup {
+            group_id: group.clone(),
+        };
+        let error = call_coordinator(shard, &group, op, |code| code).await;
         response.results.push(
             km::delete_groups_response::DeletableGroupResult::default()
                 .with_group_id(id.clone())
-                .with_error_code(reply_error(&reply)),
+                .with_error_code(error),
         );
     }
     response
 }
 
 pub async fn offset_delete(
-    shard: &Rc<Shard>,
+    ctx: RequestContext,
     request: km::OffsetDeleteRequest,
 ) -> km::OffsetDeleteResponse {
+    let shard = &ctx.shard;
     let group = request.group_id.0.to_string();
-    let partitions: Vec<(String, i32)> = request
+    let partitions: Vec<TopicPartition> = request
         .topics
         .iter()
         .flat_map(|t| {
-            t.partitions
-                .iter()
-                .map(move |p| (t.name.0.to_string(), p.partition_index))
+            t.partitions.iter().map(move |p| TopicPartition {
+                topic: t.name.0.to_string(),
+                partition: p.partition_index,
+            })
         })
         .collect();
-    let op = GroupOp::DeleteOffsets {
+    let op = DeleteOffsets {
         group_id: group.clone(),
-        partitions: partitions.clone(),
+        partitions,
     };
     let mut response = km::OffsetDeleteResponse::default();
-    let (top, errors) = match call_group(shard, &group, op).await {
-        GroupReply::Errors(top, errors) => (top, errors),
-        other => (reply_error(&other), Vec::new()),
+    let (top, errors) = match call_coordinator(shard, &group, op, Err).await {
+        Ok(result) => (result.error, result.partitions),
+        Err(code) => (code, Vec::new()),
     };
     response.error_code = top;
     if top == codes::NONE {

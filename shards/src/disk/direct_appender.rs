@@ -14,30 +14,8 @@ use std::path::Path;
 
 use glommio::io::{BufferedFile, DmaFile, OpenOptions};
 
-use crate::partition_files::{segment_path, to_io};
-
-/// Which write path segment appends take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SegmentWriteMode {
-    /// io_uring writes through the page cache (tail reads hit memory).
-    #[default]
-    Buffered,
-    /// O_DIRECT writes from aligned buffers.
-    Direct,
-}
-
-impl std::str::FromStr for SegmentWriteMode {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text {
-            "buffered" => Ok(SegmentWriteMode::Buffered),
-            "direct" => Ok(SegmentWriteMode::Direct),
-            other => Err(format!(
-                "unknown segment write mode {other:?} (buffered or direct)"
-            )),
-        }
-    }
-}
+use super::segment_files::{segment_path, to_io};
+pub use crate::config::SegmentWriteMode;
 
 pub struct DirectAppender {
     pub base_offset: i64,

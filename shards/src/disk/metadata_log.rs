@@ -1,17 +1,17 @@
-//! The metadata controller: a one-voter quorum on shard 0. Topic changes are
-//! appended to the metadata log (rkyv frames, fdatasync) before any shard
-//! applies them. At start-up the log is replayed on top of the snapshot and
-//! folded into a new snapshot.
+//! The metadata log's files: `__metadata/metadata.snapshot` and
+//! `__metadata/metadata.log`, both rkyv frames. The controller appends to
+//! the log (fdatasync) before any shard applies a record; at start-up the
+//! log is replayed on top of the snapshot and folded into a new snapshot.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
-use engine::group::OFFSETS_TOPIC;
 use engine::metadata::{decode_frames, encode_frame, ClusterImage, MetadataRecord};
 use glommio::io::{BufferedFile, OpenOptions};
-use tracing::{info, warn};
+use tracing::warn;
 
-use crate::partition_files::write_all_at;
+use super::durable::write_file_durably_blocking;
+use super::segment_files::write_all_at;
 
 const SNAPSHOT_FILE: &str = "metadata.snapshot";
 const LOG_FILE: &str = "metadata.log";
@@ -20,22 +20,9 @@ fn metadata_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("__metadata")
 }
 
-fn write_durably_blocking(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(path.parent().expect("file in a dir"))?.sync_all()
-}
-
-/// Loads snapshot + log into an image and writes them back as one snapshot
-/// with an empty log. Runs once at start-up, before the shards start.
-pub fn load_and_compact(
-    data_dir: &Path,
-    shard_count: usize,
-    offsets_topic_partitions: u32,
-) -> io::Result<ClusterImage> {
+/// Replays the snapshot and then the log into an image. Start-up only,
+/// before the shards run (blocking reads).
+pub fn load(data_dir: &Path) -> io::Result<ClusterImage> {
     let dir = metadata_dir(data_dir);
     std::fs::create_dir_all(&dir)?;
     let mut image = ClusterImage::default();
@@ -62,29 +49,20 @@ pub fn load_and_compact(
             }
         }
     }
-    if image.topic(OFFSETS_TOPIC).is_none() {
-        // The internal topic for committed offsets and group metadata exists
-        // from the first start, compacted like Kafka's.
-        let record = MetadataRecord::CreateTopic {
-            name: OFFSETS_TOPIC.to_string(),
-            topic_id: *uuid::Uuid::new_v4().as_bytes(),
-            partition_shards: image
-                .place_partitions(offsets_topic_partitions as usize, shard_count),
-            configs: vec![("cleanup.policy".into(), "compact".into())],
-        };
-        image
-            .apply(&record)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    }
+    Ok(image)
+}
+
+/// Writes `image` as the new snapshot and empties the log, each durably.
+/// Start-up only, before the shards run.
+pub fn write_snapshot(data_dir: &Path, image: &ClusterImage) -> io::Result<()> {
+    let dir = metadata_dir(data_dir);
     let snapshot: Vec<u8> = image
         .snapshot_records()
         .iter()
         .flat_map(encode_frame)
         .collect();
-    write_durably_blocking(&dir.join(SNAPSHOT_FILE), &snapshot)?;
-    write_durably_blocking(&dir.join(LOG_FILE), &[])?;
-    info!(topics = image.topics().count(), "loaded cluster metadata");
-    Ok(image)
+    write_file_durably_blocking(&dir.join(SNAPSHOT_FILE), &snapshot)?;
+    write_file_durably_blocking(&dir.join(LOG_FILE), &[])
 }
 
 /// The open metadata log on shard 0.

@@ -1,126 +1,32 @@
-//! Log compaction on the shard (cleanup.policy=compact): keeps the latest
-//! record per key in the closed segments, drops tombstones older than
-//! `delete.retention.ms`, and swaps the result in atomically.
-//!
-//! Swap protocol (crash at any step leaves the old or the new segment set):
-//! 1. write `<base>.cleaned`, fdatasync;
-//! 2. write `<base>.swapinfo` (the end offset of the replaced range), durably;
-//! 3. rename `.cleaned` → `.swap` and sync the directory: the commit point;
-//! 4. delete the replaced segments' files, rename `.swap` → `.log`, write
-//!    its indexes, delete `.swapinfo`.
-//!
-//! Recovery (`finish_interrupted_swaps`) deletes stray `.cleaned` files and
-//! redoes step 4 for any `.swap` it finds.
+//! Log compaction of one partition (cleanup.policy=compact): keeps the
+//! latest record per key in the closed segments, drops tombstones older than
+//! `delete.retention.ms`, and swaps the result in atomically (the file
+//! protocol is `disk::compaction_swap`). Runs in the low-priority
+//! maintenance queue and yields between segments.
 
 use std::io;
-use std::path::Path;
 use std::rc::Rc;
 
-use engine::log::{compact_segment, scan_into_segment, segment_file_stem, OffsetMap, Segment};
+use engine::log::{compact_segment, scan_into_segment, OffsetMap, Segment};
 use engine::metadata::TopicConfig;
 use glommio::io::OpenOptions;
-use tracing::{info, warn};
+use tracing::info;
 
-use crate::partition::Partition;
-use crate::partition_files::{
-    remove_segment_files, sync_dir, to_io, write_all_at, write_segment_indexes,
+use super::Partition;
+use crate::disk::compaction_swap::{
+    commit_swap, finish_swap, path_with, read_cleaner_checkpoint, swap_into_place,
+    write_cleaner_checkpoint, write_swap_info,
+};
+use crate::disk::segment_files::{
+    remove_segment_files, to_io, write_all_at, write_segment_indexes,
 };
 
 /// Most closed-segment bytes one cleaning pass reads (bounds memory).
 const CLEAN_PASS_BYTES_MAX: u64 = 256 << 20;
 /// Most distinct keys one pass tracks.
 const OFFSET_MAP_BYTES_MAX: usize = 128 << 20;
-const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
-
-fn path_with(dir: &Path, base: i64, extension: &str) -> std::path::PathBuf {
-    dir.join(format!("{}.{extension}", segment_file_stem(base)))
-}
-
-fn read_cleaner_checkpoint(dir: &Path) -> i64 {
-    std::fs::read_to_string(dir.join(CLEANER_CHECKPOINT_FILE))
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn write_small_file_durably(path: &Path, text: &str) -> io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
-/// Completes or rolls back a compaction swap a crash interrupted. Runs at
-/// start-up before the segments are listed.
-pub fn finish_interrupted_swaps(dir: &Path) -> io::Result<()> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .collect();
-    names.sort();
-    for name in &names {
-        if name.ends_with(".cleaned") {
-            warn!(dir = %dir.display(), file = %name, "removing an unfinished compaction output");
-            std::fs::remove_file(dir.join(name))?;
-        }
-    }
-    for name in &names {
-        let Some(stem) = name.strip_suffix(".swap") else {
-            continue;
-        };
-        let Ok(base) = stem.parse::<i64>() else {
-            continue;
-        };
-        let info = std::fs::read_to_string(path_with(dir, base, "swapinfo")).ok();
-        let Some(end) = info.and_then(|t| t.trim().parse::<i64>().ok()) else {
-            warn!(dir = %dir.display(), file = %name, "compaction swap without its range; dropping it");
-            std::fs::remove_file(dir.join(name))?;
-            continue;
-        };
-        warn!(dir = %dir.display(), base, end, "finishing an interrupted compaction swap");
-        for other in &names {
-            let Some(other_stem) = other.strip_suffix(".log") else {
-                continue;
-            };
-            let Ok(other_base) = other_stem.parse::<i64>() else {
-                continue;
-            };
-            if (base..end).contains(&other_base) {
-                for extension in ["log", "index", "timeindex"] {
-                    let _ = std::fs::remove_file(path_with(dir, other_base, extension));
-                }
-            }
-        }
-        std::fs::rename(dir.join(name), path_with(dir, base, "log"))?;
-        std::fs::remove_file(path_with(dir, base, "swapinfo"))?;
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
 
 impl Partition {
-    /// Starts a new segment when the active one is older than `segment.ms`
-    /// even without new appends, so idle data becomes cleanable.
-    pub async fn roll_if_idle_expired(self: &Rc<Self>, now_ms: i64) -> io::Result<()> {
-        let due = {
-            let log = self.log.borrow();
-            let active = log.active();
-            !active.is_empty()
-                && active
-                    .first_append_ms
-                    .is_some_and(|first| now_ms - first >= log.config().segment_ms)
-        };
-        if !due || self.closed.get() || self.writer_running.replace(true) {
-            return Ok(());
-        }
-        // A failed roll changes nothing (a failed sync fails the partition
-        // inside `roll`); the caller logs it and the next tick retries.
-        let result = self.roll().await;
-        self.release_writer();
-        result
-    }
-
     /// One cleaning pass if the dirty ratio (or max.compaction.lag.ms) says
     /// so. Returns (bytes before, bytes after) of the cleaned range.
     pub async fn clean(
@@ -131,7 +37,7 @@ impl Partition {
         if self.closed.get() {
             return Ok(None);
         }
-        let checkpoint = read_cleaner_checkpoint(&self.dir);
+        let checkpoint = read_cleaner_checkpoint(&self.dir).await;
         // The cleanable range: closed segments old enough for
         // min.compaction.lag.ms, as a prefix, within the pass bound.
         let (range, dirty_bytes, total_bytes, oldest_dirty_ms) = {
@@ -208,7 +114,7 @@ impl Partition {
         let before: u64 = range.iter().map(|(_, s)| s).sum();
         let after = output.len() as u64;
         self.swap_in(base, end, &bases, output).await?;
-        write_small_file_durably(&self.dir.join(CLEANER_CHECKPOINT_FILE), &format!("{end}\n"))?;
+        write_cleaner_checkpoint(&self.dir, end).await?;
         info!(topic = %self.topic, partition = self.index, segments = bases.len(), bytes_before = before, bytes_after = after, records_kept = kept, records_removed = removed, "compacted");
         Ok(Some((before, after)))
     }
@@ -226,7 +132,7 @@ impl Partition {
             &bytes,
             &mut segment,
             self.log.borrow().config().index_interval_bytes.max(1),
-            crate::now_ms(),
+            crate::clock::now_ms(),
         );
         if outcome.valid_bytes != bytes.len() {
             return Err(io::Error::new(
@@ -247,9 +153,8 @@ impl Partition {
         }
         file.fdatasync().await.map_err(to_io)?;
         file.close().await.map_err(to_io)?;
-        write_small_file_durably(&path_with(&self.dir, base, "swapinfo"), &format!("{end}\n"))?;
-        std::fs::rename(&cleaned_path, path_with(&self.dir, base, "swap"))?;
-        sync_dir(&self.dir).await?;
+        write_swap_info(&self.dir, base, end).await?;
+        commit_swap(&self.dir, base).await?;
         // Committed: from here a crash finishes the swap at recovery.
         // Readers switch to the new segment at once, with no await between
         // the file map and the log (a fetch planned meanwhile would find a
@@ -273,13 +178,8 @@ impl Partition {
         for old in old_bases {
             remove_segment_files(&self.dir, *old).await?;
         }
-        std::fs::rename(
-            path_with(&self.dir, base, "swap"),
-            path_with(&self.dir, base, "log"),
-        )?;
+        swap_into_place(&self.dir, base).await?;
         write_segment_indexes(&self.dir, &segment).await?;
-        std::fs::remove_file(path_with(&self.dir, base, "swapinfo"))?;
-        sync_dir(&self.dir).await?;
-        Ok(())
+        finish_swap(&self.dir, base).await
     }
 }

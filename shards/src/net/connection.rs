@@ -12,9 +12,10 @@ use glommio::channels::local_channel;
 use glommio::net::{Preallocated, TcpListener, TcpStream};
 use tracing::{debug, warn};
 
-use crate::handlers::{start_request, OutFrame, OutPart, RequestError, Response};
-use crate::shard::{with_timeout, Shard};
-use crate::splice::SpliceRing;
+use crate::clock::with_timeout;
+use crate::io::splice::{OutFrame, OutPart, SpliceRing};
+use crate::kafka::dispatch::{start_request, RequestError, Response};
+use crate::shard::Shard;
 
 /// Requests started but not yet answered, per connection; when full the
 /// connection stops reading (backpressure onto the client). Their bytes are

@@ -1,6 +1,6 @@
-//! Signal handling: SIGINT/SIGTERM are blocked in every thread and taken by
-//! the main thread with sigwait, which then raises a flag and wakes the
-//! shards through an eventfd (an idle shard takes no timer for it).
+//! The stop flag: raised once (by a signal, or a shard that cannot start)
+//! and seen by every shard; raising it wakes the shards through an eventfd,
+//! so an idle shard takes no timer for it.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,47 +67,6 @@ impl StopFlag {
             if !woken {
                 glommio::timer::sleep(Duration::from_millis(STOP_POLL_INTERVAL_MS)).await;
             }
-        }
-    }
-}
-
-fn stop_signal_set() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise a plain C struct we own.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        set
-    }
-}
-
-/// Blocks SIGINT/SIGTERM in the calling thread; threads spawned afterwards
-/// inherit the mask, so only `wait_for_stop_signal` sees them.
-pub fn block_stop_signals() {
-    let set = stop_signal_set();
-    // SAFETY: valid set pointer; a null old-set pointer is allowed.
-    unsafe {
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
-}
-
-/// Waits for SIGINT or SIGTERM, or until `give_up` says to stop waiting
-/// (checked every 200 ms). Returns the signal number, or None.
-pub fn wait_for_stop_signal(give_up: impl Fn() -> bool) -> Option<i32> {
-    let set = stop_signal_set();
-    let timeout = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 200_000_000,
-    };
-    loop {
-        // SAFETY: valid set and timeout; a null siginfo pointer is allowed.
-        let signal = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout) };
-        if signal > 0 {
-            return Some(signal);
-        }
-        if give_up() {
-            return None;
         }
     }
 }

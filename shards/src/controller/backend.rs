@@ -1,0 +1,244 @@
+//! The controller's backend on every shard: this core's copy of the cluster
+//! image and the partition replicas it owns. Committed metadata records
+//! change both only through `apply` (create, delete, reconfigure replicas);
+//! everything else reads them (routing, configs, partition lookups).
+
+use std::cell::{Ref, RefCell};
+use std::rc::Rc;
+
+use engine::log::LogConfig;
+use engine::metadata::{ClusterImage, MetadataRecord, TopicConfig, TopicImage};
+use engine::protocol::ErrorCode;
+use tracing::{error, info, warn};
+
+use crate::config::BrokerConfig;
+use crate::disk::recovery::open_partition;
+use crate::disk::segment_files::{create_partition, partition_dir};
+use crate::mesh::data::PartitionRead;
+use crate::mesh::routing::{owner_shard, route_in};
+use crate::metrics::Histogram;
+use crate::partition::{OwnedPartitions, Partition};
+
+pub struct Backend {
+    pub shard_id: usize,
+    pub shard_count: usize,
+    pub config: Rc<BrokerConfig>,
+    image: RefCell<ClusterImage>,
+    partitions: RefCell<OwnedPartitions>,
+    /// fdatasync latencies of every partition of the shard.
+    pub fsync_latency: Rc<RefCell<Histogram>>,
+}
+
+impl Backend {
+    pub fn new(shard_id: usize, config: Rc<BrokerConfig>, image: ClusterImage) -> Backend {
+        Backend {
+            shard_id,
+            shard_count: config.shard_count,
+            config,
+            image: RefCell::new(image),
+            partitions: RefCell::new(OwnedPartitions::default()),
+            fsync_latency: Rc::new(RefCell::new(Histogram::default())),
+        }
+    }
+
+    pub fn image(&self) -> Ref<'_, ClusterImage> {
+        self.image.borrow()
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
+        self.partitions.borrow().get(topic, partition).cloned()
+    }
+
+    pub fn owned_partitions(&self) -> Vec<Rc<Partition>> {
+        self.partitions.borrow().values().cloned().collect()
+    }
+
+    pub fn owned_partition_count(&self) -> usize {
+        self.partitions.borrow().len()
+    }
+
+    /// The shard that owns a partition, or the error a client should see.
+    pub fn route(&self, topic: &str, partition: i32) -> Result<usize, ErrorCode> {
+        route_in(
+            self.image.borrow().topic(topic),
+            partition,
+            self.shard_count,
+        )
+    }
+
+    /// `route` for many partitions of one topic, looking the topic up once.
+    pub fn route_all(
+        &self,
+        topic: &str,
+        partitions: impl Iterator<Item = i32>,
+    ) -> Vec<Result<usize, ErrorCode>> {
+        let image = self.image.borrow();
+        let topic = image.topic(topic);
+        partitions
+            .map(|partition| route_in(topic, partition, self.shard_count))
+            .collect()
+    }
+
+    /// The owned partition of every read (None where this shard owns none).
+    /// A fetch lists its partitions topic by topic, so each run of reads of
+    /// one topic looks the topic up once.
+    pub fn partitions_of(&self, reads: &[PartitionRead]) -> Vec<Option<Rc<Partition>>> {
+        let owned = self.partitions.borrow();
+        let mut current: Option<(&str, Option<&crate::partition::TopicSlots>)> = None;
+        reads
+            .iter()
+            .map(|read| {
+                let slots = match current {
+                    Some((name, slots)) if name == &*read.topic => slots,
+                    _ => {
+                        let slots = owned.topic(&read.topic);
+                        current = Some((&read.topic, slots));
+                        slots
+                    }
+                };
+                slots?.get(usize::try_from(read.partition).ok()?)?.clone()
+            })
+            .collect()
+    }
+
+    /// The effective config of a topic (topic values over broker defaults).
+    pub fn topic_config(&self, topic: &str) -> TopicConfig {
+        let image = self.image.borrow();
+        let empty = Default::default();
+        let configs = image.topic(topic).map(|t| &t.configs).unwrap_or(&empty);
+        TopicConfig::effective(configs, &self.config.topic_defaults)
+    }
+
+    fn log_config(&self, topic: &str) -> LogConfig {
+        let mut config = self.topic_config(topic).log_config();
+        // Keep the engine's bound on index spacing sane for tiny values.
+        config.index_interval_bytes = config.index_interval_bytes.max(1);
+        config
+    }
+
+    /// Creates the partitions of `topic` placed on this shard among
+    /// `first_index..`.
+    async fn create_owned_partitions(
+        &self,
+        topic: &str,
+        first_index: usize,
+        partition_shards: &[u32],
+    ) {
+        for (offset, &placed) in partition_shards.iter().enumerate() {
+            if placed as usize % self.shard_count != self.shard_id {
+                continue;
+            }
+            let index = (first_index + offset) as i32;
+            let dir = partition_dir(&self.config.data_dir, topic, index);
+            match create_partition(&dir, self.log_config(topic)).await {
+                Ok((log, files)) => {
+                    let partition = Partition::new(
+                        topic.to_string(),
+                        index,
+                        dir,
+                        log,
+                        files,
+                        self.config.segment_write_mode,
+                        self.fsync_latency.clone(),
+                    );
+                    self.partitions.borrow_mut().insert(partition);
+                }
+                Err(e) => {
+                    error!(topic = %topic, partition = index, error = %e, "cannot create partition")
+                }
+            }
+        }
+    }
+
+    pub async fn apply(&self, record: &MetadataRecord) {
+        if let Err(e) = self.image.borrow_mut().apply(record) {
+            warn!(shard = self.shard_id, error = %e, "metadata record does not apply");
+            return;
+        }
+        match record {
+            MetadataRecord::CreateTopic {
+                name,
+                partition_shards,
+                ..
+            } => {
+                self.create_owned_partitions(name, 0, partition_shards)
+                    .await;
+                info!(shard = self.shard_id, topic = %name, partitions = partition_shards.len(), "topic created");
+            }
+            MetadataRecord::AddPartitions {
+                name,
+                partition_shards,
+            } => {
+                let total = self
+                    .image
+                    .borrow()
+                    .topic(name)
+                    .map_or(0, |t| t.partition_count());
+                let first = total - partition_shards.len();
+                self.create_owned_partitions(name, first, partition_shards)
+                    .await;
+                info!(shard = self.shard_id, topic = %name, partitions = total, "partitions added");
+            }
+            MetadataRecord::SetTopicConfigs { name, .. } => {
+                let config = self.log_config(name);
+                for partition in self.owned_partitions().iter().filter(|p| &p.topic == name) {
+                    partition.set_config(config);
+                }
+                info!(shard = self.shard_id, topic = %name, "topic configs changed");
+            }
+            MetadataRecord::DeleteTopic { name } => {
+                let owned = self.partitions.borrow_mut().remove_topic(name);
+                for partition in owned {
+                    if let Err(e) = partition.delete().await {
+                        error!(topic = %name, partition = partition.index, error = %e, "cannot delete partition files");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens (and if needed recovers) every partition placed on this shard.
+    pub async fn open_partitions(&self, clean: bool) -> std::io::Result<()> {
+        let topics: Vec<TopicImage> = self.image.borrow().topics().cloned().collect();
+        for topic in topics {
+            for index in 0..topic.partition_count() as i32 {
+                if owner_shard(&topic, index, self.shard_count) != Some(self.shard_id) {
+                    continue;
+                }
+                let dir = partition_dir(&self.config.data_dir, &topic.name, index);
+                let (log, files, report) = if dir.exists() {
+                    open_partition(&dir, self.log_config(&topic.name), clean).await?
+                } else {
+                    let (log, files) = create_partition(&dir, self.log_config(&topic.name)).await?;
+                    (log, files, Default::default())
+                };
+                let partition = Partition::new(
+                    topic.name.clone(),
+                    index,
+                    dir,
+                    log,
+                    files,
+                    self.config.segment_write_mode,
+                    self.fsync_latency.clone(),
+                );
+                if let Some(reason) = &report.offline_reason {
+                    partition.set_offline(reason);
+                }
+                self.partitions.borrow_mut().insert(partition);
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn close_partitions(&self) -> bool {
+        let partitions: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
+        let mut clean = true;
+        for partition in partitions {
+            if let Err(e) = partition.close().await {
+                error!(topic = %partition.topic, partition = partition.index, error = %e, "unclean partition close");
+                clean = false;
+            }
+        }
+        clean
+    }
+}

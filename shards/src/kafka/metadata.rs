@@ -1,0 +1,136 @@
+//! Metadata and DescribeCluster: what the cluster looks like to a client.
+
+use engine::protocol::kafka_protocol::messages::{self as km};
+use engine::protocol::{self as codes, ErrorCode};
+
+use super::dispatch::RequestContext;
+use super::response::{str_bytes as s, topic_name};
+use super::response::{CLUSTER_AUTHORIZED_OPERATIONS, CLUSTER_ID, TOPIC_AUTHORIZED_OPERATIONS};
+use super::topics::auto_create;
+
+pub async fn metadata(ctx: RequestContext, request: km::MetadataRequest) -> km::MetadataResponse {
+    let shard = &ctx.shard;
+    let version = ctx.version;
+    let node = km::BrokerId(shard.config.node_id);
+    let mut response = km::MetadataResponse::default();
+    let mut broker = km::metadata_response::MetadataResponseBroker::default()
+        .with_node_id(node)
+        .with_host(s(&shard.config.advertise_host))
+        .with_port(shard.config.advertise_port as i32);
+    if version >= 1 {
+        broker.rack = None;
+        response.controller_id = node;
+    }
+    if version >= 2 {
+        response.cluster_id = Some(s(CLUSTER_ID));
+    }
+    response.brokers = vec![broker];
+    if (8..=10).contains(&version) && request.include_cluster_authorized_operations {
+        response.cluster_authorized_operations = CLUSTER_AUTHORIZED_OPERATIONS;
+    }
+    let include_topic_operations = version >= 8 && request.include_topic_authorized_operations;
+    let allow_auto_create = version < 4 || request.allow_auto_topic_creation;
+    let names: Vec<(Option<String>, ErrorCode)> = match request.topics {
+        // v0: an empty list means all topics; v1+: null means all.
+        None => shard
+            .image()
+            .topics()
+            .map(|t| (Some(t.name.clone()), codes::NONE))
+            .collect(),
+        Some(list) if version == 0 && list.is_empty() => shard
+            .image()
+            .topics()
+            .map(|t| (Some(t.name.clone()), codes::NONE))
+            .collect(),
+        Some(list) => {
+            let mut names = Vec::with_capacity(list.len());
+            for topic in list {
+                let name = match topic.name {
+                    Some(name) => Some(name.0.to_string()),
+                    None => shard
+                        .image()
+                        .topics()
+                        .find(|t| t.topic_id == *topic.topic_id.as_bytes())
+                        .map(|t| t.name.clone()),
+                };
+                let Some(name) = name else {
+                    names.push((None, codes::UNKNOWN_TOPIC_ID));
+                    continue;
+                };
+                let exists = shard.image().topic(&name).is_some();
+                let error = if exists {
+                    codes::NONE
+                } else if allow_auto_create {
+                    auto_create(shard, &name).await
+                } else {
+                    codes::UNKNOWN_TOPIC_OR_PARTITION
+                };
+                names.push((Some(name), error));
+            }
+            names
+        }
+    };
+    for (name, error) in names {
+        let mut topic = km::metadata_response::MetadataResponseTopic::default();
+        topic.name = name.as_deref().map(topic_name);
+        topic.error_code = error;
+        if include_topic_operations {
+            // Kafka reports them for every topic in the answer, errors included.
+            topic.topic_authorized_operations = TOPIC_AUTHORIZED_OPERATIONS;
+        }
+        let image = shard.image();
+        if let Some(found) = name
+            .as_deref()
+            .and_then(|n| image.topic(n))
+            .filter(|_| error == codes::NONE)
+        {
+            if version >= 10 {
+                topic.topic_id = uuid::Uuid::from_bytes(found.topic_id);
+            }
+            if version >= 1 {
+                topic.is_internal = found.name == engine::group::OFFSETS_TOPIC;
+            }
+
+            topic.partitions = (0..found.partition_count() as i32)
+                .map(|index| {
+                    let mut p = km::metadata_response::MetadataResponsePartition::default()
+                        .with_partition_index(index)
+                        .with_leader_id(node)
+                        .with_replica_nodes(vec![node])
+                        .with_isr_nodes(vec![node]);
+                    if version >= 7 {
+                        p.leader_epoch = crate::partition::LEADER_EPOCH;
+                    }
+                    p
+                })
+                .collect();
+        }
+        response.topics.push(topic);
+    }
+    response
+}
+
+pub async fn describe_cluster(
+    ctx: RequestContext,
+    request: km::DescribeClusterRequest,
+) -> km::DescribeClusterResponse {
+    let shard = &ctx.shard;
+    let version = ctx.version;
+    let node = km::BrokerId(shard.config.node_id);
+    let mut response = km::DescribeClusterResponse::default()
+        .with_cluster_id(s(CLUSTER_ID))
+        .with_controller_id(node)
+        .with_brokers(vec![
+            km::describe_cluster_response::DescribeClusterBroker::default()
+                .with_broker_id(node)
+                .with_host(s(&shard.config.advertise_host))
+                .with_port(shard.config.advertise_port as i32),
+        ]);
+    if version >= 1 {
+        response.endpoint_type = 1;
+    }
+    if request.include_cluster_authorized_operations {
+        response.cluster_authorized_operations = CLUSTER_AUTHORIZED_OPERATIONS;
+    }
+    response
+}

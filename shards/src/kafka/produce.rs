@@ -1,0 +1,125 @@
+//! Produce: each partition's record set goes to its owning shard, in the
+//! order the request lists them and before the connection reads its next
+//! request (Kafka's per-connection ordering); the answer waits for every
+//! append (and for acks=all, its group commit).
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use engine::protocol::kafka_protocol::messages::{self as km};
+use engine::protocol::{self as codes, ErrorCode};
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+
+use super::dispatch::{decode, RequestContext, RequestError, Started};
+use super::response::{respond, topic_name};
+use super::topics::auto_create;
+use crate::mesh::data::Append;
+use crate::shard::Shard;
+
+/// Dispatches every partition's append in arrival order, then returns the
+/// future that collects the outcomes and encodes the answer (none for
+/// acks=0).
+pub fn start_produce(
+    ctx: RequestContext,
+    mut frame: Bytes,
+) -> LocalBoxFuture<'static, Result<Started, RequestError>> {
+    async move {
+        let request: km::ProduceRequest = decode(&ctx, &mut frame)?;
+        let (correlation_id, version) = (ctx.correlation_id, ctx.version);
+        let finish = produce(&ctx.shard, request, version).await;
+        Ok(async move {
+            finish
+                .await
+                .and_then(|body| respond(correlation_id, version, &body))
+        }
+        .boxed_local())
+    }
+    .boxed_local()
+}
+
+async fn produce(
+    shard: &Rc<Shard>,
+    request: km::ProduceRequest,
+    version: i16,
+) -> LocalBoxFuture<'static, Option<km::ProduceResponse>> {
+    let acks = request.acks;
+    let mut pending = Vec::new();
+    for topic in request.topic_data {
+        let name = topic.name.0.to_string();
+        for partition in topic.partition_data {
+            let index = partition.index;
+            let outcome: LocalBoxFuture<'static, Result<(i64, i64), ErrorCode>> =
+                if !matches!(acks, -1..=1) {
+                    ready_err(codes::INVALID_REQUIRED_ACKS)
+                } else if let Some(records) = partition.records.filter(|r| !r.is_empty()) {
+                    let mut owner = shard.route(&name, index);
+                    if owner == Err(codes::UNKNOWN_TOPIC_OR_PARTITION)
+                        && shard.image().topic(&name).is_none()
+                    {
+                        let created = auto_create(shard, &name).await;
+                        owner = if created == codes::NONE {
+                            shard.route(&name, index)
+                        } else {
+                            Err(created)
+                        };
+                    }
+                    match owner {
+                        Err(code) => ready_err(code),
+                        Ok(owner) => {
+                            let op = Append {
+                                topic: name.clone(),
+                                partition: index,
+                                records,
+                                acks,
+                            };
+                            let appended = shard.dispatch(owner, op).await;
+                            async move {
+                                appended
+                                    .await
+                                    .map(|o| (o.base_offset, o.log_start_offset))
+                            }
+                            .boxed_local()
+                        }
+                    }
+                } else {
+                    ready_err(codes::CORRUPT_MESSAGE)
+                };
+            pending.push((name.clone(), index, outcome));
+        }
+    }
+    async move {
+        let mut response = km::ProduceResponse::default();
+        let mut topics: Vec<km::produce_response::TopicProduceResponse> = Vec::new();
+        for (name, index, outcome) in pending {
+            let mut p = km::produce_response::PartitionProduceResponse::default().with_index(index);
+            match outcome.await {
+                Ok((base_offset, log_start_offset)) => {
+                    p.base_offset = base_offset;
+                    if version >= 5 {
+                        p.log_start_offset = log_start_offset;
+                    }
+                }
+                Err(code) => {
+                    p.error_code = code;
+                    p.base_offset = -1;
+                }
+            }
+            match topics.last_mut() {
+                Some(last) if last.name.0.as_str() == name => last.partition_responses.push(p),
+                _ => topics.push(
+                    km::produce_response::TopicProduceResponse::default()
+                        .with_name(topic_name(&name))
+                        .with_partition_responses(vec![p]),
+                ),
+            }
+        }
+        response.responses = topics;
+        (acks != 0).then_some(response)
+    }
+    .boxed_local()
+}
+
+fn ready_err<T: 'static>(code: ErrorCode) -> LocalBoxFuture<'static, Result<T, ErrorCode>> {
+    async move { Err(code) }.boxed_local()
+}

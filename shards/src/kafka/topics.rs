@@ -1,0 +1,182 @@
+//! CreateTopics, DeleteTopics and CreatePartitions, through the controller
+//! (shard 0); topic auto-creation for Metadata and Produce.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use engine::protocol::kafka_protocol::messages::{self as km};
+use engine::protocol::{self as codes, ErrorCode};
+
+use super::dispatch::RequestContext;
+use super::response::{str_bytes as s, topic_name};
+use crate::mesh::admin::{
+    AddPartitions, CreateTopics, DeleteTopics, PartitionGrowth, TopicResult, TopicSpec,
+};
+use crate::shard::Shard;
+
+/// Creates topics through the controller (shard 0).
+async fn create_via_controller(shard: &Rc<Shard>, topics: Vec<TopicSpec>) -> Vec<TopicResult> {
+    shard.call(0, CreateTopics { topics }).await
+}
+
+/// Auto-creates `name` with the broker defaults when allowed. Returns the
+/// error a client should see when the topic still does not exist.
+pub async fn auto_create(shard: &Rc<Shard>, name: &str) -> ErrorCode {
+    if !shard.config.auto_create_topics {
+        return codes::UNKNOWN_TOPIC_OR_PARTITION;
+    }
+    let spec = TopicSpec {
+        name: name.to_string(),
+        partitions: -1,
+        replication_factor: -1,
+        configs: Vec::new(),
+        validate_only: false,
+    };
+    match create_via_controller(shard, vec![spec]).await.first() {
+        Some(r) if r.error == codes::NONE || r.error == codes::TOPIC_ALREADY_EXISTS => codes::NONE,
+        Some(r) => r.error,
+        None => codes::UNKNOWN_SERVER_ERROR,
+    }
+}
+
+pub async fn create_topics(
+    ctx: RequestContext,
+    request: km::CreateTopicsRequest,
+) -> km::CreateTopicsResponse {
+    let shard = &ctx.shard;
+    let version = ctx.version;
+    let mut specs = Vec::new();
+    let mut rejected = Vec::new();
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        if !topic.assignments.is_empty() {
+            rejected.push(TopicResult {
+                name,
+                error: codes::INVALID_REQUEST,
+                message: Some("manual replica assignment is not supported".into()),
+                partitions: -1,
+            });
+            continue;
+        }
+        specs.push(TopicSpec {
+            name,
+            partitions: topic.num_partitions,
+            replication_factor: topic.replication_factor,
+            configs: topic
+                .configs
+                .into_iter()
+                .filter_map(|c| Some((c.name.to_string(), c.value?.to_string())))
+                .collect(),
+            validate_only: request.validate_only,
+        });
+    }
+    let mut results = if specs.is_empty() {
+        Vec::new()
+    } else {
+        create_via_controller(shard, specs).await
+    };
+    results.extend(rejected);
+    let mut response = km::CreateTopicsResponse::default();
+    for result in results {
+        let mut topic = km::create_topics_response::CreatableTopicResult::default()
+            .with_name(topic_name(&result.name))
+            .with_error_code(result.error);
+        if version >= 1 {
+            topic.error_message = result.message.as_deref().map(s);
+        }
+        if version >= 5 && result.error == codes::NONE {
+            topic.num_partitions = result.partitions;
+            topic.replication_factor = 1;
+            topic.configs = Some(Vec::new());
+        }
+        if version >= 7 {
+            if let Some(found) = shard.image().topic(&result.name) {
+                topic.topic_id = uuid::Uuid::from_bytes(found.topic_id);
+            }
+        }
+        response.topics.push(topic);
+    }
+    response
+}
+
+pub async fn delete_topics(
+    ctx: RequestContext,
+    request: km::DeleteTopicsRequest,
+) -> km::DeleteTopicsResponse {
+    let shard = &ctx.shard;
+    let version = ctx.version;
+    let mut names: Vec<String> = request
+        .topic_names
+        .iter()
+        .map(|n| n.0.to_string())
+        .collect();
+    for state in &request.topics {
+        match &state.name {
+            Some(name) => names.push(name.0.to_string()),
+            None => {
+                if let Some(found) = shard
+                    .image()
+                    .topics()
+                    .find(|t| t.topic_id == *state.topic_id.as_bytes())
+                {
+                    names.push(found.name.clone());
+                }
+            }
+        }
+    }
+    let ids: BTreeMap<String, [u8; 16]> = shard
+        .image()
+        .topics()
+        .map(|t| (t.name.clone(), t.topic_id))
+        .collect();
+    let results = shard.call(0, DeleteTopics { names }).await;
+    let mut response = km::DeleteTopicsResponse::default();
+    for result in results {
+        let mut entry = km::delete_topics_response::DeletableTopicResult::default()
+            .with_name(Some(topic_name(&result.name)))
+            .with_error_code(result.error);
+        if version >= 6 {
+            if let Some(id) = ids.get(&result.name) {
+                entry.topic_id = uuid::Uuid::from_bytes(*id);
+            }
+        }
+        response.responses.push(entry);
+    }
+    response
+}
+
+pub async fn create_partitions(
+    ctx: RequestContext,
+    request: km::CreatePartitionsRequest,
+) -> km::CreatePartitionsResponse {
+    let shard = &ctx.shard;
+    let mut response = km::CreatePartitionsResponse::default();
+    let mut wanted = Vec::new();
+    for topic in &request.topics {
+        if topic.assignments.is_some() {
+            response.results.push(
+                km::create_partitions_response::CreatePartitionsTopicResult::default()
+                    .with_name(topic.name.clone())
+                    .with_error_code(codes::INVALID_REQUEST)
+                    .with_error_message(Some(s("manual replica assignment is not supported"))),
+            );
+            continue;
+        }
+        wanted.push(PartitionGrowth {
+            topic: topic.name.0.to_string(),
+            partition_count: topic.count,
+            validate_only: request.validate_only,
+        });
+    }
+    if !wanted.is_empty() {
+        for result in shard.call(0, AddPartitions { topics: wanted }).await {
+            response.results.push(
+                km::create_partitions_response::CreatePartitionsTopicResult::default()
+                    .with_name(km::TopicName(s(&result.name)))
+                    .with_error_code(result.error)
+                    .with_error_message(result.message.as_deref().map(s)),
+            );
+        }
+    }
+    response
+}

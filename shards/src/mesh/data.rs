@@ -1,0 +1,143 @@
+//! The data path's ops: appends, reads (with long-poll parking), offset
+//! lookups and DeleteRecords, served by the shard that owns the partition.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use engine::protocol::{self as codes, ErrorCode};
+
+use super::subsystem;
+use crate::io::splice::FileSlice;
+
+subsystem!(Data, DataRequest, DataReply {
+    Append => Result<AppendOutcome, ErrorCode>,
+    Read => Vec<Result<ReadOutcome, ErrorCode>>,
+    EndWait => (),
+    ListOffset => Result<ListedOffset, ErrorCode>,
+    DeleteRecords => Result<i64, ErrorCode>,
+});
+
+/// Append a producer's record set to a partition the target shard owns.
+#[derive(Debug)]
+pub struct Append {
+    pub topic: String,
+    pub partition: i32,
+    pub records: Bytes,
+    pub acks: i16,
+}
+
+impl Append {
+    fn undelivered_reply(&self) -> Result<AppendOutcome, ErrorCode> {
+        Err(codes::UNKNOWN_SERVER_ERROR)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+}
+
+/// Read whole batches from each partition's offset (one message per owning
+/// shard for a whole Fetch). With `wait`, a read that finds too little
+/// parks on the owning shard (a Fetch long-poll) and reads again.
+#[derive(Debug)]
+pub struct Read {
+    pub reads: Vec<PartitionRead>,
+    pub wait: Option<FetchWait>,
+}
+
+impl Read {
+    fn undelivered_reply(&self) -> Vec<Result<ReadOutcome, ErrorCode>> {
+        self.reads
+            .iter()
+            .map(|_| Err(codes::UNKNOWN_SERVER_ERROR))
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PartitionRead {
+    /// Shared by every partition of the topic in one Fetch.
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub max_bytes: usize,
+}
+
+/// How long a parked read may wait, and for how much. `(origin, id)` names
+/// the fetch (origin: the connection's shard) for [`EndWait`].
+#[derive(Debug, Clone, Copy)]
+pub struct FetchWait {
+    pub origin: usize,
+    pub id: u64,
+    pub timeout_ms: u64,
+    pub min_bytes: usize,
+}
+
+#[derive(Debug)]
+pub struct ReadOutcome {
+    /// Whole batches to send from the segment file; None when there is
+    /// nothing to read at the offset yet.
+    pub records: Option<FileSlice>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+/// Record bytes found by a set of reads.
+pub fn found_record_bytes(outcomes: &[Result<ReadOutcome, ErrorCode>]) -> usize {
+    outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok()?.records.as_ref())
+        .map(|slice| slice.len as usize)
+        .sum()
+}
+
+/// The fetch `(origin, id)` has enough data from other shards: a read of it
+/// still parked on the target answers now with what it has.
+#[derive(Debug)]
+pub struct EndWait {
+    pub origin: usize,
+    pub id: u64,
+}
+
+impl EndWait {
+    fn undelivered_reply(&self) {}
+}
+
+/// ListOffsets for one partition (-1 latest, -2 earliest, -3 max
+/// timestamp, >= 0 by time).
+#[derive(Debug)]
+pub struct ListOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub timestamp_ms: i64,
+}
+
+impl ListOffset {
+    fn undelivered_reply(&self) -> Result<ListedOffset, ErrorCode> {
+        Err(codes::UNKNOWN_SERVER_ERROR)
+    }
+}
+
+/// An offset found by ListOffsets, with its record's timestamp (-1 when
+/// the lookup is not by time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedOffset {
+    pub offset: i64,
+    pub timestamp_ms: i64,
+}
+
+/// DeleteRecords for one partition; the reply is the new log start offset.
+#[derive(Debug)]
+pub struct DeleteRecords {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl DeleteRecords {
+    fn undelivered_reply(&self) -> Result<i64, ErrorCode> {
+        Err(codes::UNKNOWN_SERVER_ERROR)
+    }
+}

@@ -1,0 +1,202 @@
+//! A partition replica owned by this shard: its `PartitionLog` plus segment
+//! files. Its state is changed only by the files of this module: the
+//! writer (queue, coalescing, rolls), group commit, the reader (fetch plans,
+//! offset lookups), the watch (long-poll wake-ups), retention and compaction.
+
+mod compaction;
+mod group_commit;
+mod reader;
+mod replicas;
+mod retention;
+mod watch;
+mod writer;
+
+pub use replicas::{OwnedPartitions, TopicSlots};
+pub use watch::DataSignal;
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io;
+use std::path::PathBuf;
+use std::rc::{Rc, Weak};
+
+use engine::log::PartitionLog;
+use futures::channel::oneshot;
+use tracing::error;
+
+use crate::disk::direct_appender::{DirectAppender, SegmentWriteMode};
+use crate::disk::durable::off_shard;
+use crate::disk::segment_files::{sync_dir, write_clean_checkpoint, SegmentFiles};
+use crate::metrics::{Histogram, TopicCounters};
+use group_commit::GroupCommit;
+use writer::QueuedAppend;
+
+/// Single-node leader epoch until replication exists.
+pub const LEADER_EPOCH: i32 = 0;
+
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    dir: PathBuf,
+    log: RefCell<PartitionLog>,
+    files: RefCell<SegmentFiles>,
+    queue: RefCell<VecDeque<QueuedAppend>>,
+    queued_bytes: Cell<usize>,
+    writer_running: Cell<bool>,
+    writer_idle: RefCell<Vec<oneshot::Sender<()>>>,
+    /// Offset below which records are written and visible to consumers.
+    high_watermark: Cell<i64>,
+    /// Bytes of the active segment that are written.
+    written_position: Cell<u64>,
+    /// Parked fetches watching for data past the high watermark.
+    data_waiters: RefCell<Vec<Weak<DataSignal>>>,
+    /// Set after an I/O error that leaves the files in doubt (a failed
+    /// fdatasync, a failed truncate after a failed write): the partition
+    /// refuses appends until restart. A failed write alone does not set it.
+    failed: Cell<bool>,
+    /// Set at open when recovery found damage it must not truncate: the
+    /// partition refuses produce and fetch with KAFKA_STORAGE_ERROR and its
+    /// files are never written.
+    offline: Cell<bool>,
+    closed: Cell<bool>,
+    /// Writers waiting for the next fdatasync (see `group_commit`).
+    group_commit: GroupCommit,
+    /// Produce/fetch totals for metrics.
+    counters: Cell<TopicCounters>,
+    /// How long each coalesced segment write took, for metrics.
+    write_latency: RefCell<Histogram>,
+    write_mode: SegmentWriteMode,
+    /// The active segment's O_DIRECT appender (`SegmentWriteMode::Direct`).
+    direct: RefCell<Option<Rc<DirectAppender>>>,
+}
+
+impl Partition {
+    pub fn new(
+        topic: String,
+        index: i32,
+        dir: PathBuf,
+        log: PartitionLog,
+        files: SegmentFiles,
+        write_mode: SegmentWriteMode,
+        fsync_latency: Rc<RefCell<Histogram>>,
+    ) -> Rc<Partition> {
+        let high_watermark = log.next_offset();
+        let written_position = log.active().size_bytes;
+        assert!(files.contains_key(&log.active().base_offset));
+        Rc::new(Partition {
+            topic,
+            index,
+            dir,
+            log: RefCell::new(log),
+            files: RefCell::new(files),
+            queue: RefCell::new(VecDeque::new()),
+            queued_bytes: Cell::new(0),
+            writer_running: Cell::new(false),
+            writer_idle: RefCell::new(Vec::new()),
+            high_watermark: Cell::new(high_watermark),
+            written_position: Cell::new(written_position),
+            data_waiters: RefCell::new(Vec::new()),
+            failed: Cell::new(false),
+            offline: Cell::new(false),
+            closed: Cell::new(false),
+            group_commit: GroupCommit::new(fsync_latency),
+            counters: Cell::new(Default::default()),
+            write_latency: RefCell::new(Default::default()),
+            write_mode,
+            direct: RefCell::new(None),
+        })
+    }
+
+    /// Takes the partition offline for good (until a restart finds it
+    /// repaired): every produce, fetch and offset lookup gets
+    /// KAFKA_STORAGE_ERROR, and maintenance leaves its files alone.
+    pub fn set_offline(&self, reason: &str) {
+        error!(topic = %self.topic, partition = self.index, %reason, "partition offline: produce and fetch get KAFKA_STORAGE_ERROR");
+        self.offline.set(true);
+        self.failed.set(true);
+        // Closed: no maintenance (roll, retention, compaction) touches it.
+        self.closed.set(true);
+    }
+
+    pub fn set_config(&self, config: engine::log::LogConfig) {
+        self.log.borrow_mut().set_config(config);
+    }
+
+    pub fn high_watermark_offset(&self) -> i64 {
+        self.high_watermark.get()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log.borrow().log_start_offset()
+    }
+
+    fn fail(&self, what: &str, e: &io::Error) {
+        error!(topic = %self.topic, partition = self.index, error = %e, "{what} failed; partition goes offline until restart");
+        self.failed.set(true);
+    }
+
+    fn active_file(&self) -> Rc<glommio::io::BufferedFile> {
+        let base = self.log.borrow().active().base_offset;
+        self.files
+            .borrow()
+            .get(&base)
+            .expect("active segment has a file")
+            .clone()
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.log.borrow().size_bytes()
+    }
+
+    /// Waits for the writer to finish what is queued and refuses new appends.
+    async fn quiesce(&self) {
+        self.closed.set(true);
+        if self.writer_running.get() {
+            let (sender, receiver) = oneshot::channel();
+            self.writer_idle.borrow_mut().push(sender);
+            let _ = receiver.await;
+        }
+        self.wake_data_waiters();
+    }
+
+    /// Clean shutdown: drain, sync, write the active segment's checkpoint.
+    pub async fn close(&self) -> io::Result<()> {
+        self.quiesce().await;
+        if self.offline.get() {
+            // Nothing was written; the next start finds the damage again.
+            return Ok(());
+        }
+        if self.failed.get() {
+            return Err(io::Error::other("partition failed earlier"));
+        }
+        self.finish_direct().await?;
+        self.sync().await?;
+        let active = self.log.borrow().active().clone();
+        write_clean_checkpoint(&self.dir, &active).await
+    }
+
+    /// Topic deletion: drain and remove the directory.
+    pub async fn delete(&self) -> io::Result<()> {
+        self.quiesce().await;
+        let files: Vec<_> = std::mem::take(&mut *self.files.borrow_mut())
+            .into_values()
+            .collect();
+        drop(files);
+        let dir = self.dir.clone();
+        off_shard(move || std::fs::remove_dir_all(dir)).await?;
+        if let Some(parent) = self.dir.parent() {
+            sync_dir(parent).await?;
+        }
+        Ok(())
+    }
+
+    /// Produce and fetch totals, for metrics.
+    pub fn counters(&self) -> TopicCounters {
+        self.counters.get()
+    }
+
+    /// Segment write latencies, for metrics.
+    pub fn write_latency(&self) -> std::cell::Ref<'_, Histogram> {
+        self.write_latency.borrow()
+    }
+}

@@ -1,0 +1,342 @@
+//! The reader: fetch plans (whole batches as a file range for a zero-copy
+//! send), reads into memory, and offset lookups by time.
+
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use engine::log::{select_batches, BatchSelection, ReadEnd, ReadError};
+use engine::protocol::{self as codes, ErrorCode};
+use engine::record::{first_record_at_or_after, BatchHeader, BATCH_HEADER_BYTES};
+use tracing::{error, warn};
+
+use super::Partition;
+use crate::io::splice::{dup_fd, FileSlice};
+use crate::mesh::data::ReadOutcome;
+
+/// Bytes read from an index entry to find the first wanted batch's header:
+/// entries are ~index.interval.bytes (4 KiB) apart, so one window usually
+/// holds it; larger batches are skipped by their headers.
+const HEADER_SCAN_WINDOW_BYTES: usize = 16 << 10;
+
+/// A planned zero-copy read: whole batches at `position..position + len`.
+struct PlannedRead {
+    file: Rc<glommio::io::BufferedFile>,
+    position: u64,
+    len: u64,
+    /// Offsets covered (records, counting compacted-away gaps).
+    records: u64,
+}
+/// Bound on read rounds for one fetch (each round advances or returns).
+const READ_ROUNDS_MAX: usize = 4096;
+/// Bound on fresh starts of one fetch plan whose segment was replaced.
+const PLAN_ATTEMPTS_MAX: usize = 16;
+
+/// Why a fetch plan stopped: an answer for the client, or a segment that
+/// compaction or retention replaced meanwhile (plan again).
+enum PlanError {
+    Code(ErrorCode),
+    SegmentReplaced,
+}
+
+impl From<ErrorCode> for PlanError {
+    fn from(code: ErrorCode) -> PlanError {
+        PlanError::Code(code)
+    }
+}
+
+impl Partition {
+    fn readable_limit(&self, segment_base_offset: i64, segment_bytes: u64) -> u64 {
+        if segment_base_offset == self.log.borrow().active().base_offset {
+            self.written_position.get()
+        } else {
+            segment_bytes
+        }
+    }
+
+    fn count_fetch(&self, planned: &PlannedRead) {
+        let mut counters = self.counters.get();
+        counters.fetch_bytes += planned.len;
+        counters.fetch_records += planned.records;
+        self.counters.set(counters);
+    }
+
+    /// Whole batches from `offset` for a Fetch, about `max_bytes` of them
+    /// (at least one), as a file range: the connection's shard sends them
+    /// from the page cache without copying.
+    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadOutcome, ErrorCode> {
+        if let Some(outcome) = self.read_without_io(offset) {
+            return outcome;
+        }
+        let (high_watermark, log_start_offset) =
+            (self.high_watermark.get(), self.log_start_offset());
+        let planned = self.plan_fetch(offset, max_bytes).await?;
+        let records = match planned {
+            None => None,
+            Some(planned) => {
+                self.count_fetch(&planned);
+                let fd = dup_fd(planned.file.as_raw_fd()).map_err(|e| {
+                    error!(topic = %self.topic, partition = self.index, error = %e, "cannot duplicate segment descriptor");
+                    codes::KAFKA_STORAGE_ERROR
+                })?;
+                Some(FileSlice {
+                    fd,
+                    position: planned.position,
+                    len: planned.len,
+                })
+            }
+        };
+        Ok(ReadOutcome {
+            records,
+            high_watermark,
+            log_start_offset,
+        })
+    }
+
+    /// The outcome of [`Partition::read`] when it needs no I/O: nothing to
+    /// read at `offset` (a caught-up consumer), or an error found from
+    /// memory. None when there are batches to plan.
+    pub fn read_without_io(&self, offset: i64) -> Option<Result<ReadOutcome, ErrorCode>> {
+        if self.offline.get() {
+            return Some(Err(codes::KAFKA_STORAGE_ERROR));
+        }
+        let high_watermark = self.high_watermark.get();
+        if offset < high_watermark {
+            return None;
+        }
+        let log = self.log.borrow();
+        // Caught up (the common case of a long poll): no index lookup.
+        let caught_up = offset == high_watermark && offset >= log.log_start_offset();
+        if !caught_up && log.plan_read(offset).is_err() {
+            return Some(Err(codes::OFFSET_OUT_OF_RANGE));
+        }
+        Some(Ok(ReadOutcome {
+            records: None,
+            high_watermark,
+            log_start_offset: log.log_start_offset(),
+        }))
+    }
+
+    /// The same batches as [`Partition::read`], copied into memory, for the
+    /// broker's own readers (group state loading).
+    pub async fn read_bytes(&self, offset: i64, max_bytes: usize) -> Result<Bytes, ErrorCode> {
+        let Some(planned) = self.plan_fetch(offset, max_bytes).await? else {
+            return Ok(Bytes::new());
+        };
+        let bytes = planned
+            .file
+            .read_at(planned.position, planned.len as usize)
+            .await
+            .map_err(|e| self.storage_error("segment read failed", &e))?;
+        if bytes.len() as u64 != planned.len {
+            return Err(codes::KAFKA_STORAGE_ERROR);
+        }
+        Ok(Bytes::copy_from_slice(&bytes))
+    }
+
+    fn storage_error(&self, what: &str, e: &dyn std::fmt::Display) -> ErrorCode {
+        error!(topic = %self.topic, partition = self.index, error = %e, "{what}");
+        codes::KAFKA_STORAGE_ERROR
+    }
+
+    /// Finds the file range of whole batches to return for `offset`: scans
+    /// batch headers from the index entry to the first wanted batch (a few
+    /// KiB at most), then ends on the furthest batch boundary the index
+    /// knows within `max_bytes`, so the record bytes themselves are never
+    /// read here.
+    async fn plan_fetch(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Option<PlannedRead>, ErrorCode> {
+        // Compaction and retention replace or delete segments while a plan
+        // awaits its header read: the plan then starts over from the index.
+        for _attempt in 0..PLAN_ATTEMPTS_MAX {
+            match self.plan_fetch_once(offset, max_bytes).await {
+                Ok(planned) => return Ok(planned),
+                Err(PlanError::Code(code)) => return Err(code),
+                Err(PlanError::SegmentReplaced) => continue,
+            }
+        }
+        warn!(topic = %self.topic, partition = self.index, offset, "segments kept changing under a fetch; answering UNKNOWN_SERVER_ERROR");
+        Err(codes::UNKNOWN_SERVER_ERROR)
+    }
+
+    async fn plan_fetch_once(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Option<PlannedRead>, PlanError> {
+        if self.offline.get() {
+            return Err(codes::KAFKA_STORAGE_ERROR.into());
+        }
+        let high_watermark = self.high_watermark.get();
+        let start = match self.log.borrow().plan_read(offset) {
+            Err(ReadError::OffsetOutOfRange { .. }) => {
+                return Err(codes::OFFSET_OUT_OF_RANGE.into())
+            }
+            Ok(None) => None,
+            Ok(Some(start)) => Some(start),
+        };
+        let Some(mut start) = start.filter(|_| offset < high_watermark) else {
+            return Ok(None);
+        };
+        let mut position = start.position;
+        for _round in 0..READ_ROUNDS_MAX {
+            let limit = self.readable_limit(start.segment_base_offset, start.segment_bytes);
+            if position >= limit {
+                let next = self
+                    .log
+                    .borrow()
+                    .segment_after(start.segment_base_offset)
+                    .map(|s| (s.base_offset, s.size_bytes));
+                match next {
+                    Some((base, bytes)) => {
+                        start.segment_base_offset = base;
+                        start.segment_bytes = bytes;
+                        position = 0;
+                        continue;
+                    }
+                    None => return Ok(None),
+                }
+            }
+            let file = self
+                .files
+                .borrow()
+                .get(&start.segment_base_offset)
+                .cloned()
+                .ok_or(PlanError::SegmentReplaced)?;
+            let window_bytes = ((limit - position) as usize).min(HEADER_SCAN_WINDOW_BYTES);
+            let window = file
+                .read_at(position, window_bytes)
+                .await
+                .map_err(|e| self.storage_error("segment read failed", &e))?;
+            let same_file = self
+                .files
+                .borrow()
+                .get(&start.segment_base_offset)
+                .is_some_and(|current| Rc::ptr_eq(current, &file));
+            if !same_file {
+                return Err(PlanError::SegmentReplaced);
+            }
+            let first = match select_batches(&window, offset, 0) {
+                BatchSelection::Found { start, .. } | BatchSelection::NeedBytes { start, .. } => {
+                    start
+                }
+                BatchSelection::Before { scanned } if scanned > 0 => {
+                    position += scanned as u64;
+                    continue;
+                }
+                BatchSelection::Before { .. } => {
+                    // One batch that ends before the target is larger than the
+                    // window: skip it by its header.
+                    let header = BatchHeader::parse(&window).map_err(|_| codes::CORRUPT_MESSAGE)?;
+                    position += header.total_bytes() as u64;
+                    continue;
+                }
+                BatchSelection::Corrupt { position: bad } => {
+                    error!(topic = %self.topic, partition = self.index, segment = start.segment_base_offset, position = position + bad as u64, "invalid stored batch header; refusing to read past it");
+                    return Err(codes::KAFKA_STORAGE_ERROR.into());
+                }
+            };
+            let header =
+                BatchHeader::parse(&window[first..]).map_err(|_| codes::CORRUPT_MESSAGE)?;
+            let first_position = position + first as u64;
+            let log = self.log.borrow();
+            let segment = log
+                .segment(start.segment_base_offset)
+                .ok_or(PlanError::SegmentReplaced)?;
+            let end = segment
+                .read_end_within(first_position, limit, max_bytes as u64)
+                .unwrap_or(ReadEnd::Indexed {
+                    // KIP-74: the first batch goes whole even past max_bytes.
+                    position: first_position + header.total_bytes() as u64,
+                    next_offset: header.last_offset() + 1,
+                });
+            assert!(end.position() <= limit);
+            let end_offset = match end {
+                ReadEnd::Indexed { next_offset, .. } => next_offset,
+                ReadEnd::Limit { .. } if segment.base_offset == log.active().base_offset => {
+                    high_watermark
+                }
+                ReadEnd::Limit { .. } => segment.next_offset,
+            };
+            return Ok(Some(PlannedRead {
+                file,
+                position: first_position,
+                len: end.position() - first_position,
+                records: (end_offset - header.base_offset).max(0) as u64,
+            }));
+        }
+        Err(PlanError::Code(codes::UNKNOWN_SERVER_ERROR))
+    }
+
+    /// ListOffsets: -1 latest, -2 earliest, -3 max timestamp, else the first
+    /// record at or after a timestamp. Returns (offset, timestamp).
+    pub async fn list_offset(&self, timestamp_ms: i64) -> Result<(i64, i64), ErrorCode> {
+        if self.offline.get() {
+            return Err(codes::KAFKA_STORAGE_ERROR);
+        }
+        match timestamp_ms {
+            -1 => return Ok((self.high_watermark.get(), -1)),
+            -2 => return Ok((self.log_start_offset(), -1)),
+            _ => {}
+        }
+        let target = if timestamp_ms == -3 {
+            // The record with the largest timestamp: the first one that reaches it.
+            let max = self
+                .log
+                .borrow()
+                .segments()
+                .map(|s| s.max_timestamp_ms)
+                .max()
+                .unwrap_or(-1);
+            if max < 0 {
+                return Ok((-1, -1));
+            }
+            max
+        } else if timestamp_ms < 0 {
+            return Err(codes::INVALID_REQUEST);
+        } else {
+            timestamp_ms
+        };
+        let Some(start) = self.log.borrow().plan_timestamp_lookup(target) else {
+            return Ok((-1, -1));
+        };
+        let file = self
+            .files
+            .borrow()
+            .get(&start.segment_base_offset)
+            .cloned()
+            .ok_or(codes::UNKNOWN_SERVER_ERROR)?;
+        let limit = self.readable_limit(start.segment_base_offset, start.segment_bytes);
+        let mut position = start.position;
+        // Walk batch headers; decode only the batch that reaches the target.
+        for _round in 0..READ_ROUNDS_MAX * 64 {
+            if position + BATCH_HEADER_BYTES as u64 > limit {
+                break;
+            }
+            let head = file
+                .read_at(position, BATCH_HEADER_BYTES)
+                .await
+                .map_err(|_| codes::KAFKA_STORAGE_ERROR)?;
+            let header = BatchHeader::parse(&head).map_err(|_| codes::CORRUPT_MESSAGE)?;
+            if header.max_timestamp >= target && !header.is_control() {
+                let batch = file
+                    .read_at(position, header.total_bytes())
+                    .await
+                    .map_err(|_| codes::KAFKA_STORAGE_ERROR)?;
+                if let Some(found) =
+                    first_record_at_or_after(&batch, target).map_err(|_| codes::CORRUPT_MESSAGE)?
+                {
+                    if found.0 < self.high_watermark.get() {
+                        return Ok(found);
+                    }
+                    break;
+                }
+            }
+            position += header.total_bytes() as u64;
+        }
+        Ok((-1, -1))
+    }
+}

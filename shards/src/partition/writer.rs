@@ -1,0 +1,331 @@
+//! The writer: appends queue in arrival order and one writer task per
+//! partition turns them into large sequential io_uring writes (many producer
+//! batches -> one write); the high watermark moves only after the bytes are
+//! written. A failed write is cut back from the file and rolled back in the
+//! log.
+
+use std::io;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use engine::log::{AppendError, SegmentEnd};
+use engine::protocol::{self as codes, ErrorCode};
+use futures::channel::oneshot;
+use tracing::{error, warn};
+
+use super::{Partition, LEADER_EPOCH};
+use crate::disk::direct_appender::{DirectAppender, SegmentWriteMode};
+use crate::disk::segment_files::{
+    open_segment_file, sync_dir, write_all_at, write_segment_indexes,
+};
+use crate::mesh::data::AppendOutcome;
+
+/// Most bytes one coalesced write carries.
+const WRITE_COALESCE_BYTES_MAX: usize = 8 << 20;
+
+pub(super) struct QueuedAppend {
+    records: Bytes,
+    reply: oneshot::Sender<Result<AppendOutcome, ErrorCode>>,
+}
+
+fn append_error_code(e: &AppendError) -> ErrorCode {
+    match e {
+        AppendError::Corrupt(_) => codes::CORRUPT_MESSAGE,
+        AppendError::TooLarge { .. } => codes::MESSAGE_TOO_LARGE,
+    }
+}
+
+impl Partition {
+    /// Queues a record set; the returned receiver resolves when it is written
+    /// (not yet synced). Runs synchronously so appends keep arrival order.
+    pub fn enqueue(
+        self: &Rc<Self>,
+        records: Bytes,
+    ) -> oneshot::Receiver<Result<AppendOutcome, ErrorCode>> {
+        let (reply, receiver) = oneshot::channel();
+        if self.failed.get() || self.closed.get() {
+            let _ = reply.send(Err(if self.failed.get() {
+                codes::KAFKA_STORAGE_ERROR
+            } else {
+                codes::NOT_LEADER_OR_FOLLOWER
+            }));
+            return receiver;
+        }
+        self.queued_bytes
+            .set(self.queued_bytes.get() + records.len());
+        self.queue
+            .borrow_mut()
+            .push_back(QueuedAppend { records, reply });
+        if !self.writer_running.replace(true) {
+            glommio::spawn_local(self.clone().run_writer()).detach();
+        }
+        receiver
+    }
+
+    fn take_coalesced(&self) -> Vec<QueuedAppend> {
+        let mut queue = self.queue.borrow_mut();
+        let mut taken = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(front) = queue.front() {
+            if !taken.is_empty() && bytes + front.records.len() > WRITE_COALESCE_BYTES_MAX {
+                break;
+            }
+            bytes += front.records.len();
+            taken.push(queue.pop_front().expect("front exists"));
+        }
+        self.queued_bytes.set(self.queued_bytes.get() - bytes);
+        taken
+    }
+
+    /// Gives back the writer role taken for out-of-band work (a time-based
+    /// roll), starting the writer if appends queued meanwhile.
+    pub(super) fn release_writer(self: &Rc<Self>) {
+        if self.queue.borrow().is_empty() {
+            self.writer_running.set(false);
+            for waiter in self.writer_idle.borrow_mut().drain(..) {
+                let _ = waiter.send(());
+            }
+        } else {
+            glommio::spawn_local(self.clone().run_writer()).detach();
+        }
+    }
+
+    async fn run_writer(self: Rc<Self>) {
+        loop {
+            let appends = self.take_coalesced();
+            if appends.is_empty() {
+                break;
+            }
+            self.write_appends(appends).await;
+        }
+        self.writer_running.set(false);
+        for waiter in self.writer_idle.borrow_mut().drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+
+    /// Plans and writes `appends` as one coalesced write (or two, around a
+    /// roll). Each record set is copied once, into the write buffer, and its
+    /// offsets are patched there.
+    async fn write_appends(&self, appends: Vec<QueuedAppend>) {
+        let capacity = appends.iter().map(|a| a.records.len()).sum();
+        let mut pending = PendingWrite {
+            bytes: Vec::with_capacity(capacity),
+            ..Default::default()
+        };
+        for append in appends {
+            if self.failed.get() {
+                let _ = append.reply.send(Err(codes::KAFKA_STORAGE_ERROR));
+                continue;
+            }
+            let mut start = pending.bytes.len();
+            pending.bytes.extend_from_slice(&append.records);
+            let now = crate::clock::now_ms();
+            let planned =
+                self.log
+                    .borrow()
+                    .plan_append(&mut pending.bytes[start..], LEADER_EPOCH, now);
+            let plan = match planned {
+                Err(e) => {
+                    pending.bytes.truncate(start);
+                    warn!(topic = %self.topic, partition = self.index, error = %e, "rejected record set");
+                    let _ = append.reply.send(Err(append_error_code(&e)));
+                    continue;
+                }
+                Ok(plan) if plan.roll_first => {
+                    // This set opens a new segment: what precedes it goes
+                    // to the old one first.
+                    let set = pending.bytes.split_off(start);
+                    self.flush(&mut pending).await;
+                    if let Err(e) = self.roll().await {
+                        // Nothing of the log changed; the next append retries.
+                        error!(topic = %self.topic, partition = self.index, error = %e, "segment roll failed; append refused with KAFKA_STORAGE_ERROR");
+                        let _ = append.reply.send(Err(codes::KAFKA_STORAGE_ERROR));
+                        continue;
+                    }
+                    assert!(pending.bytes.is_empty(), "the flush took the buffer");
+                    pending.bytes = set;
+                    start = 0;
+                    let replanned =
+                        self.log
+                            .borrow()
+                            .plan_append(&mut pending.bytes, LEADER_EPOCH, now);
+                    match replanned {
+                        Ok(plan) => {
+                            assert!(!plan.roll_first, "a fresh segment takes any valid set");
+                            plan
+                        }
+                        Err(e) => {
+                            pending.bytes.clear();
+                            let _ = append.reply.send(Err(append_error_code(&e)));
+                            continue;
+                        }
+                    }
+                }
+                Ok(plan) => plan,
+            };
+            if start == 0 {
+                pending.position = plan.position;
+                pending.mark = Some(self.log.borrow().append_mark());
+            }
+            assert_eq!(pending.position + start as u64, plan.position);
+            self.log.borrow_mut().commit_append(&plan, now);
+            pending.replies.push((append.reply, plan.base_offset));
+        }
+        self.flush(&mut pending).await;
+    }
+
+    /// Writes the coalesced bytes, then publishes them: high watermark,
+    /// fetch waiters, producer replies.
+    async fn flush(&self, pending: &mut PendingWrite) {
+        if pending.bytes.is_empty() {
+            return;
+        }
+        let bytes = std::mem::take(&mut pending.bytes);
+        let length = bytes.len() as u64;
+        let file = self.active_file();
+        let started = std::time::Instant::now();
+        let result = match self.write_mode {
+            SegmentWriteMode::Buffered => write_all_at(&file, bytes, pending.position).await,
+            SegmentWriteMode::Direct => self.direct_append(&bytes, pending.position).await,
+        };
+        self.write_latency
+            .borrow_mut()
+            .observe(started.elapsed().as_secs_f64());
+        let replies = std::mem::take(&mut pending.replies);
+        match result {
+            Ok(()) => {
+                assert_eq!(self.written_position.get(), pending.position);
+                self.written_position.set(pending.position + length);
+                let log = self.log.borrow();
+                let mut counters = self.counters.get();
+                counters.produce_bytes += length;
+                counters.produce_records +=
+                    (log.next_offset() - self.high_watermark.get()).max(0) as u64;
+                self.counters.set(counters);
+                self.high_watermark.set(log.next_offset());
+                let log_start_offset = log.log_start_offset();
+                drop(log);
+                self.wake_data_waiters();
+                for (reply, base_offset) in replies {
+                    let _ = reply.send(Ok(AppendOutcome {
+                        base_offset,
+                        log_start_offset,
+                    }));
+                }
+            }
+            Err(e) => {
+                let mark = pending.mark.take().expect("a pending write has a mark");
+                self.undo_failed_write(&file, pending.position, mark, &e)
+                    .await;
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(codes::KAFKA_STORAGE_ERROR));
+                }
+            }
+        }
+    }
+
+    async fn direct_append(&self, bytes: &[u8], position: u64) -> io::Result<()> {
+        let base = self.log.borrow().active().base_offset;
+        let current = self
+            .direct
+            .borrow()
+            .clone()
+            .filter(|a| a.base_offset == base);
+        let appender = match current {
+            Some(appender) => appender,
+            None => {
+                let file = self.active_file();
+                let opened = DirectAppender::open(&self.dir, base, &file, position).await?;
+                let appender = Rc::new(opened);
+                *self.direct.borrow_mut() = Some(appender.clone());
+                appender
+            }
+        };
+        appender.append(bytes, position).await
+    }
+
+    /// Cuts the direct appender's zero padding (before a roll or a clean
+    /// close) so the segment file ends at its last batch.
+    pub(super) async fn finish_direct(&self) -> io::Result<()> {
+        let appender = self.direct.borrow_mut().take();
+        match appender {
+            Some(appender) => appender.finish().await,
+            None => Ok(()),
+        }
+    }
+
+    /// After a failed write (disk full, I/O error): cuts whatever part of it
+    /// reached the file and rolls the log back, so the offsets it took are
+    /// handed out again and the log stays dense. Only if the cut fails too
+    /// does the partition go offline until restart.
+    async fn undo_failed_write(
+        &self,
+        file: &glommio::io::BufferedFile,
+        position: u64,
+        mark: SegmentEnd,
+        e: &io::Error,
+    ) {
+        assert_eq!(self.written_position.get(), position);
+        // A direct appender's carried tail block no longer matches the file.
+        self.direct.borrow_mut().take();
+        assert_eq!(mark.size_bytes, position);
+        let failed_offset = mark.next_offset;
+        let failed_records = self.log.borrow().next_offset() - failed_offset;
+        self.log.borrow_mut().roll_back_to(mark);
+        assert_eq!(self.log.borrow().next_offset(), self.high_watermark.get());
+        match file.truncate(position).await {
+            Ok(()) => {
+                error!(topic = %self.topic, partition = self.index, error = %e, offset = failed_offset, records = failed_records, position, "write failed; appends refused with KAFKA_STORAGE_ERROR and the log rolled back (it takes writes again)");
+            }
+            Err(te) => {
+                self.fail(
+                    "truncate after a failed write",
+                    &io::Error::other(format!("{te} (write error: {e})")),
+                );
+            }
+        }
+    }
+
+    /// Closes the active segment durably (data, then indexes) and starts a new
+    /// one. Called by the writer with nothing in flight.
+    pub(super) async fn roll(&self) -> io::Result<()> {
+        self.finish_direct().await?;
+        let old = self.active_file();
+        if let Err(e) = old.fdatasync().await {
+            // After a failed sync the page cache no longer says what is on
+            // disk: stop writing rather than guess.
+            let e = io::Error::other(e.to_string());
+            self.fail("fdatasync before a roll", &e);
+            return Err(e);
+        }
+        let closed = self.log.borrow().active().clone();
+        write_segment_indexes(&self.dir, &closed).await?;
+        let base = self.log.borrow().next_offset();
+        let file = open_segment_file(&self.dir, base).await?;
+        sync_dir(&self.dir).await?;
+        self.files.borrow_mut().insert(base, Rc::new(file));
+        let rolled = self.log.borrow_mut().roll();
+        assert_eq!(rolled, base);
+        self.written_position.set(0);
+        Ok(())
+    }
+
+    /// fdatasync of the active segment: covers every write made before it.
+    pub async fn sync(&self) -> io::Result<()> {
+        let file = self.active_file();
+        file.fdatasync()
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+}
+
+#[derive(Default)]
+struct PendingWrite {
+    position: u64,
+    /// The log's end before the first append of this write, to roll back to
+    /// if the write fails.
+    mark: Option<SegmentEnd>,
+    bytes: Vec<u8>,
+    replies: Vec<(oneshot::Sender<Result<AppendOutcome, ErrorCode>>, i64)>,
+}
