@@ -61,7 +61,9 @@ if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
 fi
 "$VENV/bin/python" -c 'import confluent_kafka, kafka; print("confluent-kafka", confluent_kafka.__version__, "librdkafka", confluent_kafka.libversion()[0], "kafka-python", kafka.__version__)'
 
-phase "3/5 cargo build --release --workspace"
+phase "3/5 layer check and cargo build --release --workspace"
+# shards/src modules point down only (ARCHITECTURE.md); names file:line.
+"$PYTHON" "$REPO_ROOT/scripts/check_layers.py"
 cargo build --release --workspace
 
 phase "4/5 cargo test --workspace --release"

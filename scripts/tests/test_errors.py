@@ -239,3 +239,43 @@ def test_produce_crc_check(strict_broker):
     assert [(r.offset, r.key, r.value, r.headers) for r in got] == [
         (i, k, v, tuple(hs)) for i, (k, v, hs) in enumerate(RAW_RECORDS)
     ]
+
+
+# --- leader epochs ---------------------------------------------------------------
+
+API_OFFSET_FOR_LEADER_EPOCH = 23
+ERR_FENCED_LEADER_EPOCH = 74
+ERR_UNKNOWN_LEADER_EPOCH = 75
+
+
+def _offset_for_leader_epoch(conn: RawConnection, topic: str, current_leader_epoch: int) -> tuple[int, int, int]:
+    """OffsetForLeaderEpoch v2 for partition 0, asking where epoch 0 ends:
+    (error code, leader epoch, end offset)."""
+    body = struct.pack(">i", 1) + kstring(topic)
+    body += struct.pack(">i", 1) + struct.pack(">iii", 0, current_leader_epoch, 0)
+    conn.send_raw(encode_request(API_OFFSET_FOR_LEADER_EPOCH, 2, 23, body))
+    r = _read_response(conn, 23)
+    r.i32()  # throttle_time_ms
+    assert r.i32() == 1
+    assert r.string() == topic
+    assert r.i32() == 1
+    error_code, partition, leader_epoch, end_offset = r.i16(), r.i32(), r.i32(), r.i64()
+    assert partition == 0
+    return error_code, leader_epoch, end_offset
+
+
+def test_offset_for_leader_epoch_fenced_and_unknown(broker):
+    """A current_leader_epoch older than the leader's is FENCED_LEADER_EPOCH
+    (74), a newer one UNKNOWN_LEADER_EPOCH (75); the leader's own epoch (0 on
+    one node) or none (-1) gets the end offset of the asked epoch."""
+    topic = "epochs"
+    create_topic_confluent(broker.bootstrap, topic, 1)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": False})
+    for i in range(3):
+        producer.produce(topic, value=b"v%d" % i, partition=0)
+    assert producer.flush(10) == 0
+    with RawConnection(broker.bootstrap) as conn:
+        assert _offset_for_leader_epoch(conn, topic, 0) == (ERR_NONE, 0, 3)
+        assert _offset_for_leader_epoch(conn, topic, -1) == (ERR_NONE, 0, 3)
+        assert _offset_for_leader_epoch(conn, topic, 1)[0] == ERR_UNKNOWN_LEADER_EPOCH
+        assert _offset_for_leader_epoch(conn, topic, 7)[0] == ERR_UNKNOWN_LEADER_EPOCH

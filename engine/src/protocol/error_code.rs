@@ -35,6 +35,39 @@ pub const REBALANCE_IN_PROGRESS: ErrorCode = 27;
 pub const INVALID_COMMIT_OFFSET_SIZE: ErrorCode = 28;
 pub const NON_EMPTY_GROUP: ErrorCode = 68;
 pub const GROUP_ID_NOT_FOUND: ErrorCode = 69;
+/// The request's leader epoch is older than the leader's (the client is fenced).
+pub const FENCED_LEADER_EPOCH: ErrorCode = 74;
+/// The request's leader epoch is newer than the leader's (its metadata is
+/// ahead of this broker's).
+pub const UNKNOWN_LEADER_EPOCH: ErrorCode = 75;
 pub const MEMBER_ID_REQUIRED: ErrorCode = 79;
 pub const FENCED_INSTANCE_ID: ErrorCode = 82;
 pub const GROUP_SUBSCRIBED_TO_TOPIC: ErrorCode = 86;
+
+/// Kafka's check of a request's `current_leader_epoch` (-1: none given)
+/// against the partition leader's epoch: older is fenced, newer unknown.
+pub fn check_current_leader_epoch(requested: i32, leader: i32) -> ErrorCode {
+    if requested < 0 || requested == leader {
+        NONE
+    } else if requested < leader {
+        FENCED_LEADER_EPOCH
+    } else {
+        UNKNOWN_LEADER_EPOCH
+    }
+}
+
+#[cfg(test)]
+mod leader_epoch_tests {
+    use super::*;
+
+    #[test]
+    fn older_epochs_are_fenced_newer_ones_unknown() {
+        assert_eq!(check_current_leader_epoch(-1, 5), NONE);
+        assert_eq!(check_current_leader_epoch(5, 5), NONE);
+        assert_eq!(check_current_leader_epoch(4, 5), FENCED_LEADER_EPOCH);
+        assert_eq!(check_current_leader_epoch(0, 5), FENCED_LEADER_EPOCH);
+        assert_eq!(check_current_leader_epoch(6, 5), UNKNOWN_LEADER_EPOCH);
+        assert_eq!(check_current_leader_epoch(1, 0), UNKNOWN_LEADER_EPOCH);
+        assert_eq!((FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH), (74, 75));
+    }
+}

@@ -3,6 +3,8 @@
 
 use engine::protocol::kafka_protocol::messages::{self as km};
 
+use engine::protocol as codes;
+
 use super::dispatch::RequestContext;
 
 use crate::mesh::data::{DeleteRecords, ListOffset, ListedOffset};
@@ -69,10 +71,9 @@ pub async fn offset_for_leader_epoch(
             let mut entry = km::offset_for_leader_epoch_response::EpochEndOffset::default()
                 .with_partition(p.partition);
             let leader_epoch = LEADER_EPOCH;
-            if p.current_leader_epoch > leader_epoch {
-                entry.error_code = 74; // UNKNOWN_LEADER_EPOCH
-            } else if p.current_leader_epoch >= 0 && p.current_leader_epoch < leader_epoch {
-                entry.error_code = 73; // FENCED_LEADER_EPOCH
+            let epoch_error = codes::check_current_leader_epoch(p.current_leader_epoch, leader_epoch);
+            if epoch_error != codes::NONE {
+                entry.error_code = epoch_error;
             } else {
                 match shard.route(&name, p.partition) {
                     Err(code) => entry.error_code = code,
