@@ -8,7 +8,7 @@
 //! The search doubles the rate until a step fails, then bisects
 //! (geometrically) between the best good and the lowest bad rate until they
 //! are within `precision` of each other or the step budget is spent. The
-//! runner then confirms the best rate over longer steps (`runner::trial`),
+//! runner then confirms the best rate over longer steps (`runner::rate`),
 //! stepping down by `precision` until one holds; confirmations are recorded
 //! here as steps but do not change the search.
 
