@@ -101,6 +101,29 @@ impl Backend {
             .collect()
     }
 
+    /// Makes an opened or created partition directory a replica this shard
+    /// owns.
+    fn install(
+        &self,
+        topic: &str,
+        index: i32,
+        dir: std::path::PathBuf,
+        log: engine::log::PartitionLog,
+        files: crate::disk::segment_files::SegmentFiles,
+    ) -> Rc<Partition> {
+        let partition = Partition::new(
+            topic.to_string(),
+            index,
+            dir,
+            log,
+            files,
+            self.config.segment_write_mode,
+            self.fsync_latency.clone(),
+        );
+        self.partitions.borrow_mut().insert(partition.clone());
+        partition
+    }
+
     /// The effective config of a topic (topic values over broker defaults).
     pub fn topic_config(&self, topic: &str) -> TopicConfig {
         let image = self.image.borrow();
@@ -132,16 +155,7 @@ impl Backend {
             let dir = partition_dir(&self.config.data_dir, topic, index);
             match create_partition(&dir, self.log_config(topic)).await {
                 Ok((log, files)) => {
-                    let partition = Partition::new(
-                        topic.to_string(),
-                        index,
-                        dir,
-                        log,
-                        files,
-                        self.config.segment_write_mode,
-                        self.fsync_latency.clone(),
-                    );
-                    self.partitions.borrow_mut().insert(partition);
+                    self.install(topic, index, dir, log, files);
                 }
                 Err(e) => {
                     error!(topic = %topic, partition = index, error = %e, "cannot create partition")
@@ -212,19 +226,10 @@ impl Backend {
                     let (log, files) = create_partition(&dir, self.log_config(&topic.name)).await?;
                     (log, files, Default::default())
                 };
-                let partition = Partition::new(
-                    topic.name.clone(),
-                    index,
-                    dir,
-                    log,
-                    files,
-                    self.config.segment_write_mode,
-                    self.fsync_latency.clone(),
-                );
+                let partition = self.install(&topic.name, index, dir, log, files);
                 if let Some(reason) = &report.offline_reason {
                     partition.set_offline(reason);
                 }
-                self.partitions.borrow_mut().insert(partition);
             }
         }
         Ok(())

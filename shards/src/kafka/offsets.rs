@@ -71,7 +71,8 @@ pub async fn offset_for_leader_epoch(
             let mut entry = km::offset_for_leader_epoch_response::EpochEndOffset::default()
                 .with_partition(p.partition);
             let leader_epoch = LEADER_EPOCH;
-            let epoch_error = codes::check_current_leader_epoch(p.current_leader_epoch, leader_epoch);
+            let epoch_error =
+                codes::check_current_leader_epoch(p.current_leader_epoch, leader_epoch);
             if epoch_error != codes::NONE {
                 entry.error_code = epoch_error;
             } else {
