@@ -5,7 +5,8 @@
 //!
 //! The classic protocol's requests are in `classic/`, committed offsets in
 //! `offsets.rs`; here are the groups themselves: loading their records, the
-//! timers, and deleting groups.
+//! timers, deleting groups, and the invariants that hold between any two
+//! calls.
 
 use std::collections::BTreeMap;
 
@@ -72,6 +73,9 @@ impl Coordinator {
                 value: None,
             });
         }
+        if cfg!(debug_assertions) {
+            self.check_invariants();
+        }
         effects
     }
 
@@ -107,6 +111,7 @@ impl Coordinator {
                     .restore(persisted, now_ms);
             }
         }
+        self.debug_check(record.group_id());
     }
 
     /// DeleteGroups: only groups without members. The tombstones of their
@@ -128,7 +133,31 @@ impl Coordinator {
             group_id: group_id.to_string(),
             value: None,
         });
+        self.debug_check(group_id);
         (codes::NONE, effects)
+    }
+
+    /// Asserts the coordinator's invariants: every group's and the commits
+    /// in flight's. O(groups × members): tests and simulations call it after
+    /// every step, debug builds after every tick.
+    pub fn check_invariants(&self) {
+        for (group_id, group) in &self.groups {
+            assert_eq!(group_id, &group.group_id);
+            group.check_invariants();
+        }
+        self.commits.check_invariants();
+    }
+
+    /// In debug builds, at the end of a call that may have changed
+    /// `group_id`: the invariants of that group and of the commits in flight.
+    pub(super) fn debug_check(&self, group_id: &str) {
+        if cfg!(debug_assertions) {
+            if let Some(group) = self.groups.get(group_id) {
+                assert_eq!(group.group_id, group_id);
+                group.check_invariants();
+            }
+            self.commits.check_invariants();
+        }
     }
 }
 
@@ -251,45 +280,6 @@ mod tests {
         members: Vec<String>,
     }
 
-    fn check_invariants(c: &Coordinator) {
-        for group in c.groups() {
-            let members = &group.members;
-            match group.state {
-                GroupState::Empty => {
-                    assert!(members.is_empty(), "Empty with members");
-                    assert!(group.leader_id.is_none());
-                }
-                GroupState::CompletingRebalance | GroupState::Stable => {
-                    assert!(!members.is_empty(), "{:?} without members", group.state);
-                    let leader = group.leader_id.as_ref().expect("a leader");
-                    assert!(members.contains_key(leader), "leader is a member");
-                    let protocol = group.protocol_name.as_ref().expect("a protocol");
-                    for m in members.values() {
-                        assert!(m.protocols.iter().any(|p| &p.name == protocol));
-                    }
-                }
-                GroupState::PreparingRebalance => {}
-                GroupState::Dead => panic!("Dead groups are removed"),
-            }
-            for (id, m) in members {
-                assert_eq!(id, &m.member_id);
-                if m.awaiting_join.is_some() {
-                    assert_eq!(group.state, GroupState::PreparingRebalance);
-                }
-                if m.awaiting_sync.is_some() {
-                    assert_eq!(group.state, GroupState::CompletingRebalance);
-                }
-                if let Some(instance) = &m.group_instance_id {
-                    assert_eq!(group.static_members.get(instance), Some(id));
-                }
-            }
-            for (instance, id) in &group.static_members {
-                let m = members.get(id).expect("static member present");
-                assert_eq!(m.group_instance_id.as_ref(), Some(instance));
-            }
-        }
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
 
@@ -399,7 +389,7 @@ mod tests {
                         absorb(effects, &mut clients, &mut answered, &join_slot);
                     }
                 }
-                check_invariants(&h.c);
+                h.c.check_invariants();
                 if let Some(group) = h.c.group(GROUP) {
                     prop_assert!(group.generation_id >= last_generation);
                     last_generation = group.generation_id;
@@ -412,7 +402,7 @@ mod tests {
                 now += 10_000_000;
                 let effects = h.c.tick(now);
                 absorb(effects, &mut clients, &mut answered, &join_slot);
-                check_invariants(&h.c);
+                h.c.check_invariants();
             }
             let unanswered: Vec<_> = issued.difference(&answered).collect();
             prop_assert!(unanswered.is_empty(), "never answered: {:?}", unanswered);

@@ -50,6 +50,21 @@ impl InFlightCommits {
             value: None,
         });
     }
+
+    /// Ids are handed out in order, and deletions are remembered only while
+    /// a commit they may supersede is in flight. O(deletions remembered).
+    pub(super) fn check_invariants(&self) {
+        assert!(
+            !self.in_flight.is_empty() || self.deleted.is_empty(),
+            "deletions remembered with no commit in flight"
+        );
+        if let Some(&last) = self.in_flight.last() {
+            assert!(last < self.next_id, "commit {last} in flight, never begun");
+        }
+        for &after in self.deleted.values() {
+            assert!(after <= self.next_id);
+        }
+    }
 }
 
 impl Coordinator {
@@ -60,6 +75,9 @@ impl Coordinator {
         let id = self.commits.next_id;
         self.commits.next_id += 1;
         self.commits.in_flight.insert(id);
+        if cfg!(debug_assertions) {
+            self.commits.check_invariants();
+        }
         id
     }
 
@@ -91,9 +109,15 @@ impl Coordinator {
 
     /// Forgets a commit that will not be acknowledged.
     pub fn abort_commit(&mut self, id: CommitId) {
-        self.commits.in_flight.remove(&id);
+        assert!(
+            self.commits.in_flight.remove(&id),
+            "commit {id} is not in flight"
+        );
         if self.commits.in_flight.is_empty() {
             self.commits.deleted.clear();
+        }
+        if cfg!(debug_assertions) {
+            self.commits.check_invariants();
         }
     }
 
@@ -219,6 +243,7 @@ impl Coordinator {
             }
             errors.push(codes::NONE);
         }
+        self.debug_check(group_id);
         (codes::NONE, errors, effects)
     }
 }
@@ -255,6 +280,7 @@ impl Group {
         effects: &mut Effects,
         now_ms: i64,
     ) {
+        debug_assert_eq!(self.state, GroupState::Empty);
         let expired: Vec<(String, i32)> = self
             .offsets
             .iter()

@@ -46,7 +46,9 @@ impl Coordinator {
             .groups
             .entry(group_id.clone())
             .or_insert_with(|| Group::new(&group_id, now_ms));
-        group.join(&self.config, token, request, fresh_member_id, now_ms)
+        let effects = group.join(&self.config, token, request, fresh_member_id, now_ms);
+        self.debug_check(&group_id);
+        effects
     }
 }
 
@@ -224,6 +226,8 @@ impl Group {
         if let Some(i) = &instance {
             self.static_members.insert(i.clone(), member_id.clone());
         }
+        // group.max.size: only a new member grows the group, and only below it.
+        assert!(!is_new || self.members.len() <= config.group_members_max);
         let is_leader = self.leader_id.as_deref() == Some(member_id.as_str());
         match self.state {
             GroupState::Stable if !is_new && !protocols_changed && !is_leader => {

@@ -32,11 +32,13 @@ impl Coordinator {
             .get_mut(member_id)
             .expect("checked")
             .last_heartbeat_ms = now_ms;
-        if group.state == GroupState::PreparingRebalance {
+        let error = if group.state == GroupState::PreparingRebalance {
             codes::REBALANCE_IN_PROGRESS
         } else {
             codes::NONE
-        }
+        };
+        self.debug_check(group_id);
+        error
     }
 
     /// LeaveGroup for several members (v3+; older versions pass one).
@@ -100,6 +102,7 @@ impl Coordinator {
         if changed {
             group.on_membership_change(&config, &mut effects, now_ms);
         }
+        self.debug_check(group_id);
         (errors, effects)
     }
 }

@@ -117,6 +117,10 @@ impl Group {
         {
             self.leader_id = self.members.keys().next().cloned();
         }
+        assert!(
+            self.protocol_name.is_some(),
+            "members always share a protocol"
+        );
         self.state = GroupState::CompletingRebalance;
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {

@@ -1,6 +1,6 @@
-//! A classic group's state: the protocol's states, its members, the group
-//! record it is persisted as and restored from, and what DescribeGroups shows
-//! of it.
+//! A classic group's state: the protocol's states, its members, the
+//! invariants that hold between any two operations, the group record it is
+//! persisted as and restored from, and what DescribeGroups shows of it.
 
 use std::collections::BTreeMap;
 
@@ -46,8 +46,8 @@ pub struct Member {
     pub protocols: Vec<Protocol>,
     pub assignment: Bytes,
     pub(super) last_heartbeat_ms: i64,
-    pub(in crate::group) awaiting_join: Option<RequestToken>,
-    pub(in crate::group) awaiting_sync: Option<RequestToken>,
+    pub(super) awaiting_join: Option<RequestToken>,
+    pub(super) awaiting_sync: Option<RequestToken>,
 }
 
 impl Member {
@@ -72,7 +72,7 @@ pub struct Group {
     /// Member ids handed out by MEMBER_ID_REQUIRED, with their deadline.
     pub(in crate::group) pending_members: BTreeMap<String, i64>,
     /// group.instance.id → member id
-    pub(in crate::group) static_members: BTreeMap<String, String>,
+    pub(super) static_members: BTreeMap<String, String>,
     pub(super) rebalance_deadline_ms: i64,
     pub(super) initial_delay_until_ms: Option<i64>,
     pub(in crate::group) offsets: BTreeMap<(String, i32), OffsetAndMetadata>,
@@ -238,6 +238,90 @@ impl Group {
         } else {
             now_ms
         };
+    }
+
+    /// Asserts what holds between any two operations on the group; O(members).
+    /// The assignment is opaque (the leader, a client, computes it), so
+    /// nothing is asserted about it: a member keeps the previous generation's
+    /// through a rebalance until the leader's SyncGroup replaces it, and the
+    /// leader may hand a member nothing.
+    pub(in crate::group) fn check_invariants(&self) {
+        let members = &self.members;
+        match self.state {
+            GroupState::Empty => {
+                assert!(members.is_empty(), "{}: Empty with members", self.group_id)
+            }
+            GroupState::PreparingRebalance => {}
+            GroupState::CompletingRebalance | GroupState::Stable => {
+                assert!(
+                    !members.is_empty(),
+                    "{}: {:?} without members",
+                    self.group_id,
+                    self.state
+                );
+                assert!(
+                    self.leader_id.is_some(),
+                    "{}: {:?} without a leader",
+                    self.group_id,
+                    self.state
+                );
+                let protocol = self
+                    .protocol_name
+                    .as_ref()
+                    .expect("a generation has a protocol");
+                for member in members.values() {
+                    assert!(member.protocols.iter().any(|p| &p.name == protocol));
+                }
+            }
+            GroupState::Dead => panic!("{}: Dead groups are removed, not kept", self.group_id),
+        }
+        if let Some(leader) = &self.leader_id {
+            assert!(
+                members.contains_key(leader),
+                "{}: the leader {leader} is not a member",
+                self.group_id
+            );
+        }
+        assert!(
+            self.initial_delay_until_ms.is_none() || self.state == GroupState::PreparingRebalance,
+            "{}: an initial delay outside PreparingRebalance",
+            self.group_id
+        );
+        for (id, member) in members {
+            assert_eq!(id, &member.member_id);
+            // Member ids handed out are unique: a pending one is not yet a member.
+            assert!(
+                !self.pending_members.contains_key(id),
+                "{id} is pending and a member"
+            );
+            assert_eq!(
+                Some(&member.protocol_type),
+                self.protocol_type.as_ref(),
+                "{id}"
+            );
+            // A parked request is answered when its phase ends.
+            if member.awaiting_join.is_some() {
+                assert_eq!(
+                    self.state,
+                    GroupState::PreparingRebalance,
+                    "{id} parked in JoinGroup"
+                );
+            }
+            if member.awaiting_sync.is_some() {
+                assert_eq!(
+                    self.state,
+                    GroupState::CompletingRebalance,
+                    "{id} parked in SyncGroup"
+                );
+            }
+            if let Some(instance) = &member.group_instance_id {
+                assert_eq!(self.static_members.get(instance), Some(id), "{instance}");
+            }
+        }
+        for (instance, id) in &self.static_members {
+            let member = members.get(id).expect("a static member's id is a member");
+            assert_eq!(member.group_instance_id.as_ref(), Some(instance));
+        }
     }
 }
 

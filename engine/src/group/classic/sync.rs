@@ -94,6 +94,7 @@ impl Coordinator {
                 }
             }
         }
+        self.debug_check(&request.group_id);
         effects
     }
 }
