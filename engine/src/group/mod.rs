@@ -18,7 +18,7 @@ mod records;
 mod testing;
 mod types;
 
-pub use classic::{Group, GroupState, Member};
+pub use classic::{Group, GroupState};
 pub use coordinator::Coordinator;
 pub use offsets::CommitId;
 pub use records::{GroupLogRecord, OffsetAndMetadata, PersistedGroup, PersistedMember};

@@ -10,4 +10,4 @@ mod rebalance;
 mod state;
 mod sync;
 
-pub use state::{Group, GroupState, Member};
+pub use state::{Group, GroupState};
