@@ -1,14 +1,31 @@
-//! The classic consumer group protocol: the coordinator's membership state
-//! machine (Empty → PreparingRebalance → CompletingRebalance → Stable, Dead),
-//! committed offsets, and their records in the internal `__consumer_offsets`
-//! topic. Pure: time comes in as `now_ms`, member ids from the caller, and the
-//! shard persists what it is told to.
+//! Consumer groups: the coordinator's state machines, committed offsets, and
+//! their records in the internal `__consumer_offsets` topic. Pure: time comes
+//! in as `now_ms`, member ids from the caller, and the shard persists what it
+//! is told to.
+//!
+//! - `coordinator`: the groups one shard coordinates, loading, timers.
+//! - `classic/`: the classic protocol (Empty → PreparingRebalance →
+//!   CompletingRebalance → Stable, Dead).
+//! - `offsets`: committed offsets, commits in flight, retention.
+//! - `types`: configuration, requests and answers, `Effects`.
+//! - `records`: the `__consumer_offsets` record formats.
 
+mod classic;
 mod coordinator;
+mod offsets;
 mod records;
+#[cfg(test)]
+mod testing;
+mod types;
 
-pub use coordinator::*;
-pub use records::*;
+pub use classic::{Group, GroupState};
+pub use coordinator::Coordinator;
+pub use offsets::CommitId;
+pub use records::{GroupLogRecord, OffsetAndMetadata, PersistedGroup, PersistedMember};
+pub use types::{
+    Completion, Effects, GroupConfig, GroupDescription, JoinMember, JoinRequest, JoinResult,
+    MemberDescription, Protocol, RequestToken, SyncRequest, SyncResult,
+};
 
 /// The internal topic that holds committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";

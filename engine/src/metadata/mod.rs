@@ -6,6 +6,16 @@ mod image;
 mod log_codec;
 mod topic_config;
 
-pub use image::*;
-pub use log_codec::*;
-pub use topic_config::*;
+pub use image::{
+    validate_topic_name, ClusterImage, MetadataError, MetadataRecord, TopicImage,
+    TOPIC_NAME_CHARS_MAX, TOPIC_PARTITIONS_MAX,
+};
+pub use log_codec::{
+    decode_frames, encode_frame, DecodedFrames, FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX,
+};
+pub use topic_config::{
+    config_def, describe_topic_configs, validate_topic_config, ConfigDef, ConfigEntry, TopicConfig,
+    TopicDefaults, CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_DYNAMIC_TOPIC, CONFIG_SOURCE_STATIC_BROKER,
+    CONFIG_TYPE_BOOLEAN, CONFIG_TYPE_DOUBLE, CONFIG_TYPE_INT, CONFIG_TYPE_LIST, CONFIG_TYPE_LONG,
+    CONFIG_TYPE_STRING, TOPIC_CONFIGS,
+};

@@ -10,10 +10,28 @@ mod frame;
 mod produce_legacy;
 pub mod wire;
 
-pub use api_versions::*;
-pub use error_code::*;
-pub use fetch_response::*;
-pub use frame::*;
-pub use produce_legacy::*;
+pub use api_versions::{
+    is_version_served, supported_range, ApiRange, PRODUCE_VERSION_MIN_ACCEPTED, SUPPORTED_APIS,
+};
+pub use error_code::{
+    ErrorCode, COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, CORRUPT_MESSAGE,
+    FENCED_INSTANCE_ID, GROUP_ID_NOT_FOUND, GROUP_SUBSCRIBED_TO_TOPIC, ILLEGAL_GENERATION,
+    INCONSISTENT_GROUP_PROTOCOL, INVALID_COMMIT_OFFSET_SIZE, INVALID_CONFIG, INVALID_GROUP_ID,
+    INVALID_PARTITIONS, INVALID_REPLICATION_FACTOR, INVALID_REQUEST, INVALID_REQUIRED_ACKS,
+    INVALID_SESSION_TIMEOUT, INVALID_TOPIC_EXCEPTION, KAFKA_STORAGE_ERROR, LEADER_NOT_AVAILABLE,
+    MEMBER_ID_REQUIRED, MESSAGE_TOO_LARGE, NONE, NON_EMPTY_GROUP, NOT_COORDINATOR,
+    NOT_LEADER_OR_FOLLOWER, OFFSET_METADATA_TOO_LARGE, OFFSET_OUT_OF_RANGE, REBALANCE_IN_PROGRESS,
+    REQUEST_TIMED_OUT, TOPIC_ALREADY_EXISTS, UNKNOWN_MEMBER_ID, UNKNOWN_SERVER_ERROR,
+    UNKNOWN_TOPIC_ID, UNKNOWN_TOPIC_OR_PARTITION, UNSUPPORTED_VERSION,
+};
+pub use fetch_response::{
+    encode_fetch_frame, FetchFramePlan, FetchPartitionHead, FetchTopicHead, FETCH_RESPONSE_VERSIONS,
+};
+pub use frame::{
+    frame, parse_frame_size, FrameError, REQUEST_BYTES_MAX_DEFAULT, REQUEST_HEADER_BYTES_MIN,
+};
+pub use produce_legacy::{
+    decode_legacy_produce, encode_legacy_produce_rejection, LegacyProduceRequest,
+};
 
 pub use kafka_protocol;

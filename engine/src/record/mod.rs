@@ -5,9 +5,14 @@ mod batch;
 mod builder;
 mod records;
 
-pub use batch::*;
-pub use builder::*;
-pub use records::*;
+pub use batch::{
+    compute_crc, patch_base_offset, patch_leader_epoch, patch_max_timestamp, validate_batch,
+    validate_record_set, BatchError, BatchHeader, BatchSpan, Compression, BATCH_HEADER_BYTES,
+    LOG_OVERHEAD_BYTES, MAGIC_V2,
+};
+pub use builder::{build_batch, BatchCompression, NewRecord};
+pub(crate) use records::read_varint;
+pub use records::{decode_records, first_record_at_or_after, Record};
 
 #[cfg(test)]
 pub mod testing;

@@ -5,7 +5,10 @@
 //! keeps the synced records plus a random prefix of the rest; a fresh
 //! coordinator is rebuilt by applying what survived, through the record
 //! codec, as `load_groups` does. The model is every acknowledged commit not
-//! deleted or expired since, and every commit ever appended.
+//! deleted or expired since, and every commit ever appended. Checked after
+//! every step: the coordinator's invariants, and that an offset a deletion
+//! removed never comes back, live or reloaded, while the deletion's tombstone
+//! is in the log.
 
 use std::collections::BTreeMap;
 
@@ -77,6 +80,9 @@ struct GroupSim {
     acked: BTreeMap<Key, OffsetAndMetadata>,
     /// Every commit ever appended, by its (unique) offset.
     appended: BTreeMap<i64, (Key, OffsetAndMetadata)>,
+    /// Commits, by offset, appended before a tombstone of their partition:
+    /// the index in `log` of the first such tombstone.
+    buried: BTreeMap<i64, usize>,
     next_offset: i64,
     now_ms: i64,
     crashes: usize,
@@ -119,6 +125,7 @@ impl GroupSim {
             in_flight: Vec::new(),
             acked: BTreeMap::new(),
             appended: BTreeMap::new(),
+            buried: BTreeMap::new(),
             next_offset: 0,
             now_ms: 1_000_000,
             crashes: 0,
@@ -482,17 +489,47 @@ impl GroupSim {
                 }
             }
         }
+        self.bury(&effects.persist);
         self.append(&effects.persist);
+    }
+
+    /// Before `records` are appended: the commits each of their offset
+    /// tombstones deletes for as long as it stays in the log.
+    fn bury(&mut self, records: &[GroupLogRecord]) {
+        for (index, record) in records.iter().enumerate() {
+            let Some(key) = offset_tombstones(std::slice::from_ref(record)).next() else {
+                continue;
+            };
+            for (offset, (committed_key, _)) in &self.appended {
+                if *committed_key == key {
+                    self.buried.entry(*offset).or_insert(self.log.len() + index);
+                }
+            }
+        }
+    }
+
+    /// No offset a deletion removed is back: neither in memory nor reloaded.
+    fn check_buried(&self, group_id: &str, offsets: &[(String, i32, Option<OffsetAndMetadata>)]) {
+        for (topic, partition, found) in offsets {
+            let value = found.as_ref().expect("listed offsets exist");
+            if let Some(tombstone) = self.buried.get(&value.offset) {
+                panic!(
+                    "{group_id}/{topic}/{partition} = {value:?} is back, though log record \
+                     #{tombstone} deleted it"
+                );
+            }
+        }
     }
 
     /// The live coordinator holds exactly the acknowledged, undeleted
     /// commits.
     fn check_live(&self, step: usize) {
+        self.coordinator.check_invariants();
         for g in 0..GROUPS {
             let group_id = Self::group_id(g);
-            let live: BTreeMap<Key, OffsetAndMetadata> = self
-                .coordinator
-                .fetch_offsets(&group_id, None)
+            let offsets = self.coordinator.fetch_offsets(&group_id, None);
+            self.check_buried(&group_id, &offsets);
+            let live: BTreeMap<Key, OffsetAndMetadata> = offsets
                 .into_iter()
                 .map(|(t, p, o)| ((group_id.clone(), t, p), o.expect("listed offsets exist")))
                 .collect();
@@ -514,6 +551,8 @@ impl GroupSim {
         let kept = self.synced + self.rng.index(self.log.len() - self.synced + 1);
         self.log.truncate(kept);
         self.synced = kept;
+        // Tombstones lost with the tail delete nothing.
+        self.buried.retain(|_, tombstone| *tombstone < kept);
         self.in_flight.clear();
         self.outstanding.clear();
         for client in self.clients.iter_mut().flatten() {
@@ -526,6 +565,7 @@ impl GroupSim {
                 .expect("the coordinator's own records decode");
             coordinator.apply(&record, self.now_ms);
         }
+        coordinator.check_invariants();
         self.coordinator = coordinator;
         if self.trace {
             eprintln!("crash {}: kept {kept} records", self.crashes);
@@ -533,7 +573,9 @@ impl GroupSim {
         let mut reloaded = BTreeMap::new();
         for g in 0..GROUPS {
             let group_id = Self::group_id(g);
-            for (topic, partition, found) in self.coordinator.fetch_offsets(&group_id, None) {
+            let offsets = self.coordinator.fetch_offsets(&group_id, None);
+            self.check_buried(&group_id, &offsets);
+            for (topic, partition, found) in offsets {
                 let value = found.expect("listed offsets exist");
                 let key = (group_id.clone(), topic, partition);
                 let (committed_key, committed) = self
