@@ -78,7 +78,8 @@ pub struct JoinResult {
 }
 
 impl JoinResult {
-    pub(in crate::group) fn error(error: ErrorCode, member_id: &str) -> JoinResult {
+    /// An answer that carries only an error.
+    pub fn error(error: ErrorCode, member_id: &str) -> JoinResult {
         JoinResult {
             error,
             generation_id: -1,
@@ -111,7 +112,8 @@ pub struct SyncResult {
 }
 
 impl SyncResult {
-    pub(in crate::group) fn error(error: ErrorCode) -> SyncResult {
+    /// An answer that carries only an error.
+    pub fn error(error: ErrorCode) -> SyncResult {
         SyncResult {
             error,
             protocol_type: None,

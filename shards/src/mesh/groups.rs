@@ -2,7 +2,6 @@
 //! `__consumer_offsets` partition. An `Err` is the answer for the whole
 //! request (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS, ...).
 
-use bytes::Bytes;
 use engine::group::{
     GroupDescription, JoinRequest, JoinResult, OffsetAndMetadata, SyncRequest, SyncResult,
 };
@@ -23,27 +22,15 @@ subsystem!(Group, GroupRequest, GroupReply {
     DeleteOffsets => Result<PartitionErrors, ErrorCode>,
 });
 
-/// A JoinGroup answer that carries only an error.
+/// A JoinGroup answer that carries only an error (the member id is filled
+/// in by the handler from the request).
 pub fn join_error(error: ErrorCode) -> JoinResult {
-    JoinResult {
-        error,
-        generation_id: -1,
-        protocol_type: None,
-        protocol_name: None,
-        leader: String::new(),
-        member_id: String::new(),
-        members: Vec::new(),
-    }
+    JoinResult::error(error, "")
 }
 
 /// A SyncGroup answer that carries only an error.
 pub fn sync_error(error: ErrorCode) -> SyncResult {
-    SyncResult {
-        error,
-        protocol_type: None,
-        protocol_name: None,
-        assignment: Bytes::new(),
-    }
+    SyncResult::error(error)
 }
 
 #[derive(Debug)]
