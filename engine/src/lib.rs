@@ -9,6 +9,7 @@ pub mod metadata;
 pub mod protocol;
 pub mod record;
 pub mod reserving_alloc;
+pub mod txn;
 
 // Tests run under the broker's allocator, so decoder tests see what it sees.
 #[cfg(test)]

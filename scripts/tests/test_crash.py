@@ -8,7 +8,9 @@ write a record twice: the first copy was written but not acknowledged, the
 retry is acknowledged. So:
   - with retries off, no record may appear twice at all;
   - with retries on, an acknowledged record appears at its acknowledged offset
-    and any other copy of it sits earlier in the same partition.
+    and any other copy of it sits earlier in the same partition;
+  - with idempotence (5 requests in flight, retries on), every record appears
+    at most once and each partition holds them in the order they were sent.
 """
 
 from __future__ import annotations
@@ -43,18 +45,19 @@ NO_INFLIGHT_COUNT = 20_000
 
 
 @pytest.mark.parametrize(
-    "retries, segment_writes",
-    [(False, "buffered"), (True, "buffered"), (False, "direct")],
-    ids=["no-retries", "retries", "no-retries-odirect"],
+    "retries, segment_writes, idempotent",
+    [(False, "buffered", False), (True, "buffered", False), (False, "direct", False), (True, "buffered", True)],
+    ids=["no-retries", "retries", "no-retries-odirect", "idempotent"],
 )
-def test_kill9_during_acks_all_writes(broker_factory, retries, segment_writes):
+def test_kill9_during_acks_all_writes(broker_factory, retries, segment_writes, idempotent):
     broker = broker_factory("--segment-bytes", SEGMENT_BYTES, "--segment-writes", segment_writes)
     topic = "crash"
     create_topic_confluent(broker.bootstrap, topic, CRASH_PARTITIONS)
     rng = random.Random(CRASH_SEED + retries)
     print(f"crash seed {CRASH_SEED} (set GREGOR_CRASH_SEED to change)")
 
-    producer = BackgroundProducer(broker.bootstrap, topic, retries)
+    extra = {"enable.idempotence": True, "max.in.flight.requests.per.connection": 5} if idempotent else None
+    producer = BackgroundProducer(broker.bootstrap, topic, retries, extra_conf=extra)
     producer.start()
     try:
         producer.wait_for_acks(PROGRESS_ACKS)
@@ -100,9 +103,14 @@ def test_kill9_during_acks_all_writes(broker_factory, retries, segment_writes):
             assert not bad, f"acknowledged record {i} at {(p, off)} also found at {bad}"
         else:
             assert not others, f"acknowledged record {i} at {(p, off)} also found at {others}"
-    if not retries:
+    if not retries or idempotent:
         dup = {i: c for i, c in copies.items() if len(c) > 1}
-        assert not dup, f"records written twice without retries: {dict(list(dup.items())[:5])}"
+        assert not dup, f"records written twice: {dict(list(dup.items())[:5])}"
+    if idempotent:
+        for p, recs in consumed.items():
+            sent_order = [parse_crash_value(r.value)[1] for r in recs]
+            assert sent_order == sorted(sent_order), f"partition {p} holds records out of send order"
+        print(f"idempotent: {len(acked)} acknowledged, each exactly once, in order per partition")
 
 
 def test_kill9_when_idle_keeps_everything(broker_factory):

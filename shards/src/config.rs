@@ -40,6 +40,9 @@ pub struct BrokerConfig {
     pub offsets_topic_partitions: u32,
     /// How segment appends reach the disk (buffered io_uring or O_DIRECT).
     pub segment_write_mode: SegmentWriteMode,
+    /// `producer.id.expiration.ms`: idempotent producers idle this long are
+    /// forgotten by each partition.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl BrokerConfig {
@@ -63,6 +66,7 @@ impl BrokerConfig {
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9644))),
             offsets_topic_partitions: engine::group::OFFSETS_TOPIC_PARTITIONS_DEFAULT,
             segment_write_mode: SegmentWriteMode::Buffered,
+            producer_id_expiration_ms: engine::txn::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
         }
     }
 }

@@ -176,6 +176,13 @@ struct ServeArgs {
         default_value_t = 50
     )]
     offsets_topic_num_partitions: u32,
+    /// producer.id.expiration.ms: idempotent producers idle this long are forgotten
+    #[arg(
+        long,
+        env = "GREGOR_PRODUCER_ID_EXPIRATION_MS",
+        default_value_t = 86_400_000
+    )]
+    producer_id_expiration_ms: i64,
 }
 
 fn parse_host_port(text: &str) -> anyhow::Result<(String, u16)> {
@@ -274,6 +281,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         bail!("--offsets-topic-num-partitions must be at least 1");
     }
     config.offsets_topic_partitions = args.offsets_topic_num_partitions;
+    if args.producer_id_expiration_ms < 1 {
+        bail!("--producer-id-expiration-ms must be at least 1");
+    }
+    config.producer_id_expiration_ms = args.producer_id_expiration_ms;
     shards::run(config)?;
     Ok(())
 }

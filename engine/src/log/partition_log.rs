@@ -56,6 +56,13 @@ pub struct AppendPlan {
     headers: Vec<crate::record::BatchHeader>,
 }
 
+impl AppendPlan {
+    /// The batches' headers, offsets patched.
+    pub fn batches(&self) -> &[crate::record::BatchHeader] {
+        &self.headers
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReadError {
     #[error("offset {offset} is outside [{log_start_offset}, {log_end_offset}]")]

@@ -24,6 +24,12 @@ pub enum MetadataRecord {
         name: String,
         partition_shards: Vec<u32>,
     },
+    /// Producer ids below `end` are reserved: the controller hands out ids
+    /// of the newest block only after this record is durable, so no id is
+    /// handed out twice, across restarts (see `txn::producer_ids`).
+    ReserveProducerIds {
+        end: i64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +56,8 @@ pub enum MetadataError {
     InvalidTopicName(String, &'static str),
     #[error("invalid partition count {0}")]
     InvalidPartitions(i64),
+    #[error("producer id reservation up to {end} is not past the reserved {reserved}")]
+    ProducerIdsBehind { end: i64, reserved: i64 },
 }
 
 /// Longest topic name Kafka allows (leaves room for the partition suffix in
@@ -84,9 +92,16 @@ pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterImage {
     topics: BTreeMap<String, TopicImage>,
+    /// The end of the last reserved producer id block (0: none yet).
+    producer_ids_reserved_end: i64,
 }
 
 impl ClusterImage {
+    /// The end of the last producer id block reserved (0: none yet).
+    pub fn producer_ids_reserved_end(&self) -> i64 {
+        self.producer_ids_reserved_end
+    }
+
     pub fn topic(&self, name: &str) -> Option<&TopicImage> {
         self.topics.get(name)
     }
@@ -110,6 +125,15 @@ impl ClusterImage {
                 let count = partition_shards.len() as i64;
                 if !(1..=TOPIC_PARTITIONS_MAX).contains(&count) {
                     return Err(MetadataError::InvalidPartitions(count));
+                }
+                Ok(())
+            }
+            MetadataRecord::ReserveProducerIds { end } => {
+                if *end <= self.producer_ids_reserved_end {
+                    return Err(MetadataError::ProducerIdsBehind {
+                        end: *end,
+                        reserved: self.producer_ids_reserved_end,
+                    });
                 }
                 Ok(())
             }
@@ -169,12 +193,19 @@ impl ClusterImage {
                 let topic = self.topics.get_mut(name).expect("checked");
                 topic.partition_shards.extend_from_slice(partition_shards);
             }
+            MetadataRecord::ReserveProducerIds { end } => {
+                self.producer_ids_reserved_end = *end;
+            }
         }
         Ok(())
     }
 
     /// Records that rebuild this image from empty: the snapshot's content.
     pub fn snapshot_records(&self) -> Vec<MetadataRecord> {
+        let reserved =
+            (self.producer_ids_reserved_end > 0).then_some(MetadataRecord::ReserveProducerIds {
+                end: self.producer_ids_reserved_end,
+            });
         self.topics
             .values()
             .map(|t| MetadataRecord::CreateTopic {
@@ -187,6 +218,7 @@ impl ClusterImage {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
             })
+            .chain(reserved)
             .collect()
     }
 

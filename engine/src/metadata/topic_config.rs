@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 pub const CONFIG_TYPE_BOOLEAN: i8 = 1;
 pub const CONFIG_TYPE_STRING: i8 = 2;
 pub const CONFIG_TYPE_INT: i8 = 3;
+pub const CONFIG_TYPE_SHORT: i8 = 4;
 pub const CONFIG_TYPE_LONG: i8 = 5;
 pub const CONFIG_TYPE_DOUBLE: i8 = 6;
 pub const CONFIG_TYPE_LIST: i8 = 7;

@@ -18,9 +18,11 @@ pub const UNSUPPORTED_VERSION: ErrorCode = 35;
 pub const TOPIC_ALREADY_EXISTS: ErrorCode = 36;
 pub const INVALID_PARTITIONS: ErrorCode = 37;
 pub const INVALID_REPLICATION_FACTOR: ErrorCode = 38;
+pub const INVALID_REPLICA_ASSIGNMENT: ErrorCode = 39;
 pub const INVALID_CONFIG: ErrorCode = 40;
 pub const INVALID_REQUEST: ErrorCode = 42;
 pub const KAFKA_STORAGE_ERROR: ErrorCode = 56;
+pub const LOG_DIR_NOT_FOUND: ErrorCode = 57;
 pub const UNKNOWN_TOPIC_ID: ErrorCode = 100;
 pub const OFFSET_METADATA_TOO_LARGE: ErrorCode = 12;
 pub const COORDINATOR_LOAD_IN_PROGRESS: ErrorCode = 14;
@@ -42,6 +44,13 @@ pub const FENCED_LEADER_EPOCH: ErrorCode = 74;
 pub const UNKNOWN_LEADER_EPOCH: ErrorCode = 75;
 pub const MEMBER_ID_REQUIRED: ErrorCode = 79;
 pub const FENCED_INSTANCE_ID: ErrorCode = 82;
+/// A batch's sequence number is not the next one its producer should send.
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: ErrorCode = 45;
+/// A batch's producer epoch is older than the producer's current one.
+pub const INVALID_PRODUCER_EPOCH: ErrorCode = 47;
+/// A record set the broker will not take as a whole (e.g. more than one
+/// batch for one partition in Produce v3+).
+pub const INVALID_RECORD: ErrorCode = 87;
 pub const GROUP_SUBSCRIBED_TO_TOPIC: ErrorCode = 86;
 
 /// Kafka's check of a request's `current_leader_epoch` (-1: none given)

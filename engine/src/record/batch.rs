@@ -259,6 +259,26 @@ pub fn validate_record_set(records: &[u8]) -> Result<Vec<BatchSpan>, BatchError>
 
 /// Overwrites baseOffset in place. baseOffset is outside the CRC, so the CRC
 /// stays valid.
+/// How many batches a record set holds, by their length fields alone (no
+/// CRC or magic check: the owning shard validates). A malformed length ends
+/// the count with the batch it starts.
+pub fn count_batches(records: &[u8]) -> usize {
+    let mut count = 0;
+    let mut position = 0usize;
+    while position < records.len() {
+        count += 1;
+        let Some(length) = records.get(position + 8..position + 12) else {
+            break;
+        };
+        let length = i32::from_be_bytes(length.try_into().expect("4 bytes"));
+        if length <= 0 {
+            break;
+        }
+        position = position.saturating_add(LOG_OVERHEAD_BYTES + length as usize);
+    }
+    count
+}
+
 pub fn patch_base_offset(batch: &mut [u8], base_offset: i64) {
     batch[OFFSET_BASE_OFFSET..OFFSET_BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
 }
@@ -636,5 +656,22 @@ mod tests {
                 prop_assert_eq!(pair[0].range.end, pair[1].range.start);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod count_tests {
+    use super::count_batches;
+    use crate::record::testing::simple_batch;
+
+    #[test]
+    fn counts_batches_by_length() {
+        let one = simple_batch(3, 10, 0);
+        assert_eq!(count_batches(&[]), 0);
+        assert_eq!(count_batches(&one), 1);
+        let two = [one.clone(), one.clone()].concat();
+        assert_eq!(count_batches(&two), 2);
+        assert_eq!(count_batches(&two[..one.len() + 5]), 2, "a torn second batch counts");
+        assert_eq!(count_batches(&[0u8; 5]), 1);
     }
 }

@@ -108,8 +108,16 @@ fn probe_port(listen: std::net::SocketAddr) -> Result<(), BrokerError> {
     unreachable!("the last attempt returns")
 }
 
-pub fn run(config: BrokerConfig) -> Result<(), BrokerError> {
+pub fn run(mut config: BrokerConfig) -> Result<(), BrokerError> {
     assert!(config.shard_count > 0);
+    // glommio opens directories through io_uring without a directory
+    // descriptor, so a relative path fails there with EBADF (the README's
+    // `gregor serve` uses ./gregor-data): make it absolute once, here.
+    config.data_dir =
+        std::path::absolute(&config.data_dir).map_err(|source| BrokerError::DataDir {
+            dir: config.data_dir.display().to_string(),
+            source,
+        })?;
     let dir_error = |source| BrokerError::DataDir {
         dir: config.data_dir.display().to_string(),
         source,

@@ -11,13 +11,16 @@ use engine::metadata::{ClusterImage, MetadataRecord, TopicConfig, TopicImage};
 use engine::protocol::ErrorCode;
 use tracing::{error, info, warn};
 
+use crate::clock::now_ms;
 use crate::config::BrokerConfig;
+use crate::disk::producer_snapshots::recover_producer_states;
 use crate::disk::recovery::open_partition;
 use crate::disk::segment_files::{create_partition, partition_dir};
 use crate::mesh::data::PartitionRead;
 use crate::mesh::routing::{owner_shard, route_in};
 use crate::metrics::Histogram;
-use crate::partition::{OwnedPartitions, Partition};
+use crate::partition::{OpenedLog, OwnedPartitions, Partition};
+use engine::txn::ProducerStates;
 
 pub struct Backend {
     pub shard_id: usize,
@@ -108,15 +111,13 @@ impl Backend {
         topic: &str,
         index: i32,
         dir: std::path::PathBuf,
-        log: engine::log::PartitionLog,
-        files: crate::disk::segment_files::SegmentFiles,
+        opened: OpenedLog,
     ) -> Rc<Partition> {
         let partition = Partition::new(
             topic.to_string(),
             index,
             dir,
-            log,
-            files,
+            opened,
             self.config.segment_write_mode,
             self.fsync_latency.clone(),
         );
@@ -155,7 +156,12 @@ impl Backend {
             let dir = partition_dir(&self.config.data_dir, topic, index);
             match create_partition(&dir, self.log_config(topic)).await {
                 Ok((log, files)) => {
-                    self.install(topic, index, dir, log, files);
+                    let opened = OpenedLog {
+                        log,
+                        files,
+                        producers: ProducerStates::default(),
+                    };
+                    self.install(topic, index, dir, opened);
                 }
                 Err(e) => {
                     error!(topic = %topic, partition = index, error = %e, "cannot create partition")
@@ -200,6 +206,8 @@ impl Backend {
                 }
                 info!(shard = self.shard_id, topic = %name, "topic configs changed");
             }
+            // The controller's own bookkeeping: nothing to apply on a shard.
+            MetadataRecord::ReserveProducerIds { .. } => {}
             MetadataRecord::DeleteTopic { name } => {
                 let owned = self.partitions.borrow_mut().remove_topic(name);
                 for partition in owned {
@@ -220,13 +228,31 @@ impl Backend {
                     continue;
                 }
                 let dir = partition_dir(&self.config.data_dir, &topic.name, index);
-                let (log, files, report) = if dir.exists() {
-                    open_partition(&dir, self.log_config(&topic.name), clean).await?
+                let (opened, report) = if dir.exists() {
+                    let (log, files, report) =
+                        open_partition(&dir, self.log_config(&topic.name), clean).await?;
+                    let producers = if report.offline_reason.is_some() {
+                        // Not served: its log is not read.
+                        ProducerStates::default()
+                    } else {
+                        recover_producer_states(&dir, &log, &files, now_ms()).await?
+                    };
+                    let opened = OpenedLog {
+                        log,
+                        files,
+                        producers,
+                    };
+                    (opened, report)
                 } else {
                     let (log, files) = create_partition(&dir, self.log_config(&topic.name)).await?;
-                    (log, files, Default::default())
+                    let opened = OpenedLog {
+                        log,
+                        files,
+                        producers: ProducerStates::default(),
+                    };
+                    (opened, Default::default())
                 };
-                let partition = self.install(&topic.name, index, dir, log, files);
+                let partition = self.install(&topic.name, index, dir, opened);
                 if let Some(reason) = &report.offline_reason {
                     partition.set_offline(reason);
                 }

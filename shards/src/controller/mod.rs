@@ -10,17 +10,18 @@ mod bootstrap;
 pub use backend::Backend;
 pub use bootstrap::bootstrap_metadata;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use engine::metadata::{validate_topic_config, MetadataRecord};
-use engine::protocol::{self as codes};
+use engine::protocol::{self as codes, ErrorCode};
+use engine::txn::ProducerIdBlock;
 use tracing::error;
 
 use crate::disk::metadata_log::MetadataLog;
 use crate::mesh::admin::{
-    AddPartitions, AdminRequest, AlterTopicConfigs, ConfigChange, CreateTopics, DeleteTopics,
-    PartitionGrowth, TopicResult, TopicSpec,
+    AddPartitions, AdminRequest, AllocateProducerId, AlterTopicConfigs, ConfigChange, CreateTopics,
+    DeleteTopics, PartitionGrowth, TopicResult, TopicSpec,
 };
 use crate::mesh::metadata::ApplyMetadata;
 use crate::mesh::{Call, Mesh, Reply};
@@ -33,6 +34,8 @@ pub struct Controller {
     busy: glommio::sync::Semaphore,
     backend: Rc<Backend>,
     mesh: Rc<Mesh>,
+    /// Producer ids reserved in the metadata log and not yet handed out.
+    producer_ids: Cell<ProducerIdBlock>,
 }
 
 impl Controller {
@@ -42,6 +45,9 @@ impl Controller {
             busy: glommio::sync::Semaphore::new(1),
             backend,
             mesh,
+            // Empty: the first InitProducerId reserves a block past every
+            // block reserved before (the image knows the last one).
+            producer_ids: Cell::new(ProducerIdBlock::default()),
         }
     }
 
@@ -60,7 +66,29 @@ impl Controller {
             AdminRequest::AddPartitions(op) => {
                 AddPartitions::wrap_reply(self.add_partitions(op.topics).await)
             }
+            AdminRequest::AllocateProducerId(_) => {
+                AllocateProducerId::wrap_reply(self.allocate_producer_id().await)
+            }
         }
+    }
+
+    /// A producer id never handed out before: from the reserved block, or
+    /// from a new block once its reservation is durable in the metadata log.
+    async fn allocate_producer_id(&self) -> Result<i64, ErrorCode> {
+        let _permit = self.busy.acquire_permit(1).await;
+        let mut block = self.producer_ids.get();
+        if let Some(id) = block.take() {
+            self.producer_ids.set(block);
+            return Ok(id);
+        }
+        let mut fresh = ProducerIdBlock::after(self.backend.image().producer_ids_reserved_end());
+        let record = MetadataRecord::ReserveProducerIds { end: fresh.end };
+        if !self.commit_metadata(std::slice::from_ref(&record)).await {
+            return Err(codes::KAFKA_STORAGE_ERROR);
+        }
+        let id = fresh.take().expect("a fresh block has ids");
+        self.producer_ids.set(fresh);
+        Ok(id)
     }
 
     /// Has every shard apply a committed record, this one included, and
@@ -136,6 +164,9 @@ impl Controller {
                     }
                     engine::metadata::MetadataError::UnknownTopic(_) => {
                         codes::UNKNOWN_TOPIC_OR_PARTITION
+                    }
+                    engine::metadata::MetadataError::ProducerIdsBehind { .. } => {
+                        codes::UNKNOWN_SERVER_ERROR
                     }
                 };
                 result.message = Some(e.to_string());

@@ -6,5 +6,6 @@ pub mod compaction_swap;
 pub mod direct_appender;
 pub mod durable;
 pub mod metadata_log;
+pub mod producer_snapshots;
 pub mod recovery;
 pub mod segment_files;

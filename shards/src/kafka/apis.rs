@@ -10,7 +10,10 @@ use engine::protocol::PRODUCE_VERSION_MIN_ACCEPTED;
 use futures::future::LocalBoxFuture;
 
 use super::dispatch::{answer, RequestContext, RequestError, Started};
-use super::{api_versions, configs, fetch, groups, log_dirs, metadata, offsets, produce, topics};
+use super::{
+    api_versions, configs, fetch, groups, log_dirs, metadata, offsets, produce, producer_ids,
+    telemetry, topics,
+};
 
 pub enum Handler {
     /// Decodes the body and starts at once.
@@ -57,158 +60,42 @@ const fn api(key: ApiKey, versions: (i16, i16), name: &'static str, handler: Han
 use ApiKey as K;
 use Handler::{Answer, InOrder};
 
+// One line per API: the table reads as a table.
+#[rustfmt::skip]
 pub static APIS: &[Api] = &[
-    api(
-        K::Produce,
-        (0, 11),
-        "Produce",
-        InOrder(produce::start_produce),
-    ),
+    api(K::Produce, (0, 11), "Produce", InOrder(produce::start_produce)),
     api(K::Fetch, (4, 12), "Fetch", Answer(fetch::start_fetch)),
-    api(
-        K::ListOffsets,
-        (1, 7),
-        "ListOffsets",
-        Answer(|c, f| answer(c, f, offsets::list_offsets)),
-    ),
-    api(
-        K::Metadata,
-        (0, 12),
-        "Metadata",
-        Answer(|c, f| answer(c, f, metadata::metadata)),
-    ),
-    api(
-        K::OffsetCommit,
-        (2, 9),
-        "OffsetCommit",
-        Answer(|c, f| answer(c, f, groups::offset_commit)),
-    ),
-    api(
-        K::OffsetFetch,
-        (1, 9),
-        "OffsetFetch",
-        Answer(|c, f| answer(c, f, groups::offset_fetch)),
-    ),
-    api(
-        K::FindCoordinator,
-        (0, 4),
-        "FindCoordinator",
-        Answer(|c, f| answer(c, f, groups::find_coordinator)),
-    ),
-    api(
-        K::JoinGroup,
-        (0, 9),
-        "JoinGroup",
-        Answer(|c, f| answer(c, f, groups::join_group)),
-    ),
-    api(
-        K::Heartbeat,
-        (0, 4),
-        "Heartbeat",
-        Answer(|c, f| answer(c, f, groups::heartbeat)),
-    ),
-    api(
-        K::LeaveGroup,
-        (0, 5),
-        "LeaveGroup",
-        Answer(|c, f| answer(c, f, groups::leave_group)),
-    ),
-    api(
-        K::SyncGroup,
-        (0, 5),
-        "SyncGroup",
-        Answer(|c, f| answer(c, f, groups::sync_group)),
-    ),
-    api(
-        K::DescribeGroups,
-        (0, 5),
-        "DescribeGroups",
-        Answer(|c, f| answer(c, f, groups::describe_groups)),
-    ),
-    api(
-        K::ListGroups,
-        (0, 5),
-        "ListGroups",
-        Answer(|c, f| answer(c, f, groups::list_groups)),
-    ),
-    api(
-        K::ApiVersions,
-        (0, 4),
-        "ApiVersions",
-        Answer(api_versions::start_api_versions),
-    ),
-    api(
-        K::CreateTopics,
-        (2, 7),
-        "CreateTopics",
-        Answer(|c, f| answer(c, f, topics::create_topics)),
-    ),
-    api(
-        K::DeleteTopics,
-        (1, 6),
-        "DeleteTopics",
-        Answer(|c, f| answer(c, f, topics::delete_topics)),
-    ),
-    api(
-        K::DeleteRecords,
-        (0, 2),
-        "DeleteRecords",
-        Answer(|c, f| answer(c, f, offsets::delete_records)),
-    ),
-    api(
-        K::OffsetForLeaderEpoch,
-        (2, 4),
-        "OffsetForLeaderEpoch",
-        Answer(|c, f| answer(c, f, offsets::offset_for_leader_epoch)),
-    ),
-    api(
-        K::DescribeConfigs,
-        (1, 4),
-        "DescribeConfigs",
-        Answer(|c, f| answer(c, f, configs::describe_configs)),
-    ),
-    api(
-        K::AlterConfigs,
-        (0, 2),
-        "AlterConfigs",
-        Answer(|c, f| answer(c, f, configs::alter_configs)),
-    ),
-    api(
-        K::DescribeLogDirs,
-        (1, 4),
-        "DescribeLogDirs",
-        Answer(|c, f| answer(c, f, log_dirs::describe_log_dirs)),
-    ),
-    api(
-        K::CreatePartitions,
-        (0, 3),
-        "CreatePartitions",
-        Answer(|c, f| answer(c, f, topics::create_partitions)),
-    ),
-    api(
-        K::DeleteGroups,
-        (0, 2),
-        "DeleteGroups",
-        Answer(|c, f| answer(c, f, groups::delete_groups)),
-    ),
-    api(
-        K::IncrementalAlterConfigs,
-        (0, 1),
-        "IncrementalAlterConfigs",
-        Answer(|c, f| answer(c, f, configs::incremental_alter_configs)),
-    ),
-    api(
-        K::OffsetDelete,
-        (0, 0),
-        "OffsetDelete",
-        Answer(|c, f| answer(c, f, groups::offset_delete)),
-    ),
-    api(
-        K::DescribeCluster,
-        (0, 1),
-        "DescribeCluster",
-        Answer(|c, f| answer(c, f, metadata::describe_cluster)),
-    ),
+    api(K::ListOffsets, (1, 7), "ListOffsets", Answer(|c, f| answer(c, f, offsets::list_offsets))),
+    api(K::Metadata, (0, 12), "Metadata", Answer(|c, f| answer(c, f, metadata::metadata))),
+    api(K::OffsetCommit, (2, 9), "OffsetCommit", Answer(|c, f| answer(c, f, groups::offset_commit))),
+    api(K::OffsetFetch, (1, 9), "OffsetFetch", Answer(|c, f| answer(c, f, groups::offset_fetch))),
+    api(K::FindCoordinator, (0, 4), "FindCoordinator", Answer(|c, f| answer(c, f, groups::find_coordinator))),
+    api(K::JoinGroup, (0, 9), "JoinGroup", Answer(|c, f| answer(c, f, groups::join_group))),
+    api(K::Heartbeat, (0, 4), "Heartbeat", Answer(|c, f| answer(c, f, groups::heartbeat))),
+    api(K::LeaveGroup, (0, 5), "LeaveGroup", Answer(|c, f| answer(c, f, groups::leave_group))),
+    api(K::SyncGroup, (0, 5), "SyncGroup", Answer(|c, f| answer(c, f, groups::sync_group))),
+    api(K::DescribeGroups, (0, 5), "DescribeGroups", Answer(|c, f| answer(c, f, groups::describe_groups))),
+    api(K::ListGroups, (0, 5), "ListGroups", Answer(|c, f| answer(c, f, groups::list_groups))),
+    api(K::ApiVersions, (0, 4), "ApiVersions", Answer(api_versions::start_api_versions)),
+    api(K::CreateTopics, (2, 7), "CreateTopics", Answer(|c, f| answer(c, f, topics::create_topics))),
+    api(K::DeleteTopics, (1, 6), "DeleteTopics", Answer(|c, f| answer(c, f, topics::delete_topics))),
+    api(K::DeleteRecords, (0, 2), "DeleteRecords", Answer(|c, f| answer(c, f, offsets::delete_records))),
+    api(K::OffsetForLeaderEpoch, (2, 4), "OffsetForLeaderEpoch", Answer(|c, f| answer(c, f, offsets::offset_for_leader_epoch))),
+    api(K::DescribeConfigs, (1, 4), "DescribeConfigs", Answer(|c, f| answer(c, f, configs::describe_configs))),
+    api(K::AlterConfigs, (0, 2), "AlterConfigs", Answer(|c, f| answer(c, f, configs::alter_configs))),
+    api(K::DescribeLogDirs, (1, 4), "DescribeLogDirs", Answer(|c, f| answer(c, f, log_dirs::describe_log_dirs))),
+    api(K::CreatePartitions, (0, 3), "CreatePartitions", Answer(|c, f| answer(c, f, topics::create_partitions))),
+    api(K::DeleteGroups, (0, 2), "DeleteGroups", Answer(|c, f| answer(c, f, groups::delete_groups))),
+    api(K::IncrementalAlterConfigs, (0, 1), "IncrementalAlterConfigs", Answer(|c, f| answer(c, f, configs::incremental_alter_configs))),
+    api(K::OffsetDelete, (0, 0), "OffsetDelete", Answer(|c, f| answer(c, f, groups::offset_delete))),
+    api(K::DescribeCluster, (0, 1), "DescribeCluster", Answer(|c, f| answer(c, f, metadata::describe_cluster))),
+    api(K::DescribeTopicPartitions, (0, 0), "DescribeTopicPartitions", Answer(|c, f| answer(c, f, metadata::describe_topic_partitions))),
+    api(K::ListConfigResources, (0, 1), "ListConfigResources", Answer(|c, f| answer(c, f, configs::list_config_resources))),
+    api(K::AlterReplicaLogDirs, (1, 2), "AlterReplicaLogDirs", Answer(|c, f| answer(c, f, log_dirs::alter_replica_log_dirs))),
+    api(K::GetTelemetrySubscriptions, (0, 0), "GetTelemetrySubscriptions", Answer(|c, f| answer(c, f, telemetry::get_telemetry_subscriptions))),
+    api(K::PushTelemetry, (0, 0), "PushTelemetry", Answer(|c, f| answer(c, f, telemetry::push_telemetry))),
+    // v5 belongs to transactions v2 (KIP-890): not advertised before it works.
+    api(K::InitProducerId, (0, 4), "InitProducerId", Answer(|c, f| answer(c, f, producer_ids::init_producer_id))),
 ];
 
 /// The table's entry for an API key.
@@ -252,8 +139,10 @@ mod tests {
         assert!(served(ApiKey::JoinGroup, 0));
         assert!(!served(ApiKey::JoinGroup, 10));
         // Not implemented yet: not advertised, not served.
-        assert!(find_api(ApiKey::InitProducerId).is_none());
-        assert!(!served(ApiKey::InitProducerId, 0));
+        assert!(find_api(ApiKey::AddPartitionsToTxn).is_none());
+        assert!(!served(ApiKey::EndTxn, 0));
+        assert!(served(ApiKey::InitProducerId, 4));
+        assert!(!served(ApiKey::InitProducerId, 5));
     }
 
     #[test]

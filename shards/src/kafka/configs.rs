@@ -10,11 +10,13 @@ use engine::protocol::{self as codes, ErrorCode};
 
 use super::dispatch::RequestContext;
 use super::response::str_bytes as s;
+use crate::config::BrokerConfig;
 use crate::mesh::admin::{AlterTopicConfigs, ConfigChange};
 use crate::shard::Shard;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+const RESOURCE_BROKER_LOGGER: i8 = 8;
 
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
@@ -51,9 +53,10 @@ pub async fn describe_configs(
                     Vec::new()
                 }
             },
-            RESOURCE_BROKER => TOPIC_CONFIGS
-                .iter()
-                .map(|d| {
+            RESOURCE_BROKER_LOGGER => broker_loggers(),
+            RESOURCE_BROKER => broker_configs(&shard.config)
+                .into_iter()
+                .chain(TOPIC_CONFIGS.iter().map(|d| {
                     let defaults = &shard.config.topic_defaults;
                     let source = if defaults.is_overridden(d.name) {
                         engine::metadata::CONFIG_SOURCE_STATIC_BROKER
@@ -66,7 +69,7 @@ pub async fn describe_configs(
                         source,
                         d.config_type(),
                     )
-                })
+                }))
                 .collect(),
             other => {
                 result.error_code = codes::INVALID_REQUEST;
@@ -78,7 +81,7 @@ pub async fn describe_configs(
             let mut entry = km::describe_configs_response::DescribeConfigsResourceResult::default()
                 .with_name(s(&key))
                 .with_value(Some(s(&value)))
-                .with_read_only(resource.resource_type == RESOURCE_BROKER);
+                .with_read_only(resource.resource_type != RESOURCE_TOPIC);
             if version >= 1 {
                 entry.config_source = source;
             }
@@ -263,6 +266,221 @@ pub async fn incremental_alter_configs(
                 .with_error_code(error)
                 .with_error_message(message.as_deref().map(s)),
         );
+    }
+    response
+}
+
+/// The broker's own settings under Kafka's names (beside the topic
+/// defaults): (name, value, source, type). A value equal to the built-in
+/// default is reported as the default.
+fn broker_configs(config: &BrokerConfig) -> Vec<(String, String, i8, i8)> {
+    use engine::metadata::{
+        CONFIG_SOURCE_DEFAULT as DEFAULT, CONFIG_SOURCE_STATIC_BROKER as STATIC,
+        CONFIG_TYPE_BOOLEAN as BOOLEAN, CONFIG_TYPE_INT as INT, CONFIG_TYPE_LONG as LONG,
+        CONFIG_TYPE_STRING as STRING,
+    };
+    let defaults =
+        BrokerConfig::with_defaults(config.data_dir.clone(), config.listen, config.shard_count);
+    let listener = format!("PLAINTEXT://{}", config.listen);
+    let advertised = format!(
+        "PLAINTEXT://{}:{}",
+        config.advertise_host, config.advertise_port
+    );
+    let entry = |name: &str, value: String, default: String, config_type: i8| {
+        let source = if value == default { DEFAULT } else { STATIC };
+        (name.to_string(), value, source, config_type)
+    };
+    let text = |v: &dyn ToString| v.to_string();
+    vec![
+        (config.node_id.to_string(), "node.id"),
+        (config.node_id.to_string(), "broker.id"),
+    ]
+    .into_iter()
+    .map(|(value, name)| (name.to_string(), value, STATIC, INT))
+    .chain([
+        (
+            "listeners".to_string(),
+            listener.clone(),
+            STATIC,
+            engine::metadata::CONFIG_TYPE_LIST,
+        ),
+        (
+            "advertised.listeners".to_string(),
+            advertised,
+            STATIC,
+            engine::metadata::CONFIG_TYPE_LIST,
+        ),
+        (
+            "log.dirs".to_string(),
+            config.data_dir.display().to_string(),
+            STATIC,
+            STRING,
+        ),
+        (
+            "process.roles".to_string(),
+            "broker,controller".to_string(),
+            DEFAULT,
+            engine::metadata::CONFIG_TYPE_LIST,
+        ),
+        entry(
+            "auto.create.topics.enable",
+            text(&config.auto_create_topics),
+            text(&defaults.auto_create_topics),
+            BOOLEAN,
+        ),
+        entry(
+            "num.partitions",
+            text(&config.default_partitions),
+            text(&defaults.default_partitions),
+            INT,
+        ),
+        (
+            "default.replication.factor".to_string(),
+            "1".to_string(),
+            DEFAULT,
+            engine::metadata::CONFIG_TYPE_SHORT,
+        ),
+        entry(
+            "offsets.topic.num.partitions",
+            text(&config.offsets_topic_partitions),
+            text(&defaults.offsets_topic_partitions),
+            INT,
+        ),
+        (
+            "offsets.topic.replication.factor".to_string(),
+            "1".to_string(),
+            DEFAULT,
+            engine::metadata::CONFIG_TYPE_SHORT,
+        ),
+        entry(
+            "socket.request.max.bytes",
+            text(&config.request_bytes_max),
+            text(&defaults.request_bytes_max),
+            INT,
+        ),
+        entry(
+            "connections.max.idle.ms",
+            text(&config.connection_idle_ms_max),
+            text(&defaults.connection_idle_ms_max),
+            LONG,
+        ),
+        entry(
+            "log.retention.check.interval.ms",
+            text(&config.retention_check_interval_ms),
+            text(&defaults.retention_check_interval_ms),
+            LONG,
+        ),
+        entry(
+            "log.cleaner.backoff.ms",
+            text(&config.cleaner_backoff_ms),
+            text(&defaults.cleaner_backoff_ms),
+            LONG,
+        ),
+        entry(
+            "group.initial.rebalance.delay.ms",
+            text(&config.groups.initial_rebalance_delay_ms),
+            text(&defaults.groups.initial_rebalance_delay_ms),
+            INT,
+        ),
+        entry(
+            "group.min.session.timeout.ms",
+            text(&config.groups.session_timeout_ms_min),
+            text(&defaults.groups.session_timeout_ms_min),
+            INT,
+        ),
+        entry(
+            "group.max.session.timeout.ms",
+            text(&config.groups.session_timeout_ms_max),
+            text(&defaults.groups.session_timeout_ms_max),
+            INT,
+        ),
+        entry(
+            "offsets.retention.minutes",
+            text(&(config.groups.offsets_retention_ms / 60_000)),
+            text(&(defaults.groups.offsets_retention_ms / 60_000)),
+            INT,
+        ),
+        entry(
+            "producer.id.expiration.ms",
+            text(&config.producer_id_expiration_ms),
+            text(&defaults.producer_id_expiration_ms),
+            INT,
+        ),
+    ])
+    .collect()
+}
+
+/// BROKER_LOGGER: the log level, as Kafka names its loggers ("root").
+/// Levels come from RUST_LOG at start and cannot be changed at run time.
+fn broker_loggers() -> Vec<(String, String, i8, i8)> {
+    /// DYNAMIC_BROKER_LOGGER_CONFIG, what Kafka reports for loggers.
+    const SOURCE_BROKER_LOGGER: i8 = 6;
+    let filter = std::env::var("RUST_LOG").unwrap_or_default();
+    // The bare level of RUST_LOG (e.g. "info" in "info,gregor=debug").
+    let level = filter
+        .split(',')
+        .find(|d| !d.contains('='))
+        .filter(|d| !d.is_empty())
+        .unwrap_or("info")
+        .to_ascii_uppercase();
+    vec![(
+        "root".to_string(),
+        level,
+        SOURCE_BROKER_LOGGER,
+        engine::metadata::CONFIG_TYPE_STRING,
+    )]
+}
+
+const RESOURCE_CLIENT_METRICS: i8 = 16;
+const RESOURCE_GROUP: i8 = 32;
+
+/// ListConfigResources (KIP-1142): the resources that have configs, of the
+/// types asked for (none named: every type). v0 was
+/// ListClientMetricsResources and lists client-metrics resources only.
+pub async fn list_config_resources(
+    ctx: RequestContext,
+    request: km::ListConfigResourcesRequest,
+) -> km::ListConfigResourcesResponse {
+    use km::list_config_resources_response::ConfigResource;
+    let shard = &ctx.shard;
+    let mut types = if ctx.version == 0 {
+        vec![RESOURCE_CLIENT_METRICS]
+    } else {
+        request.resource_types.clone()
+    };
+    if types.is_empty() {
+        types = vec![
+            RESOURCE_TOPIC,
+            RESOURCE_BROKER,
+            RESOURCE_BROKER_LOGGER,
+            RESOURCE_CLIENT_METRICS,
+            RESOURCE_GROUP,
+        ];
+    }
+    let mut response = km::ListConfigResourcesResponse::default();
+    for resource_type in types {
+        let names: Vec<String> = match resource_type {
+            RESOURCE_TOPIC => shard.image().topics().map(|t| t.name.clone()).collect(),
+            RESOURCE_BROKER | RESOURCE_BROKER_LOGGER => vec![shard.config.node_id.to_string()],
+            // No client-metrics subscriptions and no dynamic group configs.
+            RESOURCE_CLIENT_METRICS | RESOURCE_GROUP => Vec::new(),
+            other => {
+                response.error_code = codes::UNSUPPORTED_VERSION;
+                response.config_resources.clear();
+                tracing::debug!(
+                    resource_type = other,
+                    "ListConfigResources of an unknown type"
+                );
+                return response;
+            }
+        };
+        response
+            .config_resources
+            .extend(names.into_iter().map(|name| {
+                ConfigResource::default()
+                    .with_resource_name(s(&name))
+                    .with_resource_type(resource_type)
+            }));
     }
     response
 }

@@ -5,6 +5,8 @@ use engine::protocol::kafka_protocol::messages::{self as km};
 
 use super::dispatch::RequestContext;
 use super::response::str_bytes as s;
+use engine::protocol as codes;
+
 use crate::disk::durable::off_shard;
 use crate::io::statvfs::disk_space;
 use crate::mesh::metrics::LogDirSizes;
@@ -62,4 +64,46 @@ pub async fn describe_log_dirs(
         }
     }
     km::DescribeLogDirsResponse::default().with_results(vec![result])
+}
+
+/// AlterReplicaLogDirs: there is one log dir, so a move to it (by the path
+/// DescribeLogDirs gives, or the configured one) is already done, and any
+/// other path is LOG_DIR_NOT_FOUND.
+pub async fn alter_replica_log_dirs(
+    ctx: RequestContext,
+    request: km::AlterReplicaLogDirsRequest,
+) -> km::AlterReplicaLogDirsResponse {
+    use km::alter_replica_log_dirs_response as r;
+    let shard = &ctx.shard;
+    let data_dir = shard.config.data_dir.clone();
+    let canonical = off_shard({
+        let data_dir = data_dir.clone();
+        move || std::fs::canonicalize(&data_dir).unwrap_or(data_dir)
+    })
+    .await;
+    let mut response = km::AlterReplicaLogDirsResponse::default();
+    for dir in request.dirs {
+        let path = std::path::PathBuf::from(dir.path.as_str());
+        let known = path == data_dir || path == canonical;
+        for topic in dir.topics {
+            let name = topic.name.0.to_string();
+            let mut out =
+                r::AlterReplicaLogDirTopicResult::default().with_topic_name(topic.name.clone());
+            let owners = shard.route_all(&name, topic.partitions.iter().copied());
+            for (partition, owner) in topic.partitions.into_iter().zip(owners) {
+                let error = match owner {
+                    Err(code) => code,
+                    Ok(_) if !known => codes::LOG_DIR_NOT_FOUND,
+                    Ok(_) => codes::NONE,
+                };
+                out.partitions.push(
+                    r::AlterReplicaLogDirPartitionResult::default()
+                        .with_partition_index(partition)
+                        .with_error_code(error),
+                );
+            }
+            response.results.push(out);
+        }
+    }
+    response
 }

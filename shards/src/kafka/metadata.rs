@@ -7,6 +7,7 @@ use super::dispatch::RequestContext;
 use super::response::{str_bytes as s, topic_name};
 use super::response::{CLUSTER_AUTHORIZED_OPERATIONS, CLUSTER_ID, TOPIC_AUTHORIZED_OPERATIONS};
 use super::topics::auto_create;
+use crate::partition::LEADER_EPOCH;
 
 pub async fn metadata(ctx: RequestContext, request: km::MetadataRequest) -> km::MetadataResponse {
     let shard = &ctx.shard;
@@ -99,7 +100,7 @@ pub async fn metadata(ctx: RequestContext, request: km::MetadataRequest) -> km::
                         .with_replica_nodes(vec![node])
                         .with_isr_nodes(vec![node]);
                     if version >= 7 {
-                        p.leader_epoch = crate::partition::LEADER_EPOCH;
+                        p.leader_epoch = LEADER_EPOCH;
                     }
                     p
                 })
@@ -131,6 +132,96 @@ pub async fn describe_cluster(
     }
     if request.include_cluster_authorized_operations {
         response.cluster_authorized_operations = CLUSTER_AUTHORIZED_OPERATIONS;
+    }
+    response
+}
+
+/// Most partitions one DescribeTopicPartitions answer carries
+/// (`max.request.partition.size.limit`).
+const DESCRIBE_TOPIC_PARTITIONS_LIMIT_MAX: i32 = 2000;
+
+/// DescribeTopicPartitions (KIP-966): topics by name (all when none are
+/// named), sorted, partitions paginated by `response_partition_limit` with a
+/// cursor where the next page starts.
+pub async fn describe_topic_partitions(
+    ctx: RequestContext,
+    request: km::DescribeTopicPartitionsRequest,
+) -> km::DescribeTopicPartitionsResponse {
+    use km::describe_topic_partitions_response as r;
+    let shard = &ctx.shard;
+    let node = km::BrokerId(shard.config.node_id);
+    let image = shard.image();
+    let mut names: Vec<String> = if request.topics.is_empty() {
+        image.topics().map(|t| t.name.clone()).collect()
+    } else {
+        request
+            .topics
+            .iter()
+            .map(|t| t.name.0.to_string())
+            .collect()
+    };
+    names.sort();
+    names.dedup();
+    let (cursor_topic, cursor_partition) = match &request.cursor {
+        Some(c) => (Some(c.topic_name.0.to_string()), c.partition_index.max(0)),
+        None => (None, 0),
+    };
+    let mut budget = request
+        .response_partition_limit
+        .clamp(1, DESCRIBE_TOPIC_PARTITIONS_LIMIT_MAX) as usize;
+    let mut response = km::DescribeTopicPartitionsResponse::default();
+    for name in names {
+        if cursor_topic.as_deref().is_some_and(|c| name.as_str() < c) {
+            continue;
+        }
+        let mut topic = r::DescribeTopicPartitionsResponseTopic::default()
+            .with_name(Some(topic_name(&name)))
+            .with_topic_authorized_operations(TOPIC_AUTHORIZED_OPERATIONS);
+        let Some(found) = image.topic(&name) else {
+            topic.error_code = codes::UNKNOWN_TOPIC_OR_PARTITION;
+            response.topics.push(topic);
+            continue;
+        };
+        if budget == 0 {
+            response.next_cursor = Some(
+                km::describe_topic_partitions_response::Cursor::default()
+                    .with_topic_name(topic_name(&name))
+                    .with_partition_index(0),
+            );
+            break;
+        }
+        topic.topic_id = uuid::Uuid::from_bytes(found.topic_id);
+        topic.is_internal = found.name == engine::group::OFFSETS_TOPIC;
+        let first = if cursor_topic.as_deref() == Some(name.as_str()) {
+            cursor_partition
+        } else {
+            0
+        };
+        let count = found.partition_count() as i32;
+        let mut index = first;
+        while index < count && budget > 0 {
+            topic.partitions.push(
+                r::DescribeTopicPartitionsResponsePartition::default()
+                    .with_partition_index(index)
+                    .with_leader_id(node)
+                    .with_leader_epoch(LEADER_EPOCH)
+                    .with_replica_nodes(vec![node])
+                    .with_isr_nodes(vec![node])
+                    .with_eligible_leader_replicas(Some(Vec::new()))
+                    .with_last_known_elr(Some(Vec::new())),
+            );
+            index += 1;
+            budget -= 1;
+        }
+        response.topics.push(topic);
+        if index < count {
+            response.next_cursor = Some(
+                km::describe_topic_partitions_response::Cursor::default()
+                    .with_topic_name(topic_name(&name))
+                    .with_partition_index(index),
+            );
+            break;
+        }
     }
     response
 }

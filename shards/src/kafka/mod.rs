@@ -12,5 +12,7 @@ mod log_dirs;
 mod metadata;
 mod offsets;
 mod produce;
+mod producer_ids;
 mod response;
+mod telemetry;
 mod topics;

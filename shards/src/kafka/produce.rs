@@ -8,6 +8,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use engine::protocol::kafka_protocol::messages::{self as km};
 use engine::protocol::{self as codes, ErrorCode};
+use engine::record::count_batches;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
@@ -52,6 +53,14 @@ async fn produce(
             let outcome: LocalBoxFuture<'static, Result<(i64, i64), ErrorCode>> =
                 if !matches!(acks, -1..=1) {
                     ready_err(codes::INVALID_REQUIRED_ACKS)
+                } else if partition
+                    .records
+                    .as_ref()
+                    .is_some_and(|r| count_batches(r) > 1)
+                {
+                    // Produce v3+ carries exactly one batch per partition
+                    // (Kafka's rule; idempotence relies on it).
+                    ready_err(codes::INVALID_RECORD)
                 } else if let Some(records) = partition.records.filter(|r| !r.is_empty()) {
                     let mut owner = shard.route(&name, index);
                     if owner == Err(codes::UNKNOWN_TOPIC_OR_PARTITION)

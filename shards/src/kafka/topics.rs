@@ -49,19 +49,55 @@ pub async fn create_topics(
     let mut rejected = Vec::new();
     for topic in request.topics {
         let name = topic.name.0.to_string();
+        let (mut partitions, mut replication_factor) =
+            (topic.num_partitions, topic.replication_factor);
         if !topic.assignments.is_empty() {
-            rejected.push(TopicResult {
-                name,
-                error: codes::INVALID_REQUEST,
-                message: Some("manual replica assignment is not supported".into()),
-                partitions: -1,
-            });
-            continue;
+            let checked = if partitions != -1 || replication_factor != -1 {
+                Err((
+                    codes::INVALID_REQUEST,
+                    "a manual replica assignment comes without a partition count or replication factor".to_string(),
+                ))
+            } else {
+                let mut assignments: Vec<_> = topic.assignments.iter().collect();
+                assignments.sort_by_key(|a| a.partition_index);
+                let dense = assignments
+                    .iter()
+                    .enumerate()
+                    .all(|(i, a)| a.partition_index == i as i32);
+                let replicas: Vec<Vec<i32>> = assignments
+                    .iter()
+                    .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                    .collect();
+                if dense {
+                    check_replica_assignment(&replicas, shard.config.node_id)
+                        .map_err(|m| (codes::INVALID_REPLICA_ASSIGNMENT, m))
+                } else {
+                    Err((
+                        codes::INVALID_REPLICA_ASSIGNMENT,
+                        "partition indexes of the assignment must be 0, 1, 2, ...".to_string(),
+                    ))
+                }
+            };
+            match checked {
+                Ok(()) => {
+                    partitions = topic.assignments.len() as i32;
+                    replication_factor = 1;
+                }
+                Err((error, message)) => {
+                    rejected.push(TopicResult {
+                        name,
+                        error,
+                        message: Some(message),
+                        partitions: -1,
+                    });
+                    continue;
+                }
+            }
         }
         specs.push(TopicSpec {
             name,
-            partitions: topic.num_partitions,
-            replication_factor: topic.replication_factor,
+            partitions,
+            replication_factor,
             configs: topic
                 .configs
                 .into_iter()
@@ -153,14 +189,34 @@ pub async fn create_partitions(
     let mut response = km::CreatePartitionsResponse::default();
     let mut wanted = Vec::new();
     for topic in &request.topics {
-        if topic.assignments.is_some() {
-            response.results.push(
-                km::create_partitions_response::CreatePartitionsTopicResult::default()
-                    .with_name(topic.name.clone())
-                    .with_error_code(codes::INVALID_REQUEST)
-                    .with_error_message(Some(s("manual replica assignment is not supported"))),
-            );
-            continue;
+        if let Some(assignments) = &topic.assignments {
+            let current = shard
+                .image()
+                .topic(topic.name.0.as_str())
+                .map(|t| t.partition_count() as i32);
+            let replicas: Vec<Vec<i32>> = assignments
+                .iter()
+                .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                .collect();
+            let checked = match current {
+                // The controller answers for a topic that does not exist.
+                None => Ok(()),
+                Some(current) if replicas.len() as i32 != topic.count - current => Err(format!(
+                    "{} assignments for {} new partitions",
+                    replicas.len(),
+                    topic.count - current
+                )),
+                Some(_) => check_replica_assignment(&replicas, shard.config.node_id),
+            };
+            if let Err(message) = checked {
+                response.results.push(
+                    km::create_partitions_response::CreatePartitionsTopicResult::default()
+                        .with_name(topic.name.clone())
+                        .with_error_code(codes::INVALID_REPLICA_ASSIGNMENT)
+                        .with_error_message(Some(s(&message))),
+                );
+                continue;
+            }
         }
         wanted.push(PartitionGrowth {
             topic: topic.name.0.to_string(),
@@ -179,4 +235,27 @@ pub async fn create_partitions(
         }
     }
     response
+}
+
+/// A manual replica assignment (one list of broker ids per partition) that
+/// this cluster can place: each partition on exactly the brokers there are,
+/// here the one broker.
+fn check_replica_assignment(replicas: &[Vec<i32>], node_id: i32) -> Result<(), String> {
+    for (index, brokers) in replicas.iter().enumerate() {
+        if brokers.is_empty() {
+            return Err(format!("partition {index} is assigned to no broker"));
+        }
+        if let Some(unknown) = brokers.iter().find(|&&b| b != node_id) {
+            return Err(format!(
+                "partition {index} is assigned to broker {unknown}, which does not exist (brokers: {node_id})"
+            ));
+        }
+        if brokers.len() > 1 {
+            return Err(format!(
+                "partition {index} names broker {node_id} {} times; a single-node cluster has replication factor 1",
+                brokers.len()
+            ));
+        }
+    }
+    Ok(())
 }

@@ -1,6 +1,6 @@
 //! Topic administration, served by the controller (shard 0).
 
-use engine::protocol::{self as codes};
+use engine::protocol::{self as codes, ErrorCode};
 
 use super::subsystem;
 
@@ -9,12 +9,24 @@ subsystem!(Admin, AdminRequest, AdminReply {
     DeleteTopics => Vec<TopicResult>,
     AlterTopicConfigs => Vec<TopicResult>,
     AddPartitions => Vec<TopicResult>,
+    AllocateProducerId => Result<i64, ErrorCode>,
 });
+
+/// A new producer id for an idempotent producer (InitProducerId), never
+/// handed out before.
+#[derive(Debug)]
+pub struct AllocateProducerId;
+
+impl AllocateProducerId {
+    fn undelivered_reply(&self) -> Result<i64, ErrorCode> {
+        Err(codes::COORDINATOR_NOT_AVAILABLE)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct TopicResult {
     pub name: String,
-    pub error: engine::protocol::ErrorCode,
+    pub error: ErrorCode,
     pub message: Option<String>,
     pub partitions: i32,
 }

@@ -12,6 +12,7 @@ mod watch;
 mod writer;
 
 pub use replicas::{OwnedPartitions, TopicSlots};
+
 pub use watch::DataSignal;
 
 use std::cell::{Cell, RefCell};
@@ -21,11 +22,13 @@ use std::path::PathBuf;
 use std::rc::{Rc, Weak};
 
 use engine::log::PartitionLog;
+use engine::txn::ProducerStates;
 use futures::channel::oneshot;
 use tracing::error;
 
 use crate::disk::direct_appender::{DirectAppender, SegmentWriteMode};
 use crate::disk::durable::off_shard;
+use crate::disk::producer_snapshots::write_producer_snapshot;
 use crate::disk::segment_files::{sync_dir, write_clean_checkpoint, SegmentFiles};
 use crate::metrics::{Histogram, TopicCounters};
 use group_commit::GroupCommit;
@@ -68,6 +71,15 @@ pub struct Partition {
     write_mode: SegmentWriteMode,
     /// The active segment's O_DIRECT appender (`SegmentWriteMode::Direct`).
     direct: RefCell<Option<Rc<DirectAppender>>>,
+    /// Idempotent producers' epochs and last batches (see `writer.rs`).
+    producers: RefCell<ProducerStates>,
+}
+
+/// A partition's log as opened (or created) from its directory.
+pub struct OpenedLog {
+    pub log: PartitionLog,
+    pub files: SegmentFiles,
+    pub producers: ProducerStates,
 }
 
 impl Partition {
@@ -75,11 +87,15 @@ impl Partition {
         topic: String,
         index: i32,
         dir: PathBuf,
-        log: PartitionLog,
-        files: SegmentFiles,
+        opened: OpenedLog,
         write_mode: SegmentWriteMode,
         fsync_latency: Rc<RefCell<Histogram>>,
     ) -> Rc<Partition> {
+        let OpenedLog {
+            log,
+            files,
+            producers,
+        } = opened;
         let high_watermark = log.next_offset();
         let written_position = log.active().size_bytes;
         assert!(files.contains_key(&log.active().base_offset));
@@ -104,6 +120,7 @@ impl Partition {
             write_latency: RefCell::new(Default::default()),
             write_mode,
             direct: RefCell::new(None),
+            producers: RefCell::new(producers),
         })
     }
 
@@ -172,7 +189,19 @@ impl Partition {
         self.finish_direct().await?;
         self.sync().await?;
         let active = self.log.borrow().active().clone();
+        let snapshot = self.producers.borrow().encode_snapshot(active.next_offset);
+        write_producer_snapshot(&self.dir, active.next_offset, snapshot).await?;
         write_clean_checkpoint(&self.dir, &active).await
+    }
+
+    /// Drops idempotent producers idle for `expiration_ms`
+    /// (`producer.id.expiration.ms`); between writes only.
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        if self.writer_running.get() {
+            // A write in flight may roll back; expire at the next tick.
+            return 0;
+        }
+        self.producers.borrow_mut().expire(now_ms, expiration_ms)
     }
 
     /// Topic deletion: drain and remove the directory.

@@ -15,10 +15,12 @@ use tracing::{error, warn};
 
 use super::{Partition, LEADER_EPOCH};
 use crate::disk::direct_appender::{DirectAppender, SegmentWriteMode};
+use crate::disk::producer_snapshots::write_producer_snapshot;
 use crate::disk::segment_files::{
     open_segment_file, sync_dir, write_all_at, write_segment_indexes,
 };
 use crate::mesh::data::AppendOutcome;
+use engine::txn::{BatchIdentity, SequenceVerdict};
 
 /// Most bytes one coalesced write carries.
 const WRITE_COALESCE_BYTES_MAX: usize = 8 << 20;
@@ -125,6 +127,37 @@ impl Partition {
                 self.log
                     .borrow()
                     .plan_append(&mut pending.bytes[start..], LEADER_EPOCH, now);
+            // An idempotent batch is checked against its producer's state
+            // before anything is committed: a retry is answered with the
+            // original offsets (once this write is done, so never before the
+            // original is written), a gap or a stale epoch is refused.
+            let identity = match planned.as_ref().map(|plan| plan.batches()) {
+                Ok([batch]) => BatchIdentity::of(batch),
+                Ok(batches) if batches.iter().any(|b| BatchIdentity::of(b).is_some()) => {
+                    // One sequence range per append: Produce refuses such
+                    // sets before they get here (INVALID_RECORD).
+                    pending.bytes.truncate(start);
+                    let _ = append.reply.send(Err(codes::INVALID_RECORD));
+                    continue;
+                }
+                _ => None,
+            };
+            if let Some(identity) = &identity {
+                match self.producers.borrow().check(identity) {
+                    SequenceVerdict::Append => {}
+                    SequenceVerdict::Duplicate { base_offset } => {
+                        pending.bytes.truncate(start);
+                        pending.replies.push((append.reply, base_offset));
+                        continue;
+                    }
+                    SequenceVerdict::Reject(code) => {
+                        pending.bytes.truncate(start);
+                        warn!(topic = %self.topic, partition = self.index, producer_id = identity.producer_id, epoch = identity.producer_epoch, sequence = identity.first_sequence, code, "rejected an idempotent batch");
+                        let _ = append.reply.send(Err(code));
+                        continue;
+                    }
+                }
+            }
             let plan = match planned {
                 Err(e) => {
                     pending.bytes.truncate(start);
@@ -167,9 +200,18 @@ impl Partition {
             if start == 0 {
                 pending.position = plan.position;
                 pending.mark = Some(self.log.borrow().append_mark());
+                self.producers.borrow_mut().mark();
             }
             assert_eq!(pending.position + start as u64, plan.position);
             self.log.borrow_mut().commit_append(&plan, now);
+            if let Some(identity) = &identity {
+                self.producers.borrow_mut().record(
+                    identity,
+                    plan.base_offset,
+                    plan.last_offset,
+                    now,
+                );
+            }
             pending.replies.push((append.reply, plan.base_offset));
         }
         self.flush(&mut pending).await;
@@ -179,6 +221,14 @@ impl Partition {
     /// fetch waiters, producer replies.
     async fn flush(&self, pending: &mut PendingWrite) {
         if pending.bytes.is_empty() {
+            // Only retries of batches already written: answer them.
+            let log_start_offset = self.log.borrow().log_start_offset();
+            for (reply, base_offset) in pending.replies.drain(..) {
+                let _ = reply.send(Ok(AppendOutcome {
+                    base_offset,
+                    log_start_offset,
+                }));
+            }
             return;
         }
         let bytes = std::mem::take(&mut pending.bytes);
@@ -216,6 +266,7 @@ impl Partition {
             }
             Err(e) => {
                 let mark = pending.mark.take().expect("a pending write has a mark");
+                self.producers.borrow_mut().roll_back();
                 self.undo_failed_write(&file, pending.position, mark, &e)
                     .await;
                 for (reply, _) in replies {
@@ -302,6 +353,10 @@ impl Partition {
         let closed = self.log.borrow().active().clone();
         write_segment_indexes(&self.dir, &closed).await?;
         let base = self.log.borrow().next_offset();
+        // Producer state as of the new segment's base: a restart replays
+        // only the segment after it.
+        let snapshot = self.producers.borrow().encode_snapshot(base);
+        write_producer_snapshot(&self.dir, base, snapshot).await?;
         let file = open_segment_file(&self.dir, base).await?;
         sync_dir(&self.dir).await?;
         self.files.borrow_mut().insert(base, Rc::new(file));

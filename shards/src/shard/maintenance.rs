@@ -34,6 +34,7 @@ impl Shard {
                 if let Err(e) = partition.roll_if_idle_expired(now).await {
                     error!(topic = %partition.topic, partition = partition.index, error = %e, "roll failed");
                 }
+                partition.expire_producers(now, self.config.producer_id_expiration_ms);
                 if config.cleanup_compact {
                     if let Err(e) = partition.clean(&config, now).await {
                         error!(topic = %partition.topic, partition = partition.index, error = %e, "compaction failed");

@@ -279,5 +279,8 @@ fn not_the_controller(request: AdminRequest) -> Reply {
         AdminRequest::AddPartitions(op) => {
             crate::mesh::admin::AddPartitions::wrap_reply(op.undelivered())
         }
+        AdminRequest::AllocateProducerId(op) => {
+            crate::mesh::admin::AllocateProducerId::wrap_reply(op.undelivered())
+        }
     }
 }

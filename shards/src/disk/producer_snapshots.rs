@@ -1,0 +1,126 @@
+//! Idempotent-producer state on disk: `<offset>.snapshot` files in the
+//! partition directory, each the state as of that log offset, written at
+//! segment rolls and at a clean stop (through the durable-write helper).
+//! Opening a partition loads the newest valid snapshot at or below the log
+//! end and replays the batches after it from the segment files; without one
+//! the whole log is replayed. Snapshots past the log end (a crash cut the
+//! log back) are deleted, and only the newest `SNAPSHOTS_KEPT` stay.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use engine::log::{parse_segment_file_name, segment_file_stem, PartitionLog};
+use engine::record::BatchHeader;
+use engine::txn::ProducerStates;
+use tracing::{info, warn};
+
+use super::durable::{off_shard, write_file_durably};
+use super::segment_files::{to_io, SegmentFiles};
+
+/// Snapshots kept per partition (the newest; one spare if it is damaged).
+const SNAPSHOTS_KEPT: usize = 2;
+/// Read size while replaying batches.
+const REPLAY_READ_BYTES: usize = 1 << 20;
+
+fn snapshot_path(dir: &Path, offset: i64) -> PathBuf {
+    dir.join(format!("{}.snapshot", segment_file_stem(offset)))
+}
+
+/// Snapshot offsets in `dir`, newest first (blocking).
+fn snapshot_offsets_blocking(dir: &Path) -> io::Result<Vec<i64>> {
+    let mut offsets: Vec<i64> = std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| parse_segment_file_name(entry.file_name().to_str()?, "snapshot"))
+        .collect();
+    offsets.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(offsets)
+}
+
+/// Writes a snapshot taken at `offset` (`ProducerStates::encode_snapshot`)
+/// and drops snapshots beyond the newest `SNAPSHOTS_KEPT`.
+pub async fn write_producer_snapshot(dir: &Path, offset: i64, snapshot: Vec<u8>) -> io::Result<()> {
+    write_file_durably(snapshot_path(dir, offset), snapshot).await?;
+    let dir = dir.to_path_buf();
+    off_shard(move || {
+        for old in snapshot_offsets_blocking(&dir)?
+            .into_iter()
+            .skip(SNAPSHOTS_KEPT)
+        {
+            std::fs::remove_file(snapshot_path(&dir, old))?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// The producer state of a just-opened partition: the newest valid
+/// snapshot at or below the log end, plus the batches after it.
+pub async fn recover_producer_states(
+    dir: &Path,
+    log: &PartitionLog,
+    files: &SegmentFiles,
+    now_ms: i64,
+) -> io::Result<ProducerStates> {
+    let log_end = log.next_offset();
+    let mut loaded = None;
+    for offset in snapshot_offsets_blocking(dir)? {
+        let path = snapshot_path(dir, offset);
+        if offset > log_end {
+            warn!(file = %path.display(), log_end, "producer snapshot past the log end (the log was cut back); deleting it");
+            std::fs::remove_file(&path)?;
+            continue;
+        }
+        match ProducerStates::decode_snapshot(&std::fs::read(&path)?) {
+            Ok((at, states)) if at == offset => {
+                loaded = Some((at, states));
+                break;
+            }
+            Ok((at, _)) => {
+                warn!(file = %path.display(), at, "producer snapshot names another offset; ignoring it")
+            }
+            Err(e) => {
+                warn!(file = %path.display(), error = %e, "damaged producer snapshot; ignoring it")
+            }
+        }
+    }
+    let first_offset = log.segments().next().map_or(0, |s| s.base_offset);
+    let (start, mut states) = loaded.unwrap_or((first_offset, ProducerStates::default()));
+    let mut replayed = 0u64;
+    for segment in log.segments() {
+        if segment.next_offset <= start || segment.size_bytes == 0 {
+            continue;
+        }
+        let Some(file) = files.get(&segment.base_offset) else {
+            continue;
+        };
+        let mut position = 0u64;
+        while position < segment.size_bytes {
+            let want = REPLAY_READ_BYTES.min((segment.size_bytes - position) as usize);
+            let chunk = file.read_at(position, want).await.map_err(to_io)?;
+            let mut at = 0usize;
+            while at < chunk.len() {
+                let Ok(header) = BatchHeader::parse(&chunk[at..]) else {
+                    break;
+                };
+                // The header is all a replay needs: a batch longer than
+                // the chunk is skipped by its length.
+                let total = header.total_bytes();
+                if header.next_offset() > start {
+                    states.replay(&header, now_ms);
+                    replayed += 1;
+                }
+                at += total;
+            }
+            if at == 0 {
+                // A header that does not parse: recovery already cut the log
+                // at the last valid batch, so this is the segment's end.
+                break;
+            }
+            position += at as u64;
+        }
+    }
+    if replayed > 0 || !states.is_empty() {
+        info!(dir = %dir.display(), producers = states.len(), snapshot_offset = start, replayed_batches = replayed, "producer state recovered");
+    }
+    Ok(states)
+}
