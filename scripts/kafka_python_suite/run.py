@@ -33,8 +33,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 KAFKA_PYTHON_VERSION = os.environ.get("KAFKA_PYTHON_VERSION", "3.0.12")
 # The Kafka version the suite is told it talks to (it picks API versions
-# and feature tests from it).
-KAFKA_VERSION = "4.1"
+# and feature tests from it, and checks that the client infers the same from
+# ApiVersions): Gregor's ranges are Kafka 4.0's or newer for the APIs it
+# serves; Produce v13 and Fetch v13+ (topic ids), which would make it 4.1,
+# are not served yet.
+KAFKA_VERSION = "4.0"
 START_TIMEOUT_S = 30
 
 # Tests that need what Gregor does not have yet: (pattern, reason).
@@ -43,6 +46,9 @@ NOT_YET = [
     ("test_ssl_integration.py", "TLS: not implemented (no issue yet)"),
     ("transaction", "transactions: issue 18"),
     ("acl", "ACLs: not implemented (no issue yet)"),
+    ("elect_leaders", "cluster operations: issue 19"),
+    ("metadata_quorum", "cluster operations: issue 19"),
+    ("partition_reassignments", "cluster operations: issue 19"),
 ]
 
 
@@ -87,8 +93,10 @@ def start_gregor(workdir: Path) -> tuple[subprocess.Popen, int, Path]:
         "--shards", "2",
         # The suite's default topic layout (its fixture's `partitions`).
         "--num-partitions", "4",
-        # Quick group start-up, as the suite's own broker config has.
+        # Quick group start-up and short sessions, as the suite's own
+        # broker config has (its tests use 3 s sessions).
         "--group-initial-rebalance-delay-ms", "0",
+        "--group-min-session-timeout-ms", "1000",
     ]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -111,14 +119,19 @@ def main() -> int:
     suite = fetch_suite(cache)
     work = Path(tempfile.mkdtemp(prefix="kafka-python-suite-"))
     proc, port, log_path = start_gregor(work)
-    deselect = []
+    deselect = []  # (node or file, reason, tests)
     for test_file in sorted((suite / "test" / "integration").glob("test_*.py")):
         text = test_file.read_text()
+        path = f"test/integration/{test_file.name}"
+        names = re.findall(r"^\s*def (test_\w+)", text, re.M)
+        whole = next((reason for pattern, reason in NOT_YET if pattern in test_file.name), None)
+        if whole:
+            deselect.append((path, whole, len(names)))
+            continue
         for name in re.findall(r"^def (test_\w+)", text, re.M):
-            node = f"test/integration/{test_file.name}::{name}"
             for pattern, reason in NOT_YET:
-                if pattern in test_file.name or pattern in name:
-                    deselect.append((node, reason))
+                if pattern in name:
+                    deselect.append((f"{path}::{name}", reason, 1))
                     break
     env = dict(os.environ)
     env.update(
@@ -126,13 +139,21 @@ def main() -> int:
         KAFKA_VERSION=KAFKA_VERSION,
         # The suite's code and its tests, as published.
         PYTHONPATH=str(suite),
+        # The fixtures insist on a Kafka distribution directory, which they
+        # only use to spawn brokers: an empty one does.
+        KAFKA_ROOT=str(work / "no-kafka-distribution"),
     )
+    (work / "no-kafka-distribution").mkdir()
     report = work / "report.txt"
     args = [
         sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfEs",
-        "--timeout", "120", "-o", "log_level=WARNING",
+        "--timeout", "120", "--tb=native", "-o", "log_level=WARNING",
         "test/integration",
-        *[a for node, _ in deselect for a in ("--deselect", node)],
+        *[
+            a
+            for node, _, _ in deselect
+            for a in (("--ignore", node) if "::" not in node else ("--deselect", node))
+        ],
         *sys.argv[1:],
     ]
     try:
@@ -152,10 +173,13 @@ def main() -> int:
     failures = [line for line in text.splitlines() if line.startswith(("FAILED", "ERROR"))]
     for line in failures:
         print(f"  {line}")
-    reasons = sorted({reason for _, reason in deselect})
+    reasons = sorted({reason for _, reason, _ in deselect})
+    not_run = sum(tests for _, _, tests in deselect)
+    for node, reason, _ in deselect:
+        print(f"  not run: {node} ({reason})")
     print(
         f"kafka-python {KAFKA_PYTHON_VERSION} integration suite against Gregor: {summary}; "
-        f"{len(deselect)} not run ({'; '.join(reasons)}). Report: {report}, broker log: {log_path}"
+        f"{not_run} not run ({'; '.join(reasons)}). Report: {report}, broker log: {log_path}"
     )
     return result.returncode
 

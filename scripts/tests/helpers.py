@@ -174,7 +174,7 @@ def create_topic_kafka_python(bootstrap: str, name: str, partitions: int) -> Non
 
     admin = KafkaAdminClient(
         bootstrap_servers=bootstrap,
-        api_version_auto_timeout_ms=10_000,
+        bootstrap_timeout_ms=10_000,
         request_timeout_ms=30_000,
     )
     try:
@@ -201,12 +201,11 @@ def create_topic_kafka_python(bootstrap: str, name: str, partitions: int) -> Non
 
 
 def confluent_producer_conf(bootstrap: str, codec: str = "none", **extra) -> dict:
-    """Producer settings shared by the tests: acks=all, batching, no idempotence
-    (Gregor has no InitProducerId yet)."""
+    """Producer settings shared by the tests: acks=all and batching; idempotence
+    as librdkafka's default has it (off; test_idempotence turns it on)."""
     conf = {
         "bootstrap.servers": bootstrap,
         "acks": "all",
-        "enable.idempotence": False,
         "compression.type": codec,
         "linger.ms": 5,
         "batch.num.messages": 10_000,
@@ -287,8 +286,9 @@ def produce_kafka_python(
     codec: str = "none",
     timeout_s: float = CLIENT_TIMEOUT_S,
 ) -> list[tuple[int, int]]:
-    """Produce `records` with kafka-python, acks=all; returns each record's
-    acknowledged (partition, offset) by index."""
+    """Produce `records` with kafka-python, acks=all and otherwise its
+    defaults (kafka-python 3 is idempotent by default); returns each
+    record's acknowledged (partition, offset) by index."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(
@@ -297,10 +297,9 @@ def produce_kafka_python(
         compression_type=None if codec == "none" else codec,
         linger_ms=5,
         batch_size=256 * 1024,
-        enable_idempotence=False,
         max_block_ms=60_000,
         request_timeout_ms=30_000,
-        api_version_auto_timeout_ms=10_000,
+        bootstrap_timeout_ms=10_000,
     )
     try:
         futures = [
@@ -412,7 +411,7 @@ def kafka_python_consumer(bootstrap: str, **extra):
         auto_offset_reset="earliest",
         fetch_max_wait_ms=100,
         request_timeout_ms=30_000,
-        api_version_auto_timeout_ms=10_000,
+        bootstrap_timeout_ms=10_000,
     )
     conf.update(extra)
     return KafkaConsumer(**conf)

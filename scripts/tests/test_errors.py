@@ -119,10 +119,10 @@ def test_unknown_topic_kafka_python(strict_broker):
     from kafka import errors as kafka_errors
     from kafka.admin import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=strict_broker.bootstrap, api_version_auto_timeout_ms=10_000)
+    admin = KafkaAdminClient(bootstrap_servers=strict_broker.bootstrap, bootstrap_timeout_ms=10_000)
     try:
         [topic] = admin.describe_topics([MISSING_TOPIC])
-        assert topic["topic"] == MISSING_TOPIC
+        assert topic["name"] == MISSING_TOPIC  # kafka-python 3: DescribeTopicPartitions
         assert topic["error_code"] == ERR_UNKNOWN_TOPIC_OR_PARTITION, topic
         assert kafka_errors.for_code(topic["error_code"]) is kafka_errors.UnknownTopicOrPartitionError
         assert MISSING_TOPIC not in admin.list_topics(), "topic was auto-created"

@@ -271,7 +271,7 @@ class KafkaPythonWorker(GroupWorker):
             max_poll_interval_ms=REBALANCE_TIMEOUT_MS,
             fetch_max_wait_ms=100,
             request_timeout_ms=40_000,
-            api_version_auto_timeout_ms=10_000,
+            bootstrap_timeout_ms=10_000,
         )
         try:
             consumer.subscribe(topics=[self.topic], listener=Listener())
@@ -540,7 +540,7 @@ def test_committed_offsets_survive_kill9(broker):
     from kafka import TopicPartition as KpTopicPartition
 
     kp = KafkaConsumer(
-        bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False, api_version_auto_timeout_ms=10_000
+        bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False, bootstrap_timeout_ms=10_000
     )
     try:
         assert {p: kp.committed(KpTopicPartition(topic, p)) for p in range(partitions)} == committed

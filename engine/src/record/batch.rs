@@ -671,7 +671,11 @@ mod count_tests {
         assert_eq!(count_batches(&one), 1);
         let two = [one.clone(), one.clone()].concat();
         assert_eq!(count_batches(&two), 2);
-        assert_eq!(count_batches(&two[..one.len() + 5]), 2, "a torn second batch counts");
+        assert_eq!(
+            count_batches(&two[..one.len() + 5]),
+            2,
+            "a torn second batch counts"
+        );
         assert_eq!(count_batches(&[0u8; 5]), 1);
     }
 }

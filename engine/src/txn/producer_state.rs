@@ -487,7 +487,11 @@ mod tests {
         let mut next = 0;
         for p in 0..20 {
             for s in 0..(p % 7) {
-                append(&mut states, batch(p, (p % 3) as i16, s as i32, 1), &mut next);
+                append(
+                    &mut states,
+                    batch(p, (p % 3) as i16, s as i32, 1),
+                    &mut next,
+                );
             }
         }
         let bytes = states.encode_snapshot(next);

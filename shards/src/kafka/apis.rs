@@ -65,7 +65,7 @@ use Handler::{Answer, InOrder};
 pub static APIS: &[Api] = &[
     api(K::Produce, (0, 11), "Produce", InOrder(produce::start_produce)),
     api(K::Fetch, (4, 12), "Fetch", Answer(fetch::start_fetch)),
-    api(K::ListOffsets, (1, 7), "ListOffsets", Answer(|c, f| answer(c, f, offsets::list_offsets))),
+    api(K::ListOffsets, (1, 10), "ListOffsets", Answer(|c, f| answer(c, f, offsets::list_offsets))),
     api(K::Metadata, (0, 12), "Metadata", Answer(|c, f| answer(c, f, metadata::metadata))),
     api(K::OffsetCommit, (2, 9), "OffsetCommit", Answer(|c, f| answer(c, f, groups::offset_commit))),
     api(K::OffsetFetch, (1, 9), "OffsetFetch", Answer(|c, f| answer(c, f, groups::offset_fetch))),

@@ -11,6 +11,15 @@ use engine::record::{first_record_at_or_after, BatchHeader, BATCH_HEADER_BYTES};
 use tracing::{error, warn};
 
 use super::Partition;
+
+/// ListOffsets' special timestamps (Kafka's ListOffsetsRequest).
+const LATEST_TIMESTAMP: i64 = -1;
+const EARLIEST_TIMESTAMP: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+/// v8+ (KIP-405): the first offset in local storage.
+const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
+/// v9+ (KIP-1005): the last offset in tiered storage.
+const LATEST_TIERED_TIMESTAMP: i64 = -5;
 use crate::io::splice::{dup_fd, FileSlice};
 use crate::mesh::data::ReadOutcome;
 
@@ -278,11 +287,17 @@ impl Partition {
             return Err(codes::KAFKA_STORAGE_ERROR);
         }
         match timestamp_ms {
-            -1 => return Ok((self.high_watermark.get(), -1)),
-            -2 => return Ok((self.log_start_offset(), -1)),
+            LATEST_TIMESTAMP => return Ok((self.high_watermark.get(), -1)),
+            // Every segment is local (no tiered storage): the earliest local
+            // offset is the log start offset.
+            EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => {
+                return Ok((self.log_start_offset(), -1))
+            }
+            // Nothing is tiered: Kafka answers offset -1.
+            LATEST_TIERED_TIMESTAMP => return Ok((-1, -1)),
             _ => {}
         }
-        let target = if timestamp_ms == -3 {
+        let target = if timestamp_ms == MAX_TIMESTAMP {
             // The record with the largest timestamp: the first one that reaches it.
             let max = self
                 .log
