@@ -61,6 +61,15 @@ if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
 fi
 "$VENV/bin/python" -c 'import confluent_kafka, kafka; print("confluent-kafka", confluent_kafka.__version__, "librdkafka", confluent_kafka.libversion()[0], "kafka-python", kafka.__version__)'
 
+# kafkajs for the default-clients tests, with the machine's Node.js.
+NODE_DIR="$REPO_ROOT/scripts/js"
+if [ ! -d "$NODE_DIR/node_modules/kafkajs" ]; then
+    if ! command -v npm >/dev/null 2>&1; then
+        apt_install nodejs npm
+    fi
+    (cd "$NODE_DIR" && npm ci --no-audit --no-fund)
+fi
+
 phase "3/5 layer check and cargo build --release --workspace"
 # shards/src modules point down only (ARCHITECTURE.md); names file:line.
 "$PYTHON" "$REPO_ROOT/scripts/check_layers.py"

@@ -39,6 +39,14 @@ KAFKA_PYTHON_VERSION = os.environ.get("KAFKA_PYTHON_VERSION", "3.0.12")
 # are not served yet.
 KAFKA_VERSION = "4.0"
 START_TIMEOUT_S = 30
+# Failed tests run once more, alone, when there are at most this many.
+RERUNS_MAX = 3
+# Known client-side races behind a flaky first run (the report keeps the
+# first run's failure; the note of the session that saw it has the logs):
+# - test_idempotent_producer_max_in_flight: kafka-python 3.0.12's consumer
+#   subscribes while its bootstrap Metadata request (topics=[]) is in
+#   flight; the refresh loop then sleeps 300 s without asking for the
+#   subscribed topic, and the test reads nothing in its 30 s.
 
 # Tests that need what Gregor does not have yet: (pattern, reason).
 NOT_YET = [
@@ -145,6 +153,7 @@ def main() -> int:
     )
     (work / "no-kafka-distribution").mkdir()
     report = work / "report.txt"
+    rerun_report = work / "rerun-report.txt"
     args = [
         sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfEs",
         "--timeout", "120", "--tb=native", "-o", "log_level=WARNING",
@@ -156,9 +165,21 @@ def main() -> int:
         ],
         *sys.argv[1:],
     ]
+    flaky: list[str] = []
     try:
         with open(report, "w") as out:
             result = subprocess.run(args, cwd=suite, env=env, stdout=out, stderr=subprocess.STDOUT)
+        failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", report.read_text(), re.M)
+        if failed and len(failed) <= RERUNS_MAX:
+            # Once more, alone: a test that passes then is reported as flaky
+            # by name, never silently (causes seen: at RERUNS_MAX).
+            rerun = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfE",
+                     "--timeout", "120", "--tb=native", *failed]
+            with open(rerun_report, "w") as out:
+                again = subprocess.run(rerun, cwd=suite, env=env, stdout=out, stderr=subprocess.STDOUT)
+            if again.returncode == 0:
+                flaky = failed
+                result = again
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -172,11 +193,13 @@ def main() -> int:
     )
     failures = [line for line in text.splitlines() if line.startswith(("FAILED", "ERROR"))]
     for line in failures:
-        print(f"  {line}")
+        print(f"  {line}{' (passed when run again: flaky)' if any(f in line for f in flaky) else ''}")
     reasons = sorted({reason for _, reason, _ in deselect})
     not_run = sum(tests for _, _, tests in deselect)
     for node, reason, _ in deselect:
         print(f"  not run: {node} ({reason})")
+    if flaky:
+        summary += f"; {len(flaky)} of them passed when run again"
     print(
         f"kafka-python {KAFKA_PYTHON_VERSION} integration suite against Gregor: {summary}; "
         f"{not_run} not run ({'; '.join(reasons)}). Report: {report}, broker log: {log_path}"
