@@ -206,18 +206,26 @@ class Broker:
         return f"--- last {lines} lines of {self.log_path} ---\n{tail}\n--- end of log ---"
 
     def teardown(self) -> None:
-        """Stop the process whatever state it is in; never raises for a slow stop."""
+        """Stop the process whatever state it is in. A broker that does not
+        stop within STOP_TIMEOUT_S of SIGTERM is killed, and that fails the
+        test: a shutdown hang is a bug, not a slow stop."""
         if self.proc is None or self.proc.poll() is not None:
             _live_brokers.discard(self)
             return
         self.proc.send_signal(signal.SIGTERM)
+        hung = False
         try:
             self.proc.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
+            hung = True
             self.proc.kill()
             self.proc.wait()
         self.expected_running = False
         _live_brokers.discard(self)
+        if hung:
+            raise AssertionError(
+                f"gregor did not stop within {STOP_TIMEOUT_S}s of SIGTERM\n{self.log_tail()}"
+            )
 
 
 @atexit.register
@@ -277,8 +285,14 @@ def broker_factory(request, tmp_path, gregor_bin):
     yield make
 
     crashed = [b for b in brokers if b.crashed()]
+    hung = []
     for b in brokers:
-        b.teardown()
+        try:
+            b.teardown()
+        except AssertionError as e:
+            hung.append(str(e))
+    if hung:
+        pytest.fail("\n".join(hung), pytrace=False)
     if crashed:
         details = "\n".join(
             f"gregor on {b.bootstrap} exited on its own with code {b.proc.returncode}\n{b.log_tail()}"

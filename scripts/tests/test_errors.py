@@ -32,6 +32,7 @@ from helpers import (
     encode_request,
     kstring,
     parse_api_versions_response,
+    produce_request_body,
     watermarks,
 )
 
@@ -201,17 +202,15 @@ def _read_response(conn: RawConnection, correlation_id: int) -> Reader:
 
 def test_produce_v2_is_rejected(strict_broker):
     """Produce v0-2 is advertised (for old librdkafka) but answered with
-    UNSUPPORTED_VERSION, or the connection is closed; nothing is appended."""
+    UNSUPPORTED_VERSION; nothing is appended."""
     topic = "raw-v2"
     create_topic_confluent(strict_broker.bootstrap, topic, 1)
     with RawConnection(strict_broker.bootstrap) as conn:
-        try:
-            results = conn.produce(2, topic, 0, raw_batch())
-        except ConnectionClosed:
-            results = None
-    if results is not None:
-        assert [(r.topic, r.partition) for r in results] == [(topic, 0)]
-        assert results[0].error_code == ERR_UNSUPPORTED_VERSION, results
+        # Gregor answers (it advertises v0 for old librdkafka's sake), it
+        # does not close: the client must see the error.
+        results = conn.produce(2, topic, 0, raw_batch())
+    assert [(r.topic, r.partition) for r in results] == [(topic, 0)]
+    assert results[0].error_code == ERR_UNSUPPORTED_VERSION, results
     assert_broker_answers(strict_broker.bootstrap)
     assert watermarks(strict_broker.bootstrap, topic, 0) == (0, 0), "a Produce v2 request appended records"
 
@@ -279,3 +278,82 @@ def test_offset_for_leader_epoch_fenced_and_unknown(broker):
         assert _offset_for_leader_epoch(conn, topic, -1) == (ERR_NONE, 0, 3)
         assert _offset_for_leader_epoch(conn, topic, 1)[0] == ERR_UNKNOWN_LEADER_EPOCH
         assert _offset_for_leader_epoch(conn, topic, 7)[0] == ERR_UNKNOWN_LEADER_EPOCH
+
+
+# --- Kafka's answers to misuse ---------------------------------------------------
+
+ERR_INVALID_RECORD = 87
+
+
+def test_offset_commit_for_a_missing_topic(strict_broker):
+    """OffsetCommit names a partition of a topic that does not exist: that
+    partition gets UNKNOWN_TOPIC_OR_PARTITION and nothing is stored for it;
+    a partition of an existing topic in the same request is committed."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    topic = "commit-real"
+    create_topic_confluent(strict_broker.bootstrap, topic, 1)
+    consumer = Consumer({"bootstrap.servers": strict_broker.bootstrap, "group.id": "commit-missing",
+                         "enable.auto.commit": False})
+    try:
+        results = consumer.commit(
+            offsets=[TopicPartition(MISSING_TOPIC, 0, 5), TopicPartition(topic, 0, 0)], asynchronous=False
+        )
+    except KafkaException as e:
+        # librdkafka raises when any partition failed; the per-partition
+        # results are in the committed offsets below.
+        assert e.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART, e
+        results = None
+    if results is not None:
+        by_topic = {tp.topic: tp for tp in results}
+        assert by_topic[MISSING_TOPIC].error is not None
+        assert by_topic[MISSING_TOPIC].error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+        assert by_topic[topic].error is None
+    committed = consumer.committed([TopicPartition(MISSING_TOPIC, 0), TopicPartition(topic, 0)], timeout=30)
+    consumer.close()
+    by_topic = {tp.topic: tp for tp in committed}
+    assert by_topic[MISSING_TOPIC].offset < 0, "an offset for a missing topic was stored"
+    assert by_topic[topic].offset == 0
+
+
+def test_null_key_on_a_compacted_topic_is_refused(strict_broker):
+    """A record without a key cannot be compacted: Kafka refuses the batch
+    with INVALID_RECORD (KIP-467 names the records); nothing is appended."""
+    topic = "compacted-keys"
+    create_topic_confluent(strict_broker.bootstrap, topic, 1, {"cleanup.policy": "compact"})
+    producer = Producer({"bootstrap.servers": strict_broker.bootstrap, "linger.ms": 50})
+    reports = []
+    producer.produce(topic, key=None, value=b"no key", partition=0, on_delivery=lambda e, m: reports.append(e))
+    producer.produce(topic, key=b"k", value=b"keyed", partition=0, on_delivery=lambda e, m: reports.append(e))
+    assert producer.flush(30) == 0
+    # Both records were in one batch: the batch is refused as a whole.
+    assert [r.code() if r else None for r in reports] == [KafkaError.INVALID_RECORD] * 2, reports
+    assert watermarks(strict_broker.bootstrap, topic, 0) == (0, 0), "a refused batch was appended"
+    # Keyed records alone are taken.
+    producer.produce(topic, key=b"k", value=b"keyed", partition=0, on_delivery=lambda e, m: reports.append(e))
+    assert producer.flush(30) == 0
+    assert reports[-1] is None, reports[-1]
+    assert watermarks(strict_broker.bootstrap, topic, 0) == (0, 1)
+
+
+def test_null_key_refusal_names_the_record(strict_broker):
+    """The Produce v8 answer carries record_errors with the record's index in
+    its batch and the error message."""
+    topic = "compacted-keys-raw"
+    create_topic_confluent(strict_broker.bootstrap, topic, 1, {"cleanup.policy": "compact"})
+    batch = encode_record_batch(
+        [(b"a", b"1", []), (None, b"2", []), (b"c", b"3", [])], base_timestamp=int(time.time() * 1000)
+    )
+    with RawConnection(strict_broker.bootstrap) as conn:
+        conn.send_raw(encode_request(API_PRODUCE, 8, 31, produce_request_body(8, topic, 0, batch)))
+        r = _read_response(conn, 31)
+        assert r.i32() == 1 and r.string() == topic and r.i32() == 1
+        partition, error, base_offset = r.i32(), r.i16(), r.i64()
+        r.i64()  # log_append_time_ms
+        r.i64()  # log_start_offset
+        record_errors = [(r.i32(), r.string()) for _ in range(r.i32())]
+        message = r.string()
+    assert (partition, error, base_offset) == (0, ERR_INVALID_RECORD, -1)
+    assert [index for index, _ in record_errors] == [1], record_errors
+    assert "without key" in (message or ""), message
+    assert watermarks(strict_broker.bootstrap, topic, 0) == (0, 0)

@@ -3,6 +3,7 @@ that the counters move and the text parses as Prometheus exposition."""
 
 from __future__ import annotations
 
+import os
 import urllib.request
 
 from confluent_kafka import Producer
@@ -73,5 +74,31 @@ def test_metrics_off_and_taken_port_do_not_stop_the_broker(broker_factory):
     assert "metrics endpoint unavailable" in second.log_text()
     off = broker_factory("--metrics", "off")
     create_topic_confluent(off.bootstrap, unique_name("no-metrics"), 1)
+    # --metrics off: the only port the broker listens on is Kafka's.
+    kafka_port = int(off.bootstrap.rsplit(":", 1)[1])
+    assert listening_ports(off.pid) == {kafka_port}, "--metrics off still listens elsewhere"
+    assert listening_ports(first.pid) == {int(first.bootstrap.rsplit(":", 1)[1]), port}
     assert scrape(port, "/health")[0] == 200  # still the first broker's
     assert first.is_running()
+
+
+def listening_ports(pid: int) -> set[int]:
+    """TCP ports process `pid` listens on, from /proc (no tools needed)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "0A" and inode in inodes:  # 0A: LISTEN
+                    ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports

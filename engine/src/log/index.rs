@@ -32,8 +32,14 @@ impl OffsetIndex {
     /// Entries must arrive in increasing offset and position order.
     pub fn push(&mut self, entry: OffsetIndexEntry) {
         if let Some(last) = self.entries.last() {
-            assert!(entry.relative_offset > last.relative_offset);
-            assert!(entry.position > last.position);
+            assert!(
+                entry.relative_offset > last.relative_offset,
+                "offset index entries must increase in offset"
+            );
+            assert!(
+                entry.position > last.position,
+                "offset index entries must increase in position"
+            );
         }
         self.entries.push(entry);
     }
@@ -116,7 +122,10 @@ impl TimeIndex {
         match self.entries.last() {
             Some(last) if entry.timestamp_ms <= last.timestamp_ms => {}
             Some(last) => {
-                assert!(entry.relative_offset >= last.relative_offset);
+                assert!(
+                    entry.relative_offset >= last.relative_offset,
+                    "time index entries must not go back in offset"
+                );
                 self.entries.push(entry)
             }
             None => self.entries.push(entry),
@@ -220,13 +229,13 @@ mod tests {
     }
 
     #[test]
-    #[should_panic]
+    #[should_panic(expected = "offset index entries must increase in offset")]
     fn offset_push_refuses_equal_offsets() {
         offset_index(&[(10, 100), (10, 200)]);
     }
 
     #[test]
-    #[should_panic]
+    #[should_panic(expected = "offset index entries must increase in position")]
     fn offset_push_refuses_decreasing_positions() {
         offset_index(&[(10, 100), (11, 50)]);
     }
@@ -292,7 +301,7 @@ mod tests {
     }
 
     #[test]
-    #[should_panic]
+    #[should_panic(expected = "time index entries must not go back in offset")]
     fn time_push_refuses_offsets_going_back() {
         time_index(&[(100, 10), (200, 5)]);
     }

@@ -42,7 +42,10 @@ pub fn decode_legacy_produce(body: &[u8]) -> Option<LegacyProduceRequest> {
 
 /// The v0–2 response body answering every partition with UNSUPPORTED_VERSION.
 pub fn encode_legacy_produce_rejection(request: &LegacyProduceRequest, version: i16) -> Vec<u8> {
-    assert!((0..=2).contains(&version));
+    assert!(
+        (0..super::PRODUCE_VERSION_MIN_ACCEPTED).contains(&version),
+        "a legacy rejection answers Produce v0-2 only"
+    );
     let mut out = Vec::new();
     out.extend_from_slice(&(request.topics.len() as i32).to_be_bytes());
     for (name, partitions) in &request.topics {
@@ -214,7 +217,7 @@ mod tests {
     }
 
     #[test]
-    #[should_panic]
+    #[should_panic(expected = "a legacy rejection answers Produce v0-2 only")]
     fn rejection_is_only_for_v0_to_v2() {
         encode_legacy_produce_rejection(&sample().1, 3);
     }

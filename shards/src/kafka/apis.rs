@@ -1,5 +1,7 @@
 //! THE API table: each Kafka API Gregor serves is declared once here, with
-//! the version range it advertises (Kafka 4.1's, see KAFKA_NOTES.md), the
+//! the version range it advertises (Kafka 4.2's where Gregor has the
+//! version's semantics; below it where it has not, e.g. topic ids in Produce
+//! v13 and Fetch v13+, transactions v2 in InitProducerId v5), the
 //! name its metrics carry, and its handler. ApiVersions, dispatch and the
 //! per-API metrics all read it; an API not listed is neither advertised
 //! nor served.
@@ -66,10 +68,10 @@ pub static APIS: &[Api] = &[
     api(K::Produce, (0, 11), "Produce", InOrder(produce::start_produce)),
     api(K::Fetch, (4, 12), "Fetch", Answer(fetch::start_fetch)),
     api(K::ListOffsets, (1, 10), "ListOffsets", Answer(|c, f| answer(c, f, offsets::list_offsets))),
-    api(K::Metadata, (0, 12), "Metadata", Answer(|c, f| answer(c, f, metadata::metadata))),
+    api(K::Metadata, (0, 13), "Metadata", Answer(|c, f| answer(c, f, metadata::metadata))),
     api(K::OffsetCommit, (2, 9), "OffsetCommit", Answer(|c, f| answer(c, f, groups::offset_commit))),
     api(K::OffsetFetch, (1, 9), "OffsetFetch", Answer(|c, f| answer(c, f, groups::offset_fetch))),
-    api(K::FindCoordinator, (0, 4), "FindCoordinator", Answer(|c, f| answer(c, f, groups::find_coordinator))),
+    api(K::FindCoordinator, (0, 5), "FindCoordinator", Answer(|c, f| answer(c, f, groups::find_coordinator))),
     api(K::JoinGroup, (0, 9), "JoinGroup", Answer(|c, f| answer(c, f, groups::join_group))),
     api(K::Heartbeat, (0, 4), "Heartbeat", Answer(|c, f| answer(c, f, groups::heartbeat))),
     api(K::LeaveGroup, (0, 5), "LeaveGroup", Answer(|c, f| answer(c, f, groups::leave_group))),
@@ -88,7 +90,7 @@ pub static APIS: &[Api] = &[
     api(K::DeleteGroups, (0, 2), "DeleteGroups", Answer(|c, f| answer(c, f, groups::delete_groups))),
     api(K::IncrementalAlterConfigs, (0, 1), "IncrementalAlterConfigs", Answer(|c, f| answer(c, f, configs::incremental_alter_configs))),
     api(K::OffsetDelete, (0, 0), "OffsetDelete", Answer(|c, f| answer(c, f, groups::offset_delete))),
-    api(K::DescribeCluster, (0, 1), "DescribeCluster", Answer(|c, f| answer(c, f, metadata::describe_cluster))),
+    api(K::DescribeCluster, (0, 2), "DescribeCluster", Answer(|c, f| answer(c, f, metadata::describe_cluster))),
     api(K::DescribeTopicPartitions, (0, 0), "DescribeTopicPartitions", Answer(|c, f| answer(c, f, metadata::describe_topic_partitions))),
     api(K::ListConfigResources, (0, 1), "ListConfigResources", Answer(|c, f| answer(c, f, configs::list_config_resources))),
     api(K::AlterReplicaLogDirs, (1, 2), "AlterReplicaLogDirs", Answer(|c, f| answer(c, f, log_dirs::alter_replica_log_dirs))),

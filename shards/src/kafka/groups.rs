@@ -308,21 +308,42 @@ pub async fn offset_commit(
     let too_large = offsets
         .iter()
         .any(|o| o.value.metadata.len() > OFFSET_METADATA_BYTES_MAX);
+    // Offsets of partitions that do not exist are refused one by one, as
+    // Kafka does (UNKNOWN_TOPIC_OR_PARTITION); the others are committed.
+    let exists: Vec<bool> = offsets
+        .iter()
+        .map(|o| shard.route(&o.topic, o.partition).is_ok())
+        .collect();
+    let known: Vec<CommittedOffset> = offsets
+        .into_iter()
+        .zip(&exists)
+        .filter_map(|(o, &e)| e.then_some(o))
+        .collect();
+    let known_count = known.len();
     let op = CommitOffsets {
         group_id: group.clone(),
         generation_id: request.generation_id_or_member_epoch,
         member_id: request.member_id.to_string(),
         group_instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
-        offsets,
+        offsets: known,
     };
-    let partition_count: usize = request.topics.iter().map(|t| t.partitions.len()).sum();
     let committed = if too_large {
         Err(codes::OFFSET_METADATA_TOO_LARGE)
+    } else if known_count == 0 {
+        Ok(Vec::new())
     } else {
         call_coordinator(shard, &group, op, Err).await
     };
-    let errors = committed.unwrap_or_else(|code| vec![code; partition_count]);
-    let mut errors = errors.into_iter();
+    let mut known_errors = committed
+        .unwrap_or_else(|code| vec![code; known_count])
+        .into_iter();
+    let mut errors = exists.into_iter().map(|e| {
+        if e {
+            known_errors.next().unwrap_or(codes::UNKNOWN_SERVER_ERROR)
+        } else {
+            codes::UNKNOWN_TOPIC_OR_PARTITION
+        }
+    });
     let mut response = km::OffsetCommitResponse::default();
     for topic in &request.topics {
         let mut out = km::offset_commit_response::OffsetCommitResponseTopic::default()

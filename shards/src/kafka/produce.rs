@@ -8,7 +8,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use engine::protocol::kafka_protocol::messages::{self as km};
 use engine::protocol::{self as codes, ErrorCode};
-use engine::record::count_batches;
+use engine::record::{count_batches, decode_records};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
@@ -46,6 +46,8 @@ async fn produce(
 ) -> LocalBoxFuture<'static, Option<km::ProduceResponse>> {
     let acks = request.acks;
     let mut pending = Vec::new();
+    // (topic, partition, indexes in the batch of the records refused)
+    let mut rejections: Vec<(String, i32, Vec<i32>)> = Vec::new();
     for topic in request.topic_data {
         let name = topic.name.0.to_string();
         for partition in topic.partition_data {
@@ -73,8 +75,20 @@ async fn produce(
                             Err(created)
                         };
                     }
+                    let refused =
+                        owner.is_ok() && shard.backend.topic_config(&name).cleanup_compact && {
+                            let refused = records_without_key(&records);
+                            let found = !refused.is_empty();
+                            if found {
+                                rejections.push((name.clone(), index, refused));
+                            }
+                            found
+                        };
                     match owner {
                         Err(code) => ready_err(code),
+                        // KIP-467: a compacted topic takes no record without
+                        // a key; the whole batch is refused, naming them.
+                        Ok(_) if refused => ready_err(codes::INVALID_RECORD),
                         Ok(owner) => {
                             let op = Append {
                                 topic: name.clone(),
@@ -112,6 +126,23 @@ async fn produce(
                 Err(code) => {
                     p.error_code = code;
                     p.base_offset = -1;
+                    let refused = rejections
+                        .iter()
+                        .find(|(t, i, _)| *t == name && *i == index);
+                    if let (Some((_, _, records)), true) = (refused, version >= 8) {
+                        let message = format!(
+                            "Compacted topic cannot accept message without key in topic partition {name}-{index}."
+                        );
+                        p.record_errors = records
+                            .iter()
+                            .map(|&batch_index| {
+                                km::produce_response::BatchIndexAndErrorMessage::default()
+                                    .with_batch_index(batch_index)
+                                    .with_batch_index_error_message(Some(message.clone().into()))
+                            })
+                            .collect();
+                        p.error_message = Some(message.clone().into());
+                    }
                 }
             }
             match topics.last_mut() {
@@ -131,4 +162,19 @@ async fn produce(
 
 fn ready_err<T: 'static>(code: ErrorCode) -> LocalBoxFuture<'static, Result<T, ErrorCode>> {
     async move { Err(code) }.boxed_local()
+}
+
+/// The indexes (within the batch) of the records that have no key; empty
+/// when every record has one, or when the set does not decode (the owning
+/// shard then answers CORRUPT_MESSAGE after its CRC check).
+fn records_without_key(records: &[u8]) -> Vec<i32> {
+    match decode_records(records) {
+        Ok(decoded) => decoded
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.key.is_none())
+            .map(|(i, _)| i as i32)
+            .collect(),
+        Err(_) => Vec::new(),
+    }
 }
