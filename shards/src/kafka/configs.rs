@@ -276,138 +276,46 @@ pub async fn incremental_alter_configs(
 fn broker_configs(config: &BrokerConfig) -> Vec<(String, String, i8, i8)> {
     use engine::metadata::{
         CONFIG_SOURCE_DEFAULT as DEFAULT, CONFIG_SOURCE_STATIC_BROKER as STATIC,
-        CONFIG_TYPE_BOOLEAN as BOOLEAN, CONFIG_TYPE_INT as INT, CONFIG_TYPE_LONG as LONG,
-        CONFIG_TYPE_STRING as STRING,
+        CONFIG_TYPE_BOOLEAN as BOOLEAN, CONFIG_TYPE_INT as INT, CONFIG_TYPE_LIST as LIST,
+        CONFIG_TYPE_LONG as LONG, CONFIG_TYPE_SHORT as SHORT, CONFIG_TYPE_STRING as STRING,
     };
-    let defaults =
-        BrokerConfig::with_defaults(config.data_dir.clone(), config.listen, config.shard_count);
-    let listener = format!("PLAINTEXT://{}", config.listen);
-    let advertised = format!(
-        "PLAINTEXT://{}:{}",
-        config.advertise_host, config.advertise_port
-    );
-    let entry = |name: &str, value: String, default: String, config_type: i8| {
-        let source = if value == default { DEFAULT } else { STATIC };
-        (name.to_string(), value, source, config_type)
-    };
-    let text = |v: &dyn ToString| v.to_string();
-    vec![
-        (config.node_id.to_string(), "node.id"),
-        (config.node_id.to_string(), "broker.id"),
-    ]
-    .into_iter()
-    .map(|(value, name)| (name.to_string(), value, STATIC, INT))
-    .chain([
-        (
-            "listeners".to_string(),
-            listener.clone(),
-            STATIC,
-            engine::metadata::CONFIG_TYPE_LIST,
-        ),
-        (
-            "advertised.listeners".to_string(),
-            advertised,
-            STATIC,
-            engine::metadata::CONFIG_TYPE_LIST,
-        ),
-        (
-            "log.dirs".to_string(),
-            config.data_dir.display().to_string(),
-            STATIC,
-            STRING,
-        ),
-        (
-            "process.roles".to_string(),
-            "broker,controller".to_string(),
-            DEFAULT,
-            engine::metadata::CONFIG_TYPE_LIST,
-        ),
-        entry(
-            "auto.create.topics.enable",
-            text(&config.auto_create_topics),
-            text(&defaults.auto_create_topics),
-            BOOLEAN,
-        ),
-        entry(
-            "num.partitions",
-            text(&config.default_partitions),
-            text(&defaults.default_partitions),
-            INT,
-        ),
-        (
-            "default.replication.factor".to_string(),
-            "1".to_string(),
-            DEFAULT,
-            engine::metadata::CONFIG_TYPE_SHORT,
-        ),
-        entry(
-            "offsets.topic.num.partitions",
-            text(&config.offsets_topic_partitions),
-            text(&defaults.offsets_topic_partitions),
-            INT,
-        ),
-        (
-            "offsets.topic.replication.factor".to_string(),
-            "1".to_string(),
-            DEFAULT,
-            engine::metadata::CONFIG_TYPE_SHORT,
-        ),
-        entry(
-            "socket.request.max.bytes",
-            text(&config.request_bytes_max),
-            text(&defaults.request_bytes_max),
-            INT,
-        ),
-        entry(
-            "connections.max.idle.ms",
-            text(&config.connection_idle_ms_max),
-            text(&defaults.connection_idle_ms_max),
-            LONG,
-        ),
-        entry(
-            "log.retention.check.interval.ms",
-            text(&config.retention_check_interval_ms),
-            text(&defaults.retention_check_interval_ms),
-            LONG,
-        ),
-        entry(
-            "log.cleaner.backoff.ms",
-            text(&config.cleaner_backoff_ms),
-            text(&defaults.cleaner_backoff_ms),
-            LONG,
-        ),
-        entry(
-            "group.initial.rebalance.delay.ms",
-            text(&config.groups.initial_rebalance_delay_ms),
-            text(&defaults.groups.initial_rebalance_delay_ms),
-            INT,
-        ),
-        entry(
-            "group.min.session.timeout.ms",
-            text(&config.groups.session_timeout_ms_min),
-            text(&defaults.groups.session_timeout_ms_min),
-            INT,
-        ),
-        entry(
-            "group.max.session.timeout.ms",
-            text(&config.groups.session_timeout_ms_max),
-            text(&defaults.groups.session_timeout_ms_max),
-            INT,
-        ),
-        entry(
-            "offsets.retention.minutes",
-            text(&(config.groups.offsets_retention_ms / 60_000)),
-            text(&(defaults.groups.offsets_retention_ms / 60_000)),
-            INT,
-        ),
-        entry(
-            "producer.id.expiration.ms",
-            text(&config.producer_id_expiration_ms),
-            text(&defaults.producer_id_expiration_ms),
-            INT,
-        ),
-    ])
-    .collect()
+    let d = BrokerConfig::with_defaults(config.data_dir.clone(), config.listen, config.shard_count);
+    let (c, g, dg) = (config, &config.groups, &d.groups);
+    // (name, value, the built-in default's value, type); None: always static.
+    #[rustfmt::skip]
+    let table: Vec<(&str, String, Option<String>, i8)> = vec![
+        ("node.id", c.node_id.to_string(), None, INT),
+        ("broker.id", c.node_id.to_string(), None, INT),
+        ("listeners", format!("PLAINTEXT://{}", c.listen), None, LIST),
+        ("advertised.listeners", format!("PLAINTEXT://{}:{}", c.advertise_host, c.advertise_port), None, LIST),
+        ("log.dirs", c.data_dir.display().to_string(), None, STRING),
+        ("process.roles", "broker,controller".into(), Some("broker,controller".into()), LIST),
+        ("auto.create.topics.enable", c.auto_create_topics.to_string(), Some(d.auto_create_topics.to_string()), BOOLEAN),
+        ("num.partitions", c.default_partitions.to_string(), Some(d.default_partitions.to_string()), INT),
+        ("default.replication.factor", "1".into(), Some("1".into()), SHORT),
+        ("offsets.topic.num.partitions", c.offsets_topic_partitions.to_string(), Some(d.offsets_topic_partitions.to_string()), INT),
+        ("offsets.topic.replication.factor", "1".into(), Some("1".into()), SHORT),
+        ("socket.request.max.bytes", c.request_bytes_max.to_string(), Some(d.request_bytes_max.to_string()), INT),
+        ("connections.max.idle.ms", c.connection_idle_ms_max.to_string(), Some(d.connection_idle_ms_max.to_string()), LONG),
+        ("log.retention.check.interval.ms", c.retention_check_interval_ms.to_string(), Some(d.retention_check_interval_ms.to_string()), LONG),
+        ("log.cleaner.backoff.ms", c.cleaner_backoff_ms.to_string(), Some(d.cleaner_backoff_ms.to_string()), LONG),
+        ("group.initial.rebalance.delay.ms", g.initial_rebalance_delay_ms.to_string(), Some(dg.initial_rebalance_delay_ms.to_string()), INT),
+        ("group.min.session.timeout.ms", g.session_timeout_ms_min.to_string(), Some(dg.session_timeout_ms_min.to_string()), INT),
+        ("group.max.session.timeout.ms", g.session_timeout_ms_max.to_string(), Some(dg.session_timeout_ms_max.to_string()), INT),
+        ("offsets.retention.minutes", (g.offsets_retention_ms / 60_000).to_string(), Some((dg.offsets_retention_ms / 60_000).to_string()), INT),
+        ("producer.id.expiration.ms", c.producer_id_expiration_ms.to_string(), Some(d.producer_id_expiration_ms.to_string()), INT),
+    ];
+    table
+        .into_iter()
+        .map(|(name, value, default, config_type)| {
+            let source = if default.as_ref() == Some(&value) {
+                DEFAULT
+            } else {
+                STATIC
+            };
+            (name.to_string(), value, source, config_type)
+        })
+        .collect()
 }
 
 /// BROKER_LOGGER: the log level, as Kafka names its loggers ("root").
