@@ -24,8 +24,9 @@ use crate::shard::Shard;
 /// wait in the socket behind a slow fdatasync: latency-50mbps publish p99
 /// 70-76 ms at 64, 41-52 ms at 512 (perf/README.md).
 const IN_FLIGHT_REQUESTS_MAX: usize = 512;
-/// A request body must arrive within this time once its size is known, so a
-/// client trickling bytes cannot hold request memory for long.
+/// A request must be taken within this time once its size is known (memory
+/// for it, then its body), so a client trickling bytes cannot hold request
+/// memory, or a place in the queue for it, for long.
 const FRAME_READ_MS_MAX: u64 = 30_000;
 /// Bytes read per step of a request body: memory follows what arrives, not
 /// what the size prefix claims.
@@ -145,20 +146,26 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             }
         };
         // Account the request's bytes before reading them; a request larger
-        // than the whole budget takes all of it.
+        // than the whole budget takes all of it. One deadline covers the
+        // wait for request memory and the body: a client whose frame cannot
+        // be taken in time is closed, so no connection holds a place in the
+        // memory queue for ever.
         let budget = shard.config.shard_request_bytes_max;
-        let Ok(permit) = shard
-            .request_memory
-            .acquire_static_permit(size.min(budget) as u64)
-            .await
-        else {
-            break;
-        };
-        let frame = match with_timeout(FRAME_READ_MS_MAX, read_frame(&mut reader, size)).await {
-            Some(Ok(frame)) => frame,
+        let received = with_timeout(FRAME_READ_MS_MAX, async {
+            let permit = shard
+                .request_memory
+                .acquire_static_permit(size.min(budget) as u64)
+                .await
+                .map_err(|_| None)?;
+            let frame = read_frame(&mut reader, size).await.map_err(Some)?;
+            Ok::<_, Option<std::io::Error>>((permit, frame))
+        })
+        .await;
+        let (permit, frame) = match received {
+            Some(Ok(received)) => received,
             Some(Err(_)) => break,
             None => {
-                warn!(%peer, size, "closing connection: request body not received within {FRAME_READ_MS_MAX} ms");
+                warn!(%peer, size, "closing connection: request memory and body not received within {FRAME_READ_MS_MAX} ms");
                 break;
             }
         };
