@@ -83,6 +83,10 @@ cargo test --workspace --release
 if [ "${CI:-}" = "true" ] || [ -n "${FUZZ_SECONDS:-}" ]; then
     phase "4b/5 fuzz targets (scripts/fuzz.sh)"
     bash "$REPO_ROOT/scripts/fuzz.sh" "${FUZZ_SECONDS:-20}"
+else
+    # Not fuzzed here, but a broken fuzz target still fails the run.
+    phase "4b/5 fuzz targets compile (cargo check, fuzz/)"
+    (unset CARGO_TARGET_DIR; cargo check --quiet --manifest-path "$REPO_ROOT/fuzz/Cargo.toml" --bins)
 fi
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
