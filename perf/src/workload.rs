@@ -111,6 +111,10 @@ pub struct Workload {
     pub producer_config: BTreeMap<String, String>,
     #[serde(default)]
     pub consumer_config: BTreeMap<String, String>,
+    /// Topic configs the run's topics are created with (like OMB's
+    /// topicConfig), e.g. `"compression.type" = "zstd"`.
+    #[serde(default)]
+    pub topic_config: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -1217,6 +1217,7 @@ class StoredBatch(NamedTuple):
     base_offset: int
     total_bytes: int
     records: int  # lastOffsetDelta + 1
+    codec: str  # attributes bits 0-2, by CODECS name
 
 
 def segment_paths(data_dir, topic: str, partition: int, extension: str = "log") -> list:
@@ -1236,10 +1237,11 @@ def stored_batches(path) -> list[StoredBatch]:
     position = 0
     while position + RECORD_BATCH_HEADER_BYTES <= len(data):
         base_offset, batch_length = struct.unpack_from(">qi", data, position)
-        (last_offset_delta,) = struct.unpack_from(">i", data, position + 23)
+        (attributes, last_offset_delta) = struct.unpack_from(">hi", data, position + 21)
         total = 12 + batch_length
         if batch_length < RECORD_BATCH_HEADER_BYTES - 12 or position + total > len(data):
             break
-        batches.append(StoredBatch(position, base_offset, total, last_offset_delta + 1))
+        codec = CODECS[attributes & 7] if attributes & 7 < len(CODECS) else f"codec {attributes & 7}"
+        batches.append(StoredBatch(position, base_offset, total, last_offset_delta + 1, codec))
         position += total
     return batches

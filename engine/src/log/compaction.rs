@@ -22,15 +22,15 @@ use std::collections::{HashMap, HashSet};
 use std::mem::size_of;
 
 use bytes::Bytes;
-use kafka_protocol::compression::{Decompressor, Gzip, Lz4, None as Uncompressed, Snappy, Zstd};
 use kafka_protocol::records::{
     Compression as KafkaCompression, Record, RecordBatchEncoder, RecordEncodeOptions,
     TimestampType, NO_SEQUENCE,
 };
 
 use crate::record::{
-    decode_records, patch_leader_epoch, patch_max_timestamp, read_varint, validate_batch,
-    BatchError, BatchHeader, Compression, BATCH_HEADER_BYTES,
+    decode_records, decompress_records, patch_leader_epoch, patch_max_timestamp, read_varint,
+    validate_batch, BatchError, BatchHeader, Compression, BATCH_HEADER_BYTES,
+    DECOMPRESSED_RECORDS_BYTES_MAX,
 };
 
 /// Position of `attributes` in a batch (KAFKA_NOTES.md "RecordBatch v2").
@@ -345,16 +345,11 @@ fn kept_headers_decoded_whole(
         // A record with headers decodes with at least one.
         return Ok(true);
     }
-    let mut blob = Bytes::copy_from_slice(&batch[BATCH_HEADER_BYTES..]);
-    let take = |d: &mut Bytes| Ok(std::mem::take(d));
-    let records = match header.compression() {
-        Compression::None => Uncompressed::decompress(&mut blob, take),
-        Compression::Gzip => Gzip::decompress(&mut blob, take),
-        Compression::Snappy => Snappy::decompress(&mut blob, take),
-        Compression::Lz4 => Lz4::decompress(&mut blob, take),
-        Compression::Zstd => Zstd::decompress(&mut blob, take),
-    }
-    .map_err(|_| BatchError::InvalidHeader("records do not decompress"))?;
+    let records = decompress_records(
+        header.compression(),
+        &batch[BATCH_HEADER_BYTES..],
+        DECOMPRESSED_RECORDS_BYTES_MAX,
+    )?;
     let Some(counts) = header_counts(&records, header.records_count as usize) else {
         return Err(BatchError::InvalidHeader("records do not decode"));
     };

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::record::Compression;
+
 /// DescribeConfigs `config_type` codes.
 pub const CONFIG_TYPE_BOOLEAN: i8 = 1;
 pub const CONFIG_TYPE_STRING: i8 = 2;
@@ -204,12 +206,9 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
                 bad("must be delete, compact or compact,delete")
             }
         }
-        Kind::Compression => match value.trim() {
-            "producer" => Ok(()),
-            "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => {
-                bad("recompression on write is not supported yet; use 'producer' (keep the producer's codec)")
-            }
-            _ => bad("must be producer, uncompressed, gzip, snappy, lz4 or zstd"),
+        Kind::Compression => match topic_compression(value) {
+            Some(_) => Ok(()),
+            None => bad("must be producer, uncompressed, gzip, snappy, lz4 or zstd"),
         },
     }
 }
@@ -339,6 +338,24 @@ pub struct TopicConfig {
     pub max_compaction_lag_ms: i64,
     pub delete_retention_ms: i64,
     pub log_append_time: bool,
+    /// `compression.type`: the codec every stored batch must have, or None
+    /// to keep the producer's.
+    pub compression: Option<Compression>,
+}
+
+/// A `compression.type` value: Some(None) for `producer` (keep the producer's
+/// codec), Some(Some(codec)) for a codec the broker recompresses to, None for
+/// a value that is neither.
+pub fn topic_compression(value: &str) -> Option<Option<Compression>> {
+    Some(match value.trim() {
+        "producer" => None,
+        "uncompressed" => Some(Compression::None),
+        "gzip" => Some(Compression::Gzip),
+        "snappy" => Some(Compression::Snappy),
+        "lz4" => Some(Compression::Lz4),
+        "zstd" => Some(Compression::Zstd),
+        _ => return None,
+    })
 }
 
 impl TopicConfig {
@@ -376,6 +393,7 @@ impl TopicConfig {
             max_compaction_lag_ms: long("max.compaction.lag.ms"),
             delete_retention_ms: long("delete.retention.ms"),
             log_append_time: raw("message.timestamp.type").trim() == "LogAppendTime",
+            compression: topic_compression(&raw("compression.type")).flatten(),
         }
     }
 

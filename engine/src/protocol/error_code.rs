@@ -52,6 +52,8 @@ pub const INVALID_PRODUCER_EPOCH: ErrorCode = 47;
 /// batch for one partition in Produce v3+).
 pub const INVALID_RECORD: ErrorCode = 87;
 pub const GROUP_SUBSCRIBED_TO_TOPIC: ErrorCode = 86;
+/// A codec the request's version cannot carry (zstd before Produce v7).
+pub const UNSUPPORTED_COMPRESSION_TYPE: ErrorCode = 76;
 
 /// Kafka's check of a request's `current_leader_epoch` (-1: none given)
 /// against the partition leader's epoch: older is fenced, newer unknown.

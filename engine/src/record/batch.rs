@@ -11,13 +11,13 @@ pub const BATCH_HEADER_BYTES: usize = 61;
 pub const MAGIC_V2: i8 = 2;
 
 const OFFSET_BASE_OFFSET: usize = 0;
-const OFFSET_BATCH_LENGTH: usize = 8;
+pub(super) const OFFSET_BATCH_LENGTH: usize = 8;
 const OFFSET_LEADER_EPOCH: usize = 12;
 const OFFSET_MAGIC: usize = 16;
-const OFFSET_CRC: usize = 17;
+pub(super) const OFFSET_CRC: usize = 17;
 /// The CRC covers everything from `attributes` to the end of the batch.
 const OFFSET_CRC_START: usize = 21;
-const OFFSET_ATTRIBUTES: usize = 21;
+pub(super) const OFFSET_ATTRIBUTES: usize = 21;
 const OFFSET_LAST_OFFSET_DELTA: usize = 23;
 const OFFSET_BASE_TIMESTAMP: usize = 27;
 const OFFSET_MAX_TIMESTAMP: usize = 35;
@@ -26,7 +26,7 @@ const OFFSET_PRODUCER_EPOCH: usize = 51;
 const OFFSET_BASE_SEQUENCE: usize = 53;
 const OFFSET_RECORDS_COUNT: usize = 57;
 
-const ATTR_COMPRESSION_MASK: i16 = 0x07;
+pub(super) const ATTR_COMPRESSION_MASK: i16 = 0x07;
 const ATTR_TIMESTAMP_TYPE: i16 = 0x08;
 const ATTR_TRANSACTIONAL: i16 = 0x10;
 const ATTR_CONTROL: i16 = 0x20;
@@ -55,11 +55,12 @@ impl BatchError {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Compression {
-    None,
-    Gzip,
-    Snappy,
-    Lz4,
-    Zstd,
+    // The values of the attributes' codec bits.
+    None = 0,
+    Gzip = 1,
+    Snappy = 2,
+    Lz4 = 3,
+    Zstd = 4,
 }
 
 impl Compression {

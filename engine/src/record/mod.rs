@@ -3,6 +3,7 @@
 
 mod batch;
 mod builder;
+mod codec;
 mod records;
 
 pub use batch::{
@@ -11,6 +12,9 @@ pub use batch::{
     BATCH_HEADER_BYTES, LOG_OVERHEAD_BYTES, MAGIC_V2,
 };
 pub use builder::{build_batch, BatchCompression, NewRecord};
+pub use codec::{
+    compress_records, decompress_records, recompress_batch, DECOMPRESSED_RECORDS_BYTES_MAX,
+};
 pub(crate) use records::read_varint;
 pub use records::{decode_records, first_record_at_or_after, Record};
 

@@ -3,12 +3,11 @@
 //! The produce/fetch path never calls this.
 
 use bytes::Bytes;
-use kafka_protocol::compression::{Decompressor, Gzip, Lz4, None as Uncompressed, Snappy, Zstd};
 use kafka_protocol::records::{Compression as KafkaCompression, RecordBatchDecoder};
 
 pub use kafka_protocol::records::Record;
 
-use super::{BatchError, BatchHeader};
+use super::{decompress_records, BatchError, BatchHeader, DECOMPRESSED_RECORDS_BYTES_MAX};
 
 /// Reads a zig-zag varint of at most `max_bytes` bytes (5 for an int32, 10
 /// for an int64).
@@ -75,17 +74,15 @@ pub fn decode_records(batch: &[u8]) -> Result<Vec<Record>, BatchError> {
     let header = BatchHeader::parse(batch)?;
     let records_count = header.records_count as usize;
     let mut buf = Bytes::copy_from_slice(batch);
+    let compression = header.compression();
     let set = RecordBatchDecoder::decode_with_custom_compression(
         &mut buf,
-        Some(|records: &mut Bytes, compression: KafkaCompression| {
-            let take = |d: &mut Bytes| Ok(std::mem::take(d));
-            let records = match compression {
-                KafkaCompression::None => Uncompressed::decompress(records, take)?,
-                KafkaCompression::Gzip => Gzip::decompress(records, take)?,
-                KafkaCompression::Snappy => Snappy::decompress(records, take)?,
-                KafkaCompression::Lz4 => Lz4::decompress(records, take)?,
-                KafkaCompression::Zstd => Zstd::decompress(records, take)?,
-            };
+        Some(|records: &mut Bytes, _: KafkaCompression| {
+            let records = Bytes::from(decompress_records(
+                compression,
+                records,
+                DECOMPRESSED_RECORDS_BYTES_MAX,
+            )?);
             if !records_fit_their_bytes(&records, records_count) {
                 return Err(BatchError::InvalidHeader("records do not fit their bytes").into());
             }

@@ -31,10 +31,13 @@ fn create_topics(
     let topics: Vec<NewTopic> = names
         .iter()
         .map(|n| {
-            NewTopic::new(
-                n,
-                w.partitions_per_topic as i32,
-                TopicReplication::Fixed(w.replication_factor as i32),
+            w.topic_config.iter().fold(
+                NewTopic::new(
+                    n,
+                    w.partitions_per_topic as i32,
+                    TopicReplication::Fixed(w.replication_factor as i32),
+                ),
+                |topic, (name, value)| topic.set(name, value),
             )
         })
         .collect();
