@@ -1,13 +1,24 @@
 //! A request as it arrives on a connection: the 4-byte size prefix, then the
-//! header and body, decoded the way `shards::kafka::dispatch::start_request` does
-//! (frame size check, API key and version, header version, legacy
-//! Produce v0-2, then the kafka-protocol body for that key and version).
+//! frame, read by the broker's own `engine::protocol::read_request` (the
+//! function `shards::kafka::dispatch` calls), the body decoded for its key
+//! and version, and then the handler steps that take no I/O:
+//! - Produce: Kafka's batch admission (`admit_records`, with recompression
+//!   and the compacted-topic key check) and the log's append planning;
+//! - Produce v0–2: the per-partition UNSUPPORTED_VERSION answer;
+//! - CreateTopics, AlterConfigs, IncrementalAlterConfigs: topic name and
+//!   config validation.
 #![no_main]
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
-use engine::protocol::kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
-use engine::protocol::kafka_protocol::protocol::Decodable;
-use engine::protocol::{decode_legacy_produce, parse_frame_size, PRODUCE_VERSION_MIN_ACCEPTED};
+use engine::log::PartitionLog;
+use engine::metadata::{validate_topic_config, validate_topic_name, TopicConfig, TopicDefaults};
+use engine::protocol::kafka_protocol::messages::RequestKind;
+use engine::protocol::{
+    admit_records, encode_legacy_produce_rejection, parse_frame_size, read_request, RequestStart,
+};
+use engine::record::count_batches;
 use libfuzzer_sys::fuzz_target;
 
 // The broker's allocator: huge up-front Vec capacities from a decoder are
@@ -19,6 +30,44 @@ static ALLOCATOR: engine::reserving_alloc::ReservingAllocator =
 /// `socket.request.max.bytes` default.
 const REQUEST_BYTES_MAX: usize = 100 << 20;
 
+/// The topic configs a Produce is admitted under: Kafka's defaults, and a
+/// compacted topic that recompresses to zstd (both checks, and the codecs).
+fn topic_configs() -> [TopicConfig; 2] {
+    let defaults = TopicDefaults::default();
+    let compacted_zstd: BTreeMap<String, String> = [
+        ("cleanup.policy".to_string(), "compact".to_string()),
+        ("compression.type".to_string(), "zstd".to_string()),
+    ]
+    .into();
+    [
+        TopicConfig::effective(&BTreeMap::new(), &defaults),
+        TopicConfig::effective(&compacted_zstd, &defaults),
+    ]
+}
+
+fn produce(records: Bytes, version: i16) {
+    if count_batches(&records) != 1 {
+        return; // the broker answers INVALID_RECORD before admission
+    }
+    for config in topic_configs() {
+        let Ok(admitted) = admit_records(records.clone(), &config, version) else {
+            continue;
+        };
+        let log = PartitionLog::new_empty(config.log_config());
+        let mut admitted = admitted.to_vec();
+        if let Ok(plan) = log.plan_append(&mut admitted, 0, 0) {
+            assert!(plan.last_offset >= plan.base_offset);
+            assert_eq!(plan.bytes, admitted.len());
+        }
+    }
+}
+
+fn configs<'a>(entries: impl Iterator<Item = (&'a str, Option<&'a str>)>) {
+    for (name, value) in entries {
+        let _ = validate_topic_config(name, value.unwrap_or(""));
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((prefix, rest)) = data.split_first_chunk::<4>() else {
         return;
@@ -27,28 +76,76 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert!(size <= REQUEST_BYTES_MAX);
-    let mut frame = Bytes::copy_from_slice(&rest[..rest.len().min(size)]);
-    if frame.len() < 8 {
-        return;
-    }
-    let api_key_raw = i16::from_be_bytes([frame[0], frame[1]]);
-    let version = i16::from_be_bytes([frame[2], frame[3]]);
-    let Ok(api_key) = ApiKey::try_from(api_key_raw) else {
+    let frame = Bytes::copy_from_slice(&rest[..rest.len().min(size)]);
+    // Every version the codec knows: a superset of the broker's table, so
+    // the fuzzer reaches every decoder the table could ever route to.
+    let codec_versions = |key: engine::protocol::kafka_protocol::messages::ApiKey| {
+        let versions = key.valid_versions();
+        Some(versions.min..=versions.max)
+    };
+    let (api_key, version, mut body) = match read_request(frame, codec_versions) {
+        Ok(RequestStart::Served {
+            api_key,
+            version,
+            header,
+            body,
+        }) => {
+            assert_eq!(header.request_api_key, api_key as i16);
+            (api_key, version, body)
+        }
+        Ok(RequestStart::LegacyProduce {
+            version, request, ..
+        }) => {
+            let _ = encode_legacy_produce_rejection(&request, version);
+            return;
+        }
+        Ok(RequestStart::ApiVersionsFallback { .. }) | Err(_) => return,
+    };
+    let Ok(request) = RequestKind::decode(api_key, &mut body, version) else {
         return;
     };
-    let header_version = api_key.request_header_version(version);
-    let Ok(header) = RequestHeader::decode(&mut frame, header_version) else {
-        return;
-    };
-    assert_eq!(header.request_api_key, api_key_raw);
-    if api_key == ApiKey::Produce && (0..PRODUCE_VERSION_MIN_ACCEPTED).contains(&version) {
-        let _ = decode_legacy_produce(&frame);
-        return;
+    match request {
+        RequestKind::Produce(request) => {
+            for topic in request.topic_data {
+                let _ = validate_topic_name(&topic.name);
+                for partition in topic.partition_data {
+                    if let Some(records) = partition.records {
+                        produce(records, version);
+                    }
+                }
+            }
+        }
+        RequestKind::CreateTopics(request) => {
+            for topic in request.topics {
+                let _ = validate_topic_name(&topic.name);
+                configs(
+                    topic
+                        .configs
+                        .iter()
+                        .map(|c| (c.name.as_str(), c.value.as_deref())),
+                );
+            }
+        }
+        RequestKind::AlterConfigs(request) => {
+            for resource in request.resources {
+                configs(
+                    resource
+                        .configs
+                        .iter()
+                        .map(|c| (c.name.as_str(), c.value.as_deref())),
+                );
+            }
+        }
+        RequestKind::IncrementalAlterConfigs(request) => {
+            for resource in request.resources {
+                configs(
+                    resource
+                        .configs
+                        .iter()
+                        .map(|c| (c.name.as_str(), c.value.as_deref())),
+                );
+            }
+        }
+        _ => {}
     }
-    // Every version the codec knows (a superset of what the broker serves).
-    let versions = api_key.valid_versions();
-    if !(versions.min..=versions.max).contains(&version) {
-        return;
-    }
-    let _ = RequestKind::decode(api_key, &mut frame, version);
 });

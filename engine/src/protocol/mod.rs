@@ -7,7 +7,9 @@ mod api_versions;
 mod error_code;
 mod fetch_response;
 mod frame;
+mod produce_admission;
 mod produce_legacy;
+mod request;
 pub mod wire;
 
 pub use api_versions::PRODUCE_VERSION_MIN_ACCEPTED;
@@ -31,8 +33,10 @@ pub use fetch_response::{
 pub use frame::{
     frame, parse_frame_size, FrameError, REQUEST_BYTES_MAX_DEFAULT, REQUEST_HEADER_BYTES_MIN,
 };
+pub use produce_admission::{admit_records, Refusal};
 pub use produce_legacy::{
     decode_legacy_produce, encode_legacy_produce_rejection, LegacyProduceRequest,
 };
+pub use request::{is_served, read_request, RequestStart};
 
 pub use kafka_protocol;

@@ -6,9 +6,10 @@
 //! per-API metrics all read it; an API not listed is neither advertised
 //! nor served.
 
+use std::ops::RangeInclusive;
+
 use bytes::Bytes;
 use engine::protocol::kafka_protocol::messages::ApiKey;
-use engine::protocol::PRODUCE_VERSION_MIN_ACCEPTED;
 use futures::future::LocalBoxFuture;
 
 use super::dispatch::{answer, RequestContext, RequestError, Started};
@@ -35,17 +36,10 @@ pub struct Api {
 }
 
 impl Api {
-    /// Whether ApiVersions lists this version.
-    pub fn advertises(&self, version: i16) -> bool {
-        (self.min_version..=self.max_version).contains(&version)
-    }
-
-    /// Whether a request of this version is served: Produce v0–2 are
-    /// advertised (so that librdkafka < 2.11.1 enables compression) but
-    /// answered with UNSUPPORTED_VERSION.
-    pub fn serves(&self, version: i16) -> bool {
-        self.advertises(version)
-            && !(self.key == ApiKey::Produce && version < PRODUCE_VERSION_MIN_ACCEPTED)
+    /// The versions ApiVersions lists (Produce v0–2 among them, though they
+    /// are answered with UNSUPPORTED_VERSION: `engine::protocol::is_served`).
+    pub fn versions(&self) -> RangeInclusive<i16> {
+        self.min_version..=self.max_version
     }
 }
 
@@ -107,10 +101,12 @@ pub fn find_api(key: ApiKey) -> Option<&'static Api> {
 
 #[cfg(test)]
 mod tests {
+    use engine::protocol::is_served;
+
     use super::*;
 
     fn served(key: ApiKey, version: i16) -> bool {
-        find_api(key).is_some_and(|api| api.serves(version))
+        is_served(key, version, find_api(key).map(Api::versions))
     }
 
     #[test]
@@ -118,7 +114,7 @@ mod tests {
         let produce = find_api(ApiKey::Produce).unwrap();
         assert_eq!((produce.min_version, produce.max_version), (0, 11));
         for version in 0..=2 {
-            assert!(produce.advertises(version));
+            assert!(produce.versions().contains(&version));
             assert!(!served(ApiKey::Produce, version));
         }
         for version in 3..=11 {
@@ -156,7 +152,7 @@ mod tests {
                 "{} listed twice",
                 api.name
             );
-            assert!(api.serves(api.max_version), "{}", api.name);
+            assert!(served(api.key, api.max_version), "{}", api.name);
             assert_eq!(
                 api.name,
                 format!("{:?}", api.key),

@@ -10,18 +10,17 @@ use std::future::Future;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use engine::protocol::kafka_protocol::messages::{ApiKey, RequestHeader};
+use engine::protocol::kafka_protocol::messages::ApiKey;
 use engine::protocol::kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use engine::protocol::{
-    self as codes, decode_legacy_produce, encode_legacy_produce_rejection,
-    PRODUCE_VERSION_MIN_ACCEPTED,
+    self as codes, encode_legacy_produce_rejection, read_request, RequestStart,
 };
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use tracing::{debug, warn};
 
 use super::api_versions::api_versions_body;
-use super::apis::{find_api, Handler};
+use super::apis::{find_api, Api, Handler};
 use super::response::respond;
 use crate::io::splice::OutFrame;
 use crate::shard::Shard;
@@ -83,46 +82,40 @@ where
 
 pub async fn start_request(
     shard: &Rc<Shard>,
-    mut frame: Bytes,
+    frame: Bytes,
     client_host: &str,
 ) -> Result<Started, RequestError> {
-    if frame.len() < 8 {
-        return Err(close("request shorter than its header"));
-    }
-    let api_key_raw = i16::from_be_bytes([frame[0], frame[1]]);
-    let version = i16::from_be_bytes([frame[2], frame[3]]);
-    let api_key = ApiKey::try_from(api_key_raw)
-        .map_err(|_| close(format!("unknown API key {api_key_raw}")))?;
-    let api = find_api(api_key);
-    if api_key == ApiKey::ApiVersions && !api.is_some_and(|a| a.advertises(version)) {
-        // Answer in v0 so any client can read which versions exist.
-        let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-        return Ok(ready(respond(
-            correlation_id,
-            0,
-            &api_versions_body(codes::UNSUPPORTED_VERSION),
-        )));
-    }
-    let header_version = api_key.request_header_version(version);
-    let header = RequestHeader::decode(&mut frame, header_version)
-        .map_err(|e| close(format!("bad request header: {e}")))?;
-    let correlation_id = header.correlation_id;
-    if api_key == ApiKey::Produce && (0..PRODUCE_VERSION_MIN_ACCEPTED).contains(&version) {
-        let legacy =
-            decode_legacy_produce(&frame).ok_or_else(|| close("malformed Produce v0-2 body"))?;
-        warn!(version, "rejecting Produce v{version}: UNSUPPORTED_VERSION");
-        if legacy.acks == 0 {
-            return Ok(ready(None));
+    let advertised = |key| find_api(key).map(Api::versions);
+    let (api_key, version, header, frame) = match read_request(frame, advertised).map_err(close)? {
+        RequestStart::ApiVersionsFallback { correlation_id } => {
+            return Ok(ready(respond(
+                correlation_id,
+                0,
+                &api_versions_body(codes::UNSUPPORTED_VERSION),
+            )));
         }
-        let mut body = (correlation_id as u32).to_be_bytes().to_vec();
-        body.extend(encode_legacy_produce_rejection(&legacy, version));
-        return Ok(ready(Some(codes::frame(&body).into())));
-    }
-    let Some(api) = api.filter(|a| a.serves(version)) else {
-        return Err(close(format!(
-            "unsupported version {version} of {api_key:?}"
-        )));
+        RequestStart::LegacyProduce {
+            correlation_id,
+            version,
+            request,
+        } => {
+            warn!(version, "rejecting Produce v{version}: UNSUPPORTED_VERSION");
+            if request.acks == 0 {
+                return Ok(ready(None));
+            }
+            let mut body = (correlation_id as u32).to_be_bytes().to_vec();
+            body.extend(encode_legacy_produce_rejection(&request, version));
+            return Ok(ready(Some(codes::frame(&body).into())));
+        }
+        RequestStart::Served {
+            api_key,
+            version,
+            header,
+            body,
+        } => (api_key, version, header, body),
     };
+    let api = find_api(api_key).expect("read_request serves only APIs of the table");
+    let correlation_id = header.correlation_id;
     debug!(?api_key, version, correlation_id, "request");
     let started = std::time::Instant::now();
     let ctx = RequestContext {

@@ -6,10 +6,10 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use engine::metadata::TopicConfig;
+use engine::protocol::admit_records;
 use engine::protocol::kafka_protocol::messages::{self as km};
 use engine::protocol::{self as codes, ErrorCode};
-use engine::record::{count_batches, decode_records, recompress_batch, BatchHeader, Compression};
+use engine::record::count_batches;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
@@ -161,69 +161,4 @@ async fn produce(
 
 fn ready_err<T: 'static>(code: ErrorCode) -> LocalBoxFuture<'static, Result<T, ErrorCode>> {
     async move { Err(code) }.boxed_local()
-}
-
-/// Why a partition's records were refused before reaching their shard.
-struct Refusal {
-    code: ErrorCode,
-    /// KIP-467: the indexes (within the batch) of the records that have no
-    /// key, when a compacted topic refuses them.
-    records_without_key: Vec<i32>,
-}
-
-impl Refusal {
-    fn code(code: ErrorCode) -> Refusal {
-        Refusal {
-            code,
-            records_without_key: Vec::new(),
-        }
-    }
-}
-
-/// The checks of Kafka's LogValidator that need the topic's config or the
-/// request's version, and the recompression `compression.type` asks for.
-/// Runs on the connection's shard, before the records go to their owner.
-/// A batch whose header does not parse passes unchanged: the owning shard's
-/// validation answers CORRUPT_MESSAGE for it.
-fn admit_records(records: Bytes, config: &TopicConfig, version: i16) -> Result<Bytes, Refusal> {
-    let Ok(header) = BatchHeader::parse(&records) else {
-        return Ok(records);
-    };
-    if header.is_control() {
-        // Only the broker writes commit and abort markers.
-        return Err(Refusal::code(codes::INVALID_RECORD));
-    }
-    if header.compression() == Compression::Zstd && version < 7 {
-        return Err(Refusal::code(codes::UNSUPPORTED_COMPRESSION_TYPE));
-    }
-    if config.cleanup_compact {
-        // A compacted topic takes no record without a key; the whole batch
-        // is refused, naming them. A set that does not decode is left to
-        // the owning shard, which answers CORRUPT_MESSAGE after its CRC check.
-        let without_key: Vec<i32> = match decode_records(&records) {
-            Ok(decoded) => decoded
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.key.is_none())
-                .map(|(i, _)| i as i32)
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        if !without_key.is_empty() {
-            return Err(Refusal {
-                code: codes::INVALID_RECORD,
-                records_without_key: without_key,
-            });
-        }
-    }
-    match config.compression {
-        // The batch keeps its offsets, sequence and records; only the
-        // codec of its records blob, its length and its CRC change.
-        Some(codec) => match recompress_batch(&records, codec) {
-            Ok(Some(recompressed)) => Ok(Bytes::from(recompressed)),
-            Ok(None) => Ok(records),
-            Err(_) => Err(Refusal::code(codes::CORRUPT_MESSAGE)),
-        },
-        None => Ok(records),
-    }
 }
