@@ -48,7 +48,7 @@ def free_port() -> int:
 class Broker:
     """One `gregor serve` process with its own data dir, port and log file."""
 
-    def __init__(self, binary: Path, workdir: Path, extra_args=(), shards: int = 2):
+    def __init__(self, binary: Path, workdir: Path, extra_args=(), shards: int | None = 2):
         self.binary = Path(binary)
         self.workdir = workdir
         self.data_dir = workdir / "data"
@@ -78,8 +78,7 @@ class Broker:
             str(self.data_dir),
             "--listen",
             self.bootstrap,
-            "--shards",
-            str(self.shards),
+            *(["--shards", str(self.shards)] if self.shards is not None else []),
             *self.extra_args,
         ]
         cmd += shlex.split(os.environ.get("GREGOR_TEST_EXTRA_ARGS", ""))
@@ -268,12 +267,13 @@ def gregor_bin() -> Path:
 
 @pytest.fixture
 def broker_factory(request, tmp_path, gregor_bin):
-    """make(*extra_args, shards=2, start=True) -> a started Broker. All brokers
-    made are stopped at teardown; a broker that died on its own fails the test."""
+    """make(*extra_args, shards=2, start=True) -> a started Broker (shards=None:
+    no --shards, the broker's own default). All brokers made are stopped at
+    teardown; a broker that died on its own fails the test."""
     brokers: list[Broker] = []
     request.node._gregor_brokers = brokers
 
-    def make(*extra_args, shards: int = 2, start: bool = True) -> Broker:
+    def make(*extra_args, shards: int | None = 2, start: bool = True) -> Broker:
         workdir = tmp_path / f"broker{len(brokers)}"
         workdir.mkdir()
         b = Broker(gregor_bin, workdir, extra_args, shards)

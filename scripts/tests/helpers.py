@@ -31,6 +31,8 @@ CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
 ERR_NONE = 0
 ERR_CORRUPT_MESSAGE = 2
 ERR_UNKNOWN_TOPIC_OR_PARTITION = 3
+ERR_LEADER_NOT_AVAILABLE = 5
+ERR_INVALID_REQUIRED_ACKS = 21
 ERR_UNSUPPORTED_VERSION = 35
 ERR_KAFKA_STORAGE_ERROR = 56
 
@@ -284,16 +286,19 @@ def produce_kafka_python(
     records: Sequence[Rec],
     *,
     codec: str = "none",
+    acks: int | str = "all",
+    extra: dict | None = None,
     timeout_s: float = CLIENT_TIMEOUT_S,
 ) -> list[tuple[int, int]]:
-    """Produce `records` with kafka-python, acks=all and otherwise its
-    defaults (kafka-python 3 is idempotent by default); returns each
-    record's acknowledged (partition, offset) by index."""
+    """Produce `records` with kafka-python, acks=all (or `acks`) and otherwise
+    its defaults (kafka-python 3 is idempotent by default) or `extra`; returns
+    each record's acknowledged (partition, offset) by index (offset -1 for
+    acks=0, where the broker answers nothing)."""
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(
+    conf = dict(
         bootstrap_servers=bootstrap,
-        acks="all",
+        acks=acks,
         compression_type=None if codec == "none" else codec,
         linger_ms=5,
         batch_size=256 * 1024,
@@ -301,6 +306,8 @@ def produce_kafka_python(
         request_timeout_ms=30_000,
         bootstrap_timeout_ms=10_000,
     )
+    conf.update(extra or {})
+    producer = KafkaProducer(**conf)
     try:
         futures = [
             producer.send(topic, key=rec.key, value=rec.value, headers=list(rec.headers))
@@ -748,6 +755,45 @@ def produce_request_body(
     return body
 
 
+def metadata_request_body(topics: Sequence[str] | None, *, allow_auto_topic_creation: bool) -> bytes:
+    """MetadataRequest v4 body (non-flexible): the topics (None: all) and
+    allow_auto_topic_creation."""
+    if topics is None:
+        body = struct.pack(">i", -1)
+    else:
+        body = struct.pack(">i", len(topics)) + b"".join(kstring(t) for t in topics)
+    return body + struct.pack(">b", 1 if allow_auto_topic_creation else 0)
+
+
+class MetadataTopic(NamedTuple):
+    name: str
+    error_code: int
+    partitions: dict[int, tuple[int, int]]  # index -> (error code, leader)
+
+
+def parse_metadata_response_v4(r: "Reader") -> list[MetadataTopic]:
+    """MetadataResponse v4 body -> its topics."""
+    r.i32()  # throttle_time_ms
+    for _ in range(r.i32()):  # brokers
+        r.i32(), r.string(), r.i32(), r.string()  # node_id, host, port, rack
+    r.string()  # cluster_id
+    r.i32()  # controller_id
+    topics = []
+    for _ in range(r.i32()):
+        error_code, name = r.i16(), r.string()
+        r.i8()  # is_internal
+        partitions = {}
+        for _ in range(r.i32()):
+            p_error, index, leader = r.i16(), r.i32(), r.i32()
+            for _ in range(2):  # replica_nodes, isr_nodes
+                for _ in range(r.i32()):
+                    r.i32()
+            partitions[index] = (p_error, leader)
+        topics.append(MetadataTopic(name, error_code, partitions))
+    assert r.remaining() == 0, f"{r.remaining()} unexpected trailing bytes in a Metadata v4 response"
+    return topics
+
+
 class Reader:
     """Big-endian reader over one response body."""
 
@@ -968,9 +1014,19 @@ class RawConnection:
         # is answered with a v0 body.
         return parse_api_versions_response(r, version)
 
-    def produce(self, version: int, topic: str, partition: int, records: bytes | None) -> list[ProducePartitionResult]:
-        r = self.request(API_PRODUCE, version, produce_request_body(version, topic, partition, records))
+    def produce(
+        self, version: int, topic: str, partition: int, records: bytes | None, *, acks: int = -1
+    ) -> list[ProducePartitionResult]:
+        """One Produce request; not for acks=0, which gets no answer."""
+        assert acks != 0, "acks=0 gets no response to read"
+        body = produce_request_body(version, topic, partition, records, acks=acks)
+        r = self.request(API_PRODUCE, version, body)
         return parse_produce_response(r, version)
+
+    def metadata(self, topics: Sequence[str] | None, *, allow_auto_topic_creation: bool) -> list[MetadataTopic]:
+        """Metadata v4 for `topics`."""
+        body = metadata_request_body(topics, allow_auto_topic_creation=allow_auto_topic_creation)
+        return parse_metadata_response_v4(self.request(API_METADATA, 4, body))
 
     def fetch(self, topic: str, partition: int, offset: int) -> FetchPartitionResult:
         (result,) = parse_fetch_response_v4(self.request(API_FETCH, 4, fetch_request_body(topic, partition, offset)))
