@@ -219,6 +219,19 @@ pub struct TopicDefaults {
     values: BTreeMap<&'static str, String>,
     /// Which ones were set by the operator (reported as STATIC_BROKER_CONFIG).
     overridden: Vec<&'static str>,
+    /// For the values a coarser broker setting can also give
+    /// (`log.retention.hours`, `log.retention.minutes`, `log.roll.hours`): the unit that set
+    /// them. Kafka lets `.ms` win over `.minutes` over `.hours`, whatever
+    /// the order of the lines.
+    set_in_unit: BTreeMap<&'static str, TimeUnit>,
+}
+
+/// The unit of a broker time setting, coarsest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimeUnit {
+    Hours,
+    Minutes,
+    Milliseconds,
 }
 
 impl Default for TopicDefaults {
@@ -229,6 +242,7 @@ impl Default for TopicDefaults {
                 .map(|d| (d.name, d.default.to_string()))
                 .collect(),
             overridden: Vec::new(),
+            set_in_unit: BTreeMap::new(),
         }
     }
 }
@@ -238,12 +252,12 @@ impl TopicDefaults {
     /// `log.retention.hours`, `log.segment.bytes`, ...), validated like topic
     /// configs.
     pub fn set_broker_config(&mut self, broker_name: &str, value: &str) -> Result<(), String> {
-        let (topic_name, value) = match broker_name {
+        let (topic_name, value, unit) = match broker_name {
             "log.retention.hours" | "log.retention.minutes" | "log.roll.hours" => {
-                let unit_ms: i64 = if broker_name.ends_with("hours") {
-                    3_600_000
+                let (unit, unit_ms) = if broker_name.ends_with("hours") {
+                    (TimeUnit::Hours, 3_600_000i64)
                 } else {
-                    60_000
+                    (TimeUnit::Minutes, 60_000)
                 };
                 let v: i64 = value
                     .trim()
@@ -255,18 +269,27 @@ impl TopicDefaults {
                 } else {
                     "retention.ms"
                 };
-                (target, ms.to_string())
+                (target, ms.to_string(), unit)
             }
             _ => {
                 let def = TOPIC_CONFIGS
                     .iter()
                     .find(|d| d.broker_name == broker_name)
                     .ok_or_else(|| format!("unknown broker config '{broker_name}'"))?;
-                (def.name, value.trim().to_string())
+                (def.name, value.trim().to_string(), TimeUnit::Milliseconds)
             }
         };
         validate_topic_config(topic_name, &value).map_err(|e| format!("{broker_name}: {e}"))?;
         let def = config_def(topic_name).expect("validated");
+        if self
+            .set_in_unit
+            .get(def.name)
+            .is_some_and(|earlier| *earlier > unit)
+        {
+            // A finer setting of the same value came first and wins.
+            return Ok(());
+        }
+        self.set_in_unit.insert(def.name, unit);
         self.values.insert(def.name, value);
         if !self.overridden.contains(&def.name) {
             self.overridden.push(def.name);
@@ -404,5 +427,60 @@ impl TopicConfig {
             index_interval_bytes: self.index_interval_bytes,
             message_bytes_max: self.max_message_bytes,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults_from(lines: &[(&str, &str)]) -> TopicDefaults {
+        let mut defaults = TopicDefaults::default();
+        for (name, value) in lines {
+            defaults.set_broker_config(name, value).unwrap();
+        }
+        defaults
+    }
+
+    #[test]
+    fn milliseconds_win_over_minutes_over_hours_in_any_order() {
+        let orders: [&[(&str, &str)]; 3] = [
+            &[
+                ("log.retention.ms", "1234"),
+                ("log.retention.minutes", "30"),
+                ("log.retention.hours", "24"),
+            ],
+            &[
+                ("log.retention.hours", "24"),
+                ("log.retention.minutes", "30"),
+                ("log.retention.ms", "1234"),
+            ],
+            &[
+                ("log.retention.minutes", "30"),
+                ("log.retention.ms", "1234"),
+                ("log.retention.hours", "24"),
+            ],
+        ];
+        for lines in orders {
+            assert_eq!(
+                defaults_from(lines).get("retention.ms"),
+                "1234",
+                "{lines:?}"
+            );
+        }
+        let minutes_then_hours = [
+            ("log.retention.minutes", "30"),
+            ("log.retention.hours", "24"),
+        ];
+        assert_eq!(
+            defaults_from(&minutes_then_hours).get("retention.ms"),
+            "1800000"
+        );
+        let roll = [("log.roll.ms", "5000"), ("log.roll.hours", "1")];
+        assert_eq!(defaults_from(&roll).get("segment.ms"), "5000");
+        // The same unit twice: the later line wins, as for every setting.
+        let twice = [("log.retention.hours", "1"), ("log.retention.hours", "2")];
+        assert_eq!(defaults_from(&twice).get("retention.ms"), "7200000");
+        assert!(defaults_from(&twice).is_overridden("retention.ms"));
     }
 }
