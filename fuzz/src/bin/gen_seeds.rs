@@ -10,8 +10,8 @@ use bytes::{Bytes, BytesMut};
 use engine::group::{GroupLogRecord, OffsetAndMetadata, PersistedGroup, PersistedMember};
 use engine::metadata::{encode_frame, MetadataRecord};
 use engine::protocol::kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, FetchRequest, MetadataRequest, ProduceRequest, RequestHeader,
-    RequestKind, TopicName,
+    ApiKey, ApiVersionsRequest, CreateTopicsRequest, FetchRequest, IncrementalAlterConfigsRequest,
+    MetadataRequest, ProduceRequest, RequestHeader, RequestKind, TopicName,
 };
 use engine::protocol::kafka_protocol::protocol::{Encodable, StrBytes};
 use engine::record::{build_batch, BatchCompression, NewRecord};
@@ -78,9 +78,39 @@ fn main() {
         ),
         (ApiKey::Produce, 9, RequestKind::Produce(produce(&plain))),
         (ApiKey::Produce, 3, RequestKind::Produce(produce(&plain))),
+        (
+            ApiKey::Produce,
+            11,
+            RequestKind::Produce(produce(&batch(BatchCompression::Gzip))),
+        ),
+        (
+            ApiKey::Produce,
+            7,
+            RequestKind::Produce(produce(&batch(BatchCompression::Snappy))),
+        ),
+        (
+            ApiKey::CreateTopics,
+            7,
+            RequestKind::CreateTopics(create_topics()),
+        ),
+        (
+            ApiKey::IncrementalAlterConfigs,
+            1,
+            RequestKind::IncrementalAlterConfigs(alter_configs()),
+        ),
     ];
     for (api_key, version, body) in &requests {
-        let name = format!("{api_key:?}-v{version}");
+        let codec = match body {
+            RequestKind::Produce(p) => p.topic_data[0].partition_data[0]
+                .records
+                .as_ref()
+                .map_or(0, |b| b[22] & 7),
+            _ => 0,
+        };
+        let name = match codec {
+            0 => format!("{api_key:?}-v{version}"),
+            codec => format!("{api_key:?}-v{version}-codec{codec}"),
+        };
         write("request", &name, &request_frame(*api_key, *version, body));
     }
 
@@ -178,4 +208,37 @@ fn produce(batch: &[u8]) -> ProduceRequest {
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(0)
                 .with_records(Some(Bytes::copy_from_slice(batch)))])])
+}
+
+fn create_topics() -> CreateTopicsRequest {
+    use engine::protocol::kafka_protocol::messages::create_topics_request::{
+        CreatableTopic, CreatableTopicConfig,
+    };
+    let config = |name: &'static str, value: &'static str| {
+        CreatableTopicConfig::default()
+            .with_name(StrBytes::from_static_str(name))
+            .with_value(Some(StrBytes::from_static_str(value)))
+    };
+    CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("orders")))
+        .with_num_partitions(3)
+        .with_replication_factor(1)
+        .with_configs(vec![
+            config("cleanup.policy", "compact,delete"),
+            config("compression.type", "zstd"),
+            config("retention.ms", "3600000"),
+        ])])
+}
+
+fn alter_configs() -> IncrementalAlterConfigsRequest {
+    use engine::protocol::kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    IncrementalAlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+        .with_resource_type(2)
+        .with_resource_name(StrBytes::from_static_str("orders"))
+        .with_configs(vec![AlterableConfig::default()
+            .with_name(StrBytes::from_static_str("min.cleanable.dirty.ratio"))
+            .with_config_operation(0)
+            .with_value(Some(StrBytes::from_static_str("0.25")))])])
 }
