@@ -132,7 +132,10 @@ mod tests {
             (api_key, version, header.correlation_id),
             (ApiKey::Metadata, 12, 7)
         );
-        assert_eq!(MetadataRequest::decode(&mut body, version).unwrap(), request);
+        assert_eq!(
+            MetadataRequest::decode(&mut body, version).unwrap(),
+            request
+        );
     }
 
     #[test]
