@@ -127,24 +127,12 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         RequestKind::AlterConfigs(request) => {
-            for resource in request.resources {
-                configs(
-                    resource
-                        .configs
-                        .iter()
-                        .map(|c| (c.name.as_str(), c.value.as_deref())),
-                );
-            }
+            let entries = request.resources.iter().flat_map(|r| &r.configs);
+            configs(entries.map(|c| (c.name.as_str(), c.value.as_deref())));
         }
         RequestKind::IncrementalAlterConfigs(request) => {
-            for resource in request.resources {
-                configs(
-                    resource
-                        .configs
-                        .iter()
-                        .map(|c| (c.name.as_str(), c.value.as_deref())),
-                );
-            }
+            let entries = request.resources.iter().flat_map(|r| &r.configs);
+            configs(entries.map(|c| (c.name.as_str(), c.value.as_deref())));
         }
         _ => {}
     }

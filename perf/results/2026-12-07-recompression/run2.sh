@@ -1,0 +1,11 @@
+# Run from anywhere: data and results go beside this script.
+cd "$(dirname "${BASH_SOURCE[0]}")"
+REPO="$(git rev-parse --show-toplevel)"
+rm -rf data; mkdir data
+taskset -c 0 "$REPO"/target/release/gregor serve --shards 1 --data-dir data --listen 127.0.0.1:19092 > broker.log 2>&1 &
+BP=$!
+sleep 2
+for w in recompress-lz4 recompress-producer random-producer random-zstd random-lz4; do
+  taskset -c 1 "$REPO"/target/release/gregor-perf run $w.toml --bootstrap 127.0.0.1:19092 --broker-pid $BP -q --json > result-$w.json 2> err-$w.txt
+done
+kill $BP; wait
