@@ -7,6 +7,7 @@ pub mod group;
 pub mod log;
 pub mod metadata;
 pub mod protocol;
+pub mod raft;
 pub mod record;
 pub mod reserving_alloc;
 pub mod txn;

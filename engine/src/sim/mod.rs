@@ -9,6 +9,7 @@
 
 mod group_sim;
 mod log_sim;
+mod raft_sim;
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
