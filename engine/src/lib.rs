@@ -9,6 +9,7 @@ pub mod metadata;
 pub mod protocol;
 pub mod raft;
 pub mod record;
+pub mod replication;
 pub mod reserving_alloc;
 pub mod txn;
 

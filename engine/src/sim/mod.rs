@@ -10,6 +10,7 @@
 mod group_sim;
 mod log_sim;
 mod raft_sim;
+mod replication_sim;
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
