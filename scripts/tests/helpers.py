@@ -1201,6 +1201,10 @@ class BackgroundProducer:
         with self.lock:
             return dict(self.acked)
 
+    def failed_snapshot(self) -> dict[int, str]:
+        with self.lock:
+            return dict(self.failed)
+
     def wait_for_acks(self, at_least: int, timeout_s: float = 120) -> None:
         deadline = time.monotonic() + timeout_s
         while self.ack_count() < at_least:
