@@ -18,13 +18,15 @@ use crate::config::BrokerConfig;
 use crate::controller::bootstrap_metadata;
 use crate::mesh::MESH_QUEUE_CAPACITY;
 use crate::stop::StopFlag;
-use shard_thread::run_shard;
+use shard_thread::{run_shard, StartReport};
 use signals::{block_stop_signals, wait_for_stop_signal};
 
 const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
 const LOCK_FILE: &str = ".lock";
 /// Memory glommio registers for I/O buffers per executor.
 const EXECUTOR_IO_MEMORY_BYTES: usize = 10 << 20;
+/// How often a start that has not finished logs where each shard is.
+const START_PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -174,14 +176,40 @@ pub fn run(mut config: BrokerConfig) -> Result<(), BrokerError> {
 
     let mut start_error = None;
     let mut partitions = 0;
-    for _ in 0..config.shard_count {
-        match ready.recv() {
-            Ok(Ok(count)) => partitions += count,
-            Ok(Err(reason)) => {
+    let mut ready_shards = 0;
+    // The step each shard is in, reported when a start takes long.
+    let mut steps: Vec<&'static str> = vec!["starting its executor"; config.shard_count];
+    let started = std::time::Instant::now();
+    while ready_shards < config.shard_count {
+        match ready.recv_timeout(START_PROGRESS_LOG_INTERVAL) {
+            Ok(StartReport::Step { shard, step }) => steps[shard] = step,
+            Ok(StartReport::Ready {
+                shard,
+                partitions: count,
+            }) => {
+                steps[shard] = "serving";
+                partitions += count;
+                ready_shards += 1;
+            }
+            Ok(StartReport::Failed(reason)) => {
                 stop.raise();
                 start_error.get_or_insert(BrokerError::ShardStart { reason });
+                ready_shards += 1;
             }
-            Err(_) => {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let waiting: Vec<String> = steps
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, step)| **step != "serving")
+                    .map(|(shard, step)| format!("shard {shard}: {step}"))
+                    .collect();
+                warn!(
+                    seconds = started.elapsed().as_secs(),
+                    waiting = %waiting.join("; "),
+                    "still starting"
+                );
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                 stop.raise();
                 start_error.get_or_insert(BrokerError::ShardStart {
                     reason: "shard thread exited".into(),

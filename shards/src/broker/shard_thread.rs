@@ -21,7 +21,24 @@ use crate::net::metrics_http::{bind_metrics, serve_http};
 use crate::shard::{Shard, ShardParts};
 use crate::stop::StopFlag;
 
-pub type Ready = std::sync::mpsc::Sender<Result<usize, String>>;
+/// What a shard thread tells the main thread while it starts.
+#[derive(Debug)]
+pub enum StartReport {
+    /// The shard began this step (logged by the main thread if the start
+    /// takes long, so a start that hangs says where).
+    Step {
+        shard: usize,
+        step: &'static str,
+    },
+    /// Serving, with this many partitions.
+    Ready {
+        shard: usize,
+        partitions: usize,
+    },
+    Failed(String),
+}
+
+pub type Ready = std::sync::mpsc::Sender<StartReport>;
 
 /// The body of one shard thread.
 pub async fn run_shard(
@@ -34,10 +51,16 @@ pub async fn run_shard(
     ready: Ready,
 ) -> bool {
     let count = config.shard_count;
+    let step = |step| {
+        let _ = ready.send(StartReport::Step { shard: id, step });
+    };
+    step("joining the shard mesh");
     let (senders, mut receivers) = match mesh.join().await {
         Ok(joined) => joined,
         Err(e) => {
-            let _ = ready.send(Err(format!("shard {id}: cannot join the shard mesh: {e}")));
+            let _ = ready.send(StartReport::Failed(format!(
+                "shard {id}: cannot join the shard mesh: {e}"
+            )));
             return false;
         }
     };
@@ -46,10 +69,11 @@ pub async fn run_shard(
     let backend = Rc::new(Backend::new(id, config.clone(), image));
     // Shard 0 hosts the controller.
     let controller = if id == 0 {
+        step("opening the metadata log");
         match MetadataLog::open(&config.data_dir).await {
             Ok(log) => Some(Controller::new(log, backend.clone(), mesh.clone())),
             Err(e) => {
-                let _ = ready.send(Err(format!(
+                let _ = ready.send(StartReport::Failed(format!(
                     "shard {id}: cannot open the metadata log: {e}"
                 )));
                 stop.raise();
@@ -59,10 +83,11 @@ pub async fn run_shard(
     } else {
         None
     };
+    step("binding the Kafka listener");
     let listener = match bind_listener(config.listen, true) {
         Ok(listener) => listener,
         Err(e) => {
-            let _ = ready.send(Err(format!(
+            let _ = ready.send(StartReport::Failed(format!(
                 "shard {id}: cannot listen on {}: {e}",
                 config.listen
             )));
@@ -70,10 +95,11 @@ pub async fn run_shard(
             return false;
         }
     };
+    step("setting up the splice ring");
     let splice = match SpliceRing::new() {
         Ok(ring) => ring,
         Err(e) => {
-            let _ = ready.send(Err(format!(
+            let _ = ready.send(StartReport::Failed(format!(
                 "shard {id}: cannot set up the io_uring splice ring: {e}"
             )));
             stop.raise();
@@ -99,11 +125,15 @@ pub async fn run_shard(
         })
         .detach();
     }
+    step("opening partitions");
     if let Err(e) = backend.open_partitions(clean).await {
-        let _ = ready.send(Err(format!("shard {id}: cannot open partitions: {e}")));
+        let _ = ready.send(StartReport::Failed(format!(
+            "shard {id}: cannot open partitions: {e}"
+        )));
         stop.raise();
         return false;
     }
+    step("loading consumer groups");
     groups.load().await;
     let maintenance_queue = glommio::executor().create_task_queue(
         glommio::Shares::Static(10),
@@ -121,7 +151,10 @@ pub async fn run_shard(
     }
     glommio::spawn_local(groups.clone().run_ticker()).detach();
     let partitions = backend.owned_partition_count();
-    let _ = ready.send(Ok(partitions));
+    let _ = ready.send(StartReport::Ready {
+        shard: id,
+        partitions,
+    });
     let accept = glommio::spawn_local(accept_loop(shard.clone(), listener));
     let metrics_http = match (id, shard.config.metrics_listen) {
         (0, Some(addr)) => bind_metrics(addr).map(|listener| {
