@@ -128,6 +128,20 @@ impl EpochCache {
         self.check();
     }
 
+    /// A cache of (epoch, start offset) pairs (tests).
+    #[cfg(test)]
+    pub(crate) fn of(entries: &[(i32, i64)]) -> EpochCache {
+        EpochCache::from_entries(
+            entries
+                .iter()
+                .map(|&(epoch, start_offset)| EpochEntry {
+                    epoch,
+                    start_offset,
+                })
+                .collect(),
+        )
+    }
+
     fn check(&self) {
         for pair in self.entries.windows(2) {
             assert!(
@@ -144,15 +158,7 @@ mod tests {
     use super::*;
 
     fn cache(entries: &[(i32, i64)]) -> EpochCache {
-        EpochCache::from_entries(
-            entries
-                .iter()
-                .map(|&(epoch, start_offset)| EpochEntry {
-                    epoch,
-                    start_offset,
-                })
-                .collect(),
-        )
+        EpochCache::of(entries)
     }
 
     #[test]

@@ -97,18 +97,9 @@ pub fn truncation_point(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replication::epoch_cache::EpochEntry;
 
     fn cache(entries: &[(i32, i64)]) -> EpochCache {
-        EpochCache::from_entries(
-            entries
-                .iter()
-                .map(|&(epoch, start_offset)| EpochEntry {
-                    epoch,
-                    start_offset,
-                })
-                .collect(),
-        )
+        EpochCache::of(entries)
     }
 
     #[test]
