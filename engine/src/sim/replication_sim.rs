@@ -159,6 +159,13 @@ impl ReplicationSim {
         self.controller.leader
     }
 
+    /// The controller's leader, if it is up and knows it leads.
+    fn serving_leader(&self) -> Option<ReplicaId> {
+        self.controller
+            .leader
+            .filter(|id| self.brokers[id].alive && self.brokers[id].leading.is_some())
+    }
+
     /// The controller elects a live, connected ISR member (never unclean),
     /// bumps the epoch, and tells every broker it reaches.
     fn elect(&mut self) {
@@ -408,13 +415,10 @@ impl ReplicationSim {
     }
 
     fn consume(&mut self) {
-        let Some(leader) = self.leader_id() else {
+        let Some(leader) = self.serving_leader() else {
             return;
         };
         let b = &self.brokers[&leader];
-        if !b.alive || b.leading.is_none() {
-            return;
-        }
         for offset in 0..b.high_watermark {
             let value = b.log[offset as usize].value;
             self.consumed.insert(offset, value);
@@ -454,13 +458,10 @@ impl ReplicationSim {
     }
 
     fn check(&mut self) {
-        let Some(leader) = self.leader_id() else {
+        let Some(leader) = self.serving_leader() else {
             return;
         };
         let l = &self.brokers[&leader];
-        if !l.alive || l.leading.is_none() {
-            return;
-        }
         for (what, records) in [
             ("acknowledged", &self.acknowledged),
             ("consumed", &self.consumed),
