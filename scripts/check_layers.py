@@ -19,6 +19,7 @@ LAYERS = {
     "net": 5,
     "kafka": 4,
     "shard": 3,
+    "cluster": 2,
     "controller": 2,
     "groups": 2,
     "txns": 2,

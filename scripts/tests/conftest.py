@@ -305,3 +305,39 @@ def broker_factory(request, tmp_path, gregor_bin):
 def broker(broker_factory) -> Broker:
     """A started broker with default settings (auto-create topics on)."""
     return broker_factory()
+
+
+# Short quorum timeouts for tests (Kafka's default is 1000 ms): elections
+# after 250-500 ms without a leader.
+TEST_ELECTION_TIMEOUT_MS = 250
+
+
+@pytest.fixture
+def cluster_factory(broker_factory):
+    """make(count, *extra_args, shards=1, start=True) -> Brokers with node ids
+    1..count, every one a voter of one metadata quorum (controller listeners on
+    free ports), started one after the other."""
+
+    def make(count: int, *extra_args, shards: int | None = 1, start: bool = True) -> list[Broker]:
+        controller_ports = [free_port() for _ in range(count)]
+        voters = ",".join(f"{i + 1}@127.0.0.1:{port}" for i, port in enumerate(controller_ports))
+        brokers = []
+        for i, port in enumerate(controller_ports):
+            b = broker_factory(
+                "--node-id", i + 1,
+                "--controller-listen", f"127.0.0.1:{port}",
+                "--controller-quorum-voters", voters,
+                "--controller-quorum-election-timeout-ms", TEST_ELECTION_TIMEOUT_MS,
+                "--metrics", "off",
+                *extra_args,
+                shards=shards,
+                start=False,
+            )
+            b.node_id = i + 1
+            brokers.append(b)
+        if start:
+            for b in brokers:
+                b.start()
+        return brokers
+
+    return make

@@ -43,6 +43,72 @@ pub struct BrokerConfig {
     /// `producer.id.expiration.ms`: idempotent producers idle this long are
     /// forgotten by each partition.
     pub producer_id_expiration_ms: i64,
+    /// The metadata quorum this broker belongs to.
+    pub quorum: QuorumSettings,
+}
+
+/// `controller.quorum.voters` and the controller listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumSettings {
+    /// Every voter; empty: this node alone (a one-voter quorum).
+    pub voters: Vec<QuorumVoter>,
+    /// Where this node's controller listens for its peers (required when
+    /// there are other voters).
+    pub listen: Option<SocketAddr>,
+    /// One tick of the quorum's clock: elections wait 10 to 20 ticks
+    /// without a leader, a leader heartbeats every 2.
+    pub tick_ms: u64,
+}
+
+impl Default for QuorumSettings {
+    fn default() -> Self {
+        QuorumSettings {
+            voters: Vec::new(),
+            listen: None,
+            tick_ms: QUORUM_TICK_MS_DEFAULT,
+        }
+    }
+}
+
+/// Elections after 1 to 2 s without a leader, as Kafka's
+/// `controller.quorum.election.timeout.ms` (1 s).
+pub const QUORUM_TICK_MS_DEFAULT: u64 = 100;
+
+/// One voter of `controller.quorum.voters`: `id@host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumVoter {
+    pub node_id: i32,
+    /// host:port of its controller listener.
+    pub address: String,
+}
+
+/// Parses `controller.quorum.voters`: `1@host:port,2@host:port,...`.
+pub fn parse_quorum_voters(text: &str) -> Result<Vec<QuorumVoter>, String> {
+    let mut voters: Vec<QuorumVoter> = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, address) = item
+            .split_once('@')
+            .ok_or_else(|| format!("voter {item:?} is not id@host:port"))?;
+        let node_id: i32 = id
+            .parse()
+            .ok()
+            .filter(|id| *id >= 0)
+            .ok_or_else(|| format!("voter {item:?}: {id:?} is not a node id (0 or more)"))?;
+        let (host, port) = address
+            .rsplit_once(':')
+            .ok_or_else(|| format!("voter {item:?}: {address:?} has no :port"))?;
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(format!("voter {item:?}: {address:?} is not host:port"));
+        }
+        if voters.iter().any(|v| v.node_id == node_id) {
+            return Err(format!("voter {node_id} is listed twice"));
+        }
+        voters.push(QuorumVoter {
+            node_id,
+            address: address.to_string(),
+        });
+    }
+    Ok(voters)
 }
 
 impl BrokerConfig {
@@ -67,6 +133,7 @@ impl BrokerConfig {
             offsets_topic_partitions: engine::group::OFFSETS_TOPIC_PARTITIONS_DEFAULT,
             segment_write_mode: SegmentWriteMode::Buffered,
             producer_id_expiration_ms: engine::txn::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
+            quorum: QuorumSettings::default(),
         }
     }
 }
@@ -90,6 +157,46 @@ impl std::str::FromStr for SegmentWriteMode {
             other => Err(format!(
                 "unknown segment write mode {other:?} (buffered or direct)"
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_voters_parse_as_kafka_writes_them() {
+        let voters =
+            parse_quorum_voters("1@127.0.0.1:9093, 2@localhost:9193,3@[::1]:9293").unwrap();
+        assert_eq!(
+            voters,
+            vec![
+                QuorumVoter {
+                    node_id: 1,
+                    address: "127.0.0.1:9093".into()
+                },
+                QuorumVoter {
+                    node_id: 2,
+                    address: "localhost:9193".into()
+                },
+                QuorumVoter {
+                    node_id: 3,
+                    address: "[::1]:9293".into()
+                },
+            ]
+        );
+        assert_eq!(parse_quorum_voters("").unwrap(), vec![]);
+        for bad in [
+            "1",
+            "x@h:1",
+            "-1@h:1",
+            "1@h",
+            "1@:1",
+            "1@h:99999",
+            "1@h:1,1@g:2",
+        ] {
+            assert!(parse_quorum_voters(bad).is_err(), "{bad}");
         }
     }
 }

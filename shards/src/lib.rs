@@ -17,6 +17,7 @@
 
 mod broker;
 mod clock;
+mod cluster;
 mod config;
 mod controller;
 mod disk;
@@ -33,3 +34,5 @@ mod stop;
 pub use broker::{run, BrokerError};
 pub use config::BrokerConfig;
 pub use config::SegmentWriteMode;
+pub use config::{parse_quorum_voters, QuorumSettings, QuorumVoter};
+pub use engine::raft::ELECTION_TICKS as QUORUM_ELECTION_TICKS;

@@ -50,7 +50,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the broker.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create, list, describe, delete and configure topics.
     #[command(subcommand)]
     Topic(cli::topic::TopicCommand),
@@ -114,9 +114,27 @@ struct ServeArgs {
     /// Log format on stderr: text or json.
     #[arg(long, env = "GREGOR_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
-    /// Where /metrics (Prometheus), /health and /ready are served; "off" disables.
-    #[arg(long, env = "GREGOR_METRICS", default_value = "127.0.0.1:9644")]
-    metrics: String,
+    /// Where /metrics (Prometheus), /health and /ready are served; "off"
+    /// disables [default: the --listen host, port + 552: 9092 -> 9644]
+    #[arg(long, env = "GREGOR_METRICS")]
+    metrics: Option<String>,
+    /// controller.quorum.voters: the metadata quorum's voters, id@host:port
+    /// of their controller listeners, comma-separated (every broker of a
+    /// cluster lists the same). Unset: this node alone.
+    #[arg(long, env = "GREGOR_CONTROLLER_QUORUM_VOTERS")]
+    controller_quorum_voters: Option<String>,
+    /// Where this node's controller listens for the other voters (host:port;
+    /// its entry in --controller-quorum-voters).
+    #[arg(long, env = "GREGOR_CONTROLLER_LISTEN")]
+    controller_listen: Option<String>,
+    /// controller.quorum.election.timeout.ms: a follower that hears no
+    /// leader for 1x to 2x this long stands for election.
+    #[arg(
+        long,
+        env = "GREGOR_CONTROLLER_QUORUM_ELECTION_TIMEOUT_MS",
+        default_value_t = 1_000
+    )]
+    controller_quorum_election_timeout_ms: u64,
     /// How segment appends reach the disk: buffered (io_uring through the
     /// page cache, so tail reads come from memory) or direct (O_DIRECT)
     #[arg(long, env = "GREGOR_SEGMENT_WRITES", default_value = "buffered")]
@@ -195,6 +213,16 @@ fn parse_host_port(text: &str) -> anyhow::Result<(String, u16)> {
     Ok((host.trim_matches(['[', ']']).to_string(), port))
 }
 
+/// The default metrics port is the Kafka port plus this (9092 -> 9644).
+const METRICS_PORT_OFFSET: u16 = 552;
+
+fn resolve(text: &str, flag: &str) -> anyhow::Result<SocketAddr> {
+    text.to_socket_addrs()
+        .with_context(|| format!("cannot resolve {flag} {text}"))?
+        .next()
+        .with_context(|| format!("{flag} {text} resolves to nothing"))
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listen: SocketAddr = args
         .listen
@@ -264,15 +292,28 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.retention_check_interval_ms = args.retention_check_interval_ms.max(10);
     config.cleaner_backoff_ms = args.cleaner_backoff_ms.max(10);
     config.segment_write_mode = args.segment_writes;
-    config.metrics_listen = match args.metrics.as_str() {
-        "off" | "" => None,
-        text => Some(
-            text.to_socket_addrs()
-                .with_context(|| format!("cannot resolve --metrics {text}"))?
-                .next()
-                .with_context(|| format!("--metrics {text} resolves to nothing"))?,
-        ),
+    config.metrics_listen = match args.metrics.as_deref() {
+        Some("off") | Some("") => None,
+        Some(text) => Some(resolve(text, "--metrics")?),
+        // Derived from the Kafka port, so brokers on one host whose ports
+        // differ do not collide: 9092 -> 9644, 9192 -> 9744.
+        None => listen
+            .port()
+            .checked_add(METRICS_PORT_OFFSET)
+            .map(|port| SocketAddr::new(listen.ip(), port)),
     };
+    if let Some(voters) = &args.controller_quorum_voters {
+        config.quorum.voters = shards::parse_quorum_voters(voters)
+            .map_err(|e| anyhow::anyhow!("--controller-quorum-voters: {e}"))?;
+    }
+    if let Some(text) = &args.controller_listen {
+        config.quorum.listen = Some(resolve(text, "--controller-listen")?);
+    }
+    let ticks = shards::QUORUM_ELECTION_TICKS as u64;
+    if args.controller_quorum_election_timeout_ms < ticks {
+        bail!("--controller-quorum-election-timeout-ms must be at least {ticks}");
+    }
+    config.quorum.tick_ms = args.controller_quorum_election_timeout_ms / ticks;
     config.groups.initial_rebalance_delay_ms = args.group_initial_rebalance_delay_ms.max(0);
     config.groups.session_timeout_ms_min = args.group_min_session_timeout_ms;
     config.groups.session_timeout_ms_max = args.group_max_session_timeout_ms;
@@ -339,7 +380,7 @@ fn main() {
         format: cli::Format::parse(&cli.format),
     };
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Topic(command) => cli::topic::run(&ctx, command),
         Command::Produce(args) => cli::produce::run(&ctx, args),
         Command::Consume(args) => cli::consume::run(&ctx, args),

@@ -10,10 +10,33 @@ pub const FRAME_PAYLOAD_BYTES_MAX: usize = 64 << 20;
 
 pub fn encode_frame(record: &MetadataRecord) -> Vec<u8> {
     let payload = rkyv::to_bytes::<rkyv::rancor::Error>(record).expect("in-memory encode");
+    frame_payload(&payload)
+}
+
+/// A batch of records as one quorum entry's data: their frames, back to
+/// back. A batch commits and applies whole.
+pub fn encode_records(records: &[MetadataRecord]) -> Vec<u8> {
+    records.iter().flat_map(encode_frame).collect()
+}
+
+/// An entry's data back to its records; any damage refuses the whole batch
+/// (raft checked nothing inside it).
+pub fn decode_records(data: &[u8]) -> Result<Vec<MetadataRecord>, String> {
+    let decoded = decode_frames(data);
+    match decoded.stopped {
+        None => Ok(decoded.records),
+        Some(reason) => Err(reason),
+    }
+}
+
+/// `payload` framed: `[u32 length][u32 crc32c][payload]`. The metadata
+/// records and the quorum's log file (`raft::log_file`) share this framing.
+pub fn frame_payload(payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() <= FRAME_PAYLOAD_BYTES_MAX, "frame too large");
     let mut out = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len());
     out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
-    out.extend_from_slice(&payload);
+    out.extend_from_slice(&crc32c::crc32c(payload).to_be_bytes());
+    out.extend_from_slice(payload);
     out
 }
 
@@ -26,8 +49,18 @@ pub struct DecodedFrames {
     pub stopped: Option<String>,
 }
 
-pub fn decode_frames(buf: &[u8]) -> DecodedFrames {
-    let mut records = Vec::new();
+/// The payloads of the whole frames at the start of `buf`, each with the
+/// byte it starts at, until the end or the first torn or corrupt frame.
+pub struct SplitFrames<'a> {
+    pub payloads: Vec<(usize, &'a [u8])>,
+    /// Bytes of whole valid frames at the start of the input.
+    pub valid_bytes: usize,
+    /// Why splitting stopped before the end, if it did.
+    pub stopped: Option<String>,
+}
+
+pub fn split_frames(buf: &[u8]) -> SplitFrames<'_> {
+    let mut payloads = Vec::new();
     let mut position = 0usize;
     let stopped = loop {
         if position == buf.len() {
@@ -52,19 +85,38 @@ pub fn decode_frames(buf: &[u8]) -> DecodedFrames {
         if crc32c::crc32c(payload) != crc {
             break Some(format!("frame CRC mismatch at byte {position}"));
         }
+        payloads.push((position, payload));
+        position = start + length;
+    };
+    SplitFrames {
+        payloads,
+        valid_bytes: position,
+        stopped,
+    }
+}
+
+pub fn decode_frames(buf: &[u8]) -> DecodedFrames {
+    let split = split_frames(buf);
+    let mut records = Vec::with_capacity(split.payloads.len());
+    for (position, payload) in split.payloads {
         // rkyv wants aligned input; file bytes are not, so copy the payload.
-        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(length);
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
         aligned.extend_from_slice(payload);
         match rkyv::from_bytes::<MetadataRecord, rkyv::rancor::Error>(&aligned) {
             Ok(record) => records.push(record),
-            Err(e) => break Some(format!("frame at byte {position} does not decode: {e}")),
+            Err(e) => {
+                return DecodedFrames {
+                    records,
+                    valid_bytes: position,
+                    stopped: Some(format!("frame at byte {position} does not decode: {e}")),
+                }
+            }
         }
-        position = start + length;
-    };
+    }
     DecodedFrames {
         records,
-        valid_bytes: position,
-        stopped,
+        valid_bytes: split.valid_bytes,
+        stopped: split.stopped,
     }
 }
 

@@ -11,7 +11,8 @@ pub use image::{
     TOPIC_NAME_CHARS_MAX, TOPIC_PARTITIONS_MAX,
 };
 pub use log_codec::{
-    decode_frames, encode_frame, DecodedFrames, FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX,
+    decode_frames, decode_records, encode_frame, encode_records, frame_payload, split_frames,
+    DecodedFrames, SplitFrames, FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX,
 };
 pub use topic_config::{
     config_def, describe_topic_configs, validate_topic_config, ConfigDef, ConfigEntry, TopicConfig,

@@ -20,6 +20,9 @@ pub const INVALID_PARTITIONS: ErrorCode = 37;
 pub const INVALID_REPLICATION_FACTOR: ErrorCode = 38;
 pub const INVALID_REPLICA_ASSIGNMENT: ErrorCode = 39;
 pub const INVALID_CONFIG: ErrorCode = 40;
+/// This broker's controller does not lead the metadata quorum (clients
+/// refresh metadata and retry).
+pub const NOT_CONTROLLER: ErrorCode = 41;
 pub const INVALID_REQUEST: ErrorCode = 42;
 pub const KAFKA_STORAGE_ERROR: ErrorCode = 56;
 pub const LOG_DIR_NOT_FOUND: ErrorCode = 57;

@@ -19,6 +19,13 @@
 
 use std::fmt;
 
+mod log_file;
+
+pub use log_file::{
+    decode_message, decode_quorum_log, encode_message, encode_persisted_quorum, encode_quorum_log,
+    DecodedQuorumLog,
+};
+
 use ::raft::prelude::{ConfState, Entry, EntryType, HardState, Message};
 use ::raft::storage::MemStorage;
 use ::raft::{Config, RawNode, StateRole, Storage};
@@ -64,15 +71,56 @@ impl PersistedQuorum {
     /// Takes in what a ready asked to persist: entries from the first one's
     /// index replace everything from there on (a follower's divergent tail).
     pub fn persist(&mut self, ready: &QuorumReady) {
-        if let Some(first) = ready.entries.first() {
+        self.take(&ready.entries, ready.hard_state.as_ref());
+    }
+
+    /// A log that starts committed: entry 1, in term 1, holding `data`
+    /// (a lone voter's bootstrap records, or a single node's metadata from
+    /// before the quorum). Its node restarts as a follower in term 1 and
+    /// elects itself in term 2.
+    pub fn bootstrapped(data: Vec<u8>) -> PersistedQuorum {
+        PersistedQuorum {
+            hard_state: HardState {
+                term: 1,
+                vote: 0,
+                commit: 1,
+                ..Default::default()
+            },
+            entries: vec![Entry {
+                index: 1,
+                term: 1,
+                data: data.into(),
+                ..Default::default()
+            }],
+        }
+    }
+
+    /// `persist` from parts (the log file replays its frames with this).
+    pub fn take(&mut self, entries: &[Entry], hard_state: Option<&HardState>) {
+        if let Some(first) = entries.first() {
             let keep = (first.index - 1) as usize;
             assert!(keep <= self.entries.len(), "entries leave a gap");
             self.entries.truncate(keep);
-            self.entries.extend(ready.entries.iter().cloned());
+            self.entries.extend(entries.iter().cloned());
         }
-        if let Some(hard_state) = &ready.hard_state {
+        if let Some(hard_state) = hard_state {
             self.hard_state = hard_state.clone();
         }
+    }
+
+    /// The index of the last entry (0: none).
+    pub fn last_index(&self) -> u64 {
+        self.entries.last().map_or(0, |e| e.index)
+    }
+
+    /// The committed entries with data, in log order: what a node that
+    /// restarts rebuilds its state machine from before it runs.
+    pub fn committed(&self) -> impl Iterator<Item = CommittedEntry> + '_ {
+        self.entries
+            .iter()
+            .take_while(|e| e.index <= self.hard_state.commit)
+            .filter(|e| is_data_entry(e))
+            .map(committed_entry)
     }
 }
 
@@ -87,6 +135,9 @@ pub struct QuorumReady {
     /// Committed normal entries with data, in log order (a new leader's
     /// empty entry and configuration entries are the quorum's own).
     pub committed: Vec<CommittedEntry>,
+    /// The last committed index this ready hands out, of any entry type:
+    /// once `committed` is applied, the state machine is current to it.
+    pub applied_through: Option<u64>,
 }
 
 impl QuorumReady {
@@ -121,6 +172,18 @@ impl fmt::Display for ProposeError {
             ProposeError::NotLeader { leader: None } => write!(f, "not the leader (none known)"),
             ProposeError::Dropped => write!(f, "proposal dropped"),
         }
+    }
+}
+
+fn is_data_entry(entry: &Entry) -> bool {
+    entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty()
+}
+
+fn committed_entry(entry: &Entry) -> CommittedEntry {
+    CommittedEntry {
+        index: entry.index,
+        term: entry.term,
+        data: entry.data.to_vec(),
     }
 }
 
@@ -160,8 +223,21 @@ impl Quorum {
     /// Starts a node from what it persisted (nothing, the first time).
     /// Committed entries are handed to `ready` again from index 1: the
     /// driver rebuilds its state machine from them.
-    pub fn start(config: &QuorumConfig, persisted: &PersistedQuorum) -> Result<Quorum, String> {
+    /// `applied`: the committed index the driver already applied (from
+    /// `PersistedQuorum::committed` at start-up); later ones come through
+    /// `ready`.
+    pub fn start(
+        config: &QuorumConfig,
+        persisted: &PersistedQuorum,
+        applied: u64,
+    ) -> Result<Quorum, String> {
         assert!(config.node_id != 0, "Raft reserves node id 0");
+        if applied > persisted.hard_state.commit {
+            return Err(format!(
+                "applied index {applied} is past the commit index {}",
+                persisted.hard_state.commit
+            ));
+        }
         let storage = MemStorage::new_with_conf_state(ConfState::from((
             config.voters.clone(),
             Vec::<u64>::new(),
@@ -189,7 +265,7 @@ impl Quorum {
             // healthy leader, and a leader that lost its majority steps down.
             pre_vote: true,
             check_quorum: true,
-            applied: 0,
+            applied,
             ..Config::default()
         };
         raft_config
@@ -227,6 +303,20 @@ impl Quorum {
 
     pub fn last_index(&self) -> u64 {
         self.node.raft.raft_log.last_index()
+    }
+
+    /// Whether this node leads and its log has committed an entry of its
+    /// own term: only then does its commit index cover everything earlier
+    /// leaders committed (Raft §5.4.2), so a state machine applied up to it
+    /// is current.
+    pub fn leads_with_current_commit(&self) -> bool {
+        self.is_leader()
+            && self
+                .node
+                .raft
+                .raft_log
+                .term(self.commit_index())
+                .is_ok_and(|term| term == self.term())
     }
 
     /// One tick of the election and heartbeat clock.
@@ -289,6 +379,7 @@ impl Quorum {
             hard_state: ready.hs().cloned(),
             persisted_messages: ready.take_persisted_messages(),
             committed: Vec::new(),
+            applied_through: None,
         };
         let committed = ready.take_committed_entries();
         {
@@ -310,15 +401,15 @@ impl Quorum {
             core.set_hardstate(hard_state.clone());
             out.hard_state = Some(hard_state);
         }
-        out.committed = committed
+        let committed: Vec<Entry> = committed
             .into_iter()
             .chain(light.take_committed_entries())
-            .filter(|e| e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty())
-            .map(|e| CommittedEntry {
-                index: e.index,
-                term: e.term,
-                data: e.data.to_vec(),
-            })
+            .collect();
+        out.applied_through = committed.last().map(|e| e.index);
+        out.committed = committed
+            .iter()
+            .filter(|e| is_data_entry(e))
+            .map(committed_entry)
             .collect();
         self.node.advance_apply();
         Some(out)
@@ -370,7 +461,7 @@ mod tests {
     #[test]
     fn a_single_voter_elects_itself_and_commits_at_once() {
         let mut disk = PersistedQuorum::default();
-        let mut quorum = Quorum::start(&config(1, &[1]), &disk).unwrap();
+        let mut quorum = Quorum::start(&config(1, &[1]), &disk, 0).unwrap();
         quorum.campaign().unwrap();
         drain(&mut quorum, &mut disk);
         assert!(quorum.is_leader());
@@ -379,20 +470,28 @@ mod tests {
         assert!(messages.is_empty());
         assert_eq!(committed, vec![b"topic".to_vec()]);
 
-        // Restarted from its disk, it hands the committed entry out again
-        // once it leads (a lone voter's commit index is its own).
-        let mut restarted = Quorum::start(&config(1, &[1]), &disk).unwrap();
+        // Restarted from its disk having applied nothing, it hands the
+        // committed entry out again; having applied it, it does not.
+        let mut restarted = Quorum::start(&config(1, &[1]), &disk, 0).unwrap();
         restarted.campaign().unwrap();
         let (_, again) = drain(&mut restarted, &mut disk);
         assert_eq!(again, vec![b"topic".to_vec()]);
         assert!(restarted.term() > 1);
+        assert!(restarted.leads_with_current_commit());
+        let committed: Vec<_> = disk.committed().map(|c| c.data).collect();
+        assert_eq!(committed, vec![b"topic".to_vec()]);
+        let commit = disk.hard_state.commit;
+        let mut current = Quorum::start(&config(1, &[1]), &disk, commit).unwrap();
+        current.campaign().unwrap();
+        let (_, none) = drain(&mut current, &mut disk);
+        assert!(none.is_empty());
     }
 
     #[test]
     fn a_follower_refuses_proposals_and_names_the_leader() {
         let mut disks = vec![PersistedQuorum::default(); 3];
         let mut nodes: Vec<Quorum> = (1..=3)
-            .map(|id| Quorum::start(&config(id, &[1, 2, 3]), &disks[id as usize - 1]).unwrap())
+            .map(|id| Quorum::start(&config(id, &[1, 2, 3]), &disks[id as usize - 1], 0).unwrap())
             .collect();
         nodes[0].campaign().unwrap();
         // Deliver until quiet.
@@ -419,7 +518,7 @@ mod tests {
     #[test]
     fn messages_for_another_node_are_refused() {
         let quorum_disk = PersistedQuorum::default();
-        let mut quorum = Quorum::start(&config(2, &[1, 2, 3]), &quorum_disk).unwrap();
+        let mut quorum = Quorum::start(&config(2, &[1, 2, 3]), &quorum_disk, 0).unwrap();
         let message = Message {
             to: 3,
             from: 1,

@@ -68,7 +68,7 @@ impl RaftSim {
             .iter()
             .map(|&id| {
                 let disk = PersistedQuorum::default();
-                let quorum = Quorum::start(&config(id, &voters), &disk).expect("starts");
+                let quorum = Quorum::start(&config(id, &voters), &disk, 0).expect("starts");
                 (
                     id,
                     Node {
@@ -324,7 +324,19 @@ impl RaftSim {
     fn restart(&mut self, id: NodeId) {
         let voters = self.voters.clone();
         let node = self.nodes.get_mut(&id).expect("node");
-        node.quorum = Some(Quorum::start(&config(id, &voters), &node.disk).expect("restarts"));
+        // As the broker does: the state machine is rebuilt from the
+        // committed entries on disk, and raft hands out only later ones.
+        node.applied = node.disk.committed().map(|c| (c.index, c.data)).collect();
+        for (index, data) in &node.applied {
+            assert_eq!(
+                self.history.get(index),
+                Some(data),
+                "node {id} restarts with a committed entry nobody applied at {index}"
+            );
+        }
+        let applied = node.disk.hard_state.commit;
+        node.quorum =
+            Some(Quorum::start(&config(id, &voters), &node.disk, applied).expect("restarts"));
         self.drain(id);
     }
 

@@ -7,7 +7,6 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
-use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{error, info, warn};
 
@@ -16,7 +15,7 @@ mod signals;
 
 use crate::config::BrokerConfig;
 use crate::controller::bootstrap_metadata;
-use crate::mesh::MESH_QUEUE_CAPACITY;
+use crate::mesh::{build_mesh, MESH_QUEUE_CAPACITY};
 use crate::stop::StopFlag;
 use shard_thread::{run_shard, StartReport};
 use signals::{block_stop_signals, wait_for_stop_signal};
@@ -40,6 +39,8 @@ pub enum BrokerError {
     ShardStart { reason: String },
     #[error("cannot start executor: {0}")]
     Executor(String),
+    #[error("metadata quorum: {0}")]
+    Quorum(String),
 }
 
 /// Takes an exclusive flock on the data dir for the life of the process.
@@ -135,10 +136,24 @@ pub fn run(mut config: BrokerConfig) -> Result<(), BrokerError> {
             .and_then(|d| d.sync_all())
             .map_err(dir_error)?;
     }
-    let image = bootstrap_metadata(
+    let voters = &config.quorum.voters;
+    if !voters.is_empty() && !voters.iter().any(|v| v.node_id == config.node_id) {
+        return Err(BrokerError::Quorum(format!(
+            "node {} is not among the controller quorum voters; observers are not supported yet",
+            config.node_id
+        )));
+    }
+    let lone_voter = voters.len() <= 1;
+    if !lone_voter && config.quorum.listen.is_none() {
+        return Err(BrokerError::Quorum(
+            "a quorum of several voters needs --controller-listen".into(),
+        ));
+    }
+    let metadata = bootstrap_metadata(
         &config.data_dir,
         config.shard_count,
         config.offsets_topic_partitions,
+        lone_voter,
     )
     .map_err(dir_error)?;
     info!(
@@ -153,13 +168,13 @@ pub fn run(mut config: BrokerConfig) -> Result<(), BrokerError> {
     block_stop_signals();
     let stop = StopFlag::new()
         .map_err(|e| BrokerError::Executor(format!("cannot create the stop eventfd: {e}")))?;
-    let mesh = MeshBuilder::full(config.shard_count, MESH_QUEUE_CAPACITY);
+    let mut mesh_ends = build_mesh(config.shard_count, MESH_QUEUE_CAPACITY).into_iter();
     let (ready_sender, ready) = std::sync::mpsc::channel();
     let mut executors = Vec::with_capacity(config.shard_count);
     for shard in 0..config.shard_count {
         let config = config.clone();
-        let image = image.clone();
-        let mesh = mesh.clone();
+        let metadata = metadata.clone();
+        let mesh = mesh_ends.next().expect("one set of mesh ends per shard");
         let stop = stop.clone();
         let ready_sender = ready_sender.clone();
         let handle = LocalExecutorBuilder::new(Placement::Unbound)
@@ -167,7 +182,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), BrokerError> {
             .io_memory(EXECUTOR_IO_MEMORY_BYTES)
             .spawn(move || async move {
                 pin_to_core(shard);
-                run_shard(shard, config, image, clean, mesh, stop, ready_sender).await
+                run_shard(shard, config, metadata, clean, mesh, stop, ready_sender).await
             })
             .map_err(|e| BrokerError::Executor(e.to_string()))?;
         executors.push(handle);

@@ -5,17 +5,19 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use engine::metadata::ClusterImage;
-use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use tracing::warn;
 
+use crate::cluster::listener::serve_controller_listener;
+use crate::cluster::peers::ControllerPeers;
 use crate::config::BrokerConfig;
-use crate::controller::{Backend, Controller};
-use crate::disk::metadata_log::MetadataLog;
+use crate::controller::{
+    Backend, Controller, MetadataStart, NoPeers, QuorumDriver, QuorumParts, QuorumTransport,
+};
+use crate::disk::quorum_log::QuorumLogFile;
 use crate::groups::GroupHost;
 use crate::io::socket::bind_listener;
 use crate::io::splice::SpliceRing;
-use crate::mesh::{Mesh, MeshMessage};
+use crate::mesh::{Mesh, MeshEnds};
 use crate::net::connection::accept_loop;
 use crate::net::metrics_http::{bind_metrics, serve_http};
 use crate::shard::{Shard, ShardParts};
@@ -44,9 +46,9 @@ pub type Ready = std::sync::mpsc::Sender<StartReport>;
 pub async fn run_shard(
     id: usize,
     config: BrokerConfig,
-    image: ClusterImage,
+    metadata: MetadataStart,
     clean: bool,
-    mesh: MeshBuilder<MeshMessage, Full>,
+    mesh: MeshEnds,
     stop: StopFlag,
     ready: Ready,
 ) -> bool {
@@ -54,33 +56,29 @@ pub async fn run_shard(
     let step = |step| {
         let _ = ready.send(StartReport::Step { shard: id, step });
     };
-    step("joining the shard mesh");
-    let (senders, mut receivers) = match mesh.join().await {
-        Ok(joined) => joined,
-        Err(e) => {
-            let _ = ready.send(StartReport::Failed(format!(
-                "shard {id}: cannot join the shard mesh: {e}"
-            )));
-            return false;
-        }
-    };
+    step("connecting to the other shards");
+    let (senders, receivers) = mesh.connect().await;
     let config = Rc::new(config);
     let mesh = Rc::new(Mesh::new(id, count, senders));
+    let MetadataStart {
+        image,
+        persisted,
+        applied,
+    } = metadata;
     let backend = Rc::new(Backend::new(id, config.clone(), image));
-    // Shard 0 hosts the controller.
+    // Shard 0 hosts the controller and drives the metadata quorum.
     let controller = if id == 0 {
-        step("opening the metadata log");
-        match MetadataLog::open(&config.data_dir).await {
-            Ok(log) => Some(Controller::new(log, backend.clone(), mesh.clone())),
-            Err(e) => {
-                let _ = ready.send(StartReport::Failed(format!(
-                    "shard {id}: cannot open the metadata log: {e}"
-                )));
+        step("starting the metadata quorum");
+        match start_controller(&config, persisted, applied, &backend, &mesh, &stop).await {
+            Ok(controller) => Some(controller),
+            Err(reason) => {
+                let _ = ready.send(StartReport::Failed(format!("shard {id}: {reason}")));
                 stop.raise();
                 return false;
             }
         }
     } else {
+        drop(persisted);
         None
     };
     step("binding the Kafka listener");
@@ -116,7 +114,7 @@ pub async fn run_shard(
         stop: stop.clone(),
         splice,
     });
-    for (peer, receiver) in receivers.streams() {
+    for (peer, receiver) in receivers {
         let shard = shard.clone();
         glommio::spawn_local(async move {
             while let Some(message) = receiver.recv().await {
@@ -174,3 +172,71 @@ pub async fn run_shard(
     shard.mesh.close();
     clean
 }
+
+/// Shard 0's controller: the quorum driver over the quorum log, links to
+/// the other voters and the controller listener, all in a task queue of
+/// their own with a large share, so a saturated data path delays neither
+/// heartbeats nor votes.
+async fn start_controller(
+    config: &Rc<BrokerConfig>,
+    persisted: engine::raft::PersistedQuorum,
+    applied: u64,
+    backend: &Rc<Backend>,
+    mesh: &Rc<Mesh>,
+    stop: &StopFlag,
+) -> Result<Rc<Controller>, String> {
+    let task_queue = glommio::executor().create_task_queue(
+        glommio::Shares::Static(QUORUM_TASK_SHARES),
+        glommio::Latency::Matters(Duration::from_millis(QUORUM_LATENCY_MS)),
+        "metadata-quorum",
+    );
+    let settings = &config.quorum;
+    let lone_voter = settings.voters.len() <= 1;
+    let peers = (!lone_voter).then(|| {
+        ControllerPeers::start(config.node_id, &settings.voters, task_queue, stop.clone())
+    });
+    let listener = match settings.listen {
+        Some(addr) => Some(
+            bind_listener(addr, false)
+                .map_err(|e| format!("cannot listen for the controller on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    let log = QuorumLogFile::open(&config.data_dir)
+        .await
+        .map_err(|e| format!("cannot open the metadata quorum log: {e}"))?;
+    let transport: Rc<dyn QuorumTransport> = match &peers {
+        Some(peers) => peers.clone(),
+        None => Rc::new(NoPeers),
+    };
+    let quorum = QuorumDriver::start(
+        QuorumParts {
+            node_id: config.node_id,
+            settings: settings.clone(),
+            persisted,
+            applied,
+            log,
+            transport,
+            backend: backend.clone(),
+            mesh: mesh.clone(),
+            stop: stop.clone(),
+        },
+        task_queue,
+    )
+    .map_err(|e| format!("cannot start the metadata quorum: {e}"))?;
+    let controller = Rc::new(Controller::new(quorum.clone(), peers, backend.clone()));
+    if let Some(listener) = listener {
+        let serving = serve_controller_listener(listener, quorum, controller.clone());
+        glommio::spawn_local_into(serving, task_queue)
+            .map_err(|e| format!("cannot start the controller listener: {e}"))?
+            .detach();
+    }
+    Ok(controller)
+}
+
+/// The quorum's share of the core against the data path's default queue
+/// (1000): its tasks are short and rare, so when both have work it always
+/// goes first.
+const QUORUM_TASK_SHARES: usize = 5000;
+/// How soon the executor preempts other queues for it.
+const QUORUM_LATENCY_MS: u64 = 1;

@@ -1,73 +1,147 @@
-//! L2: the metadata controller, on shard 0: a one-voter quorum today. Its
-//! frontend validates admin requests, plans metadata records against a copy
-//! of the image, makes them durable in the metadata log and then publishes
-//! them, in log order, to every shard's backend (`backend.rs`), which
-//! applies them to its image and files.
+//! L2: the metadata controller, on shard 0. Its frontend validates admin
+//! requests, plans metadata records against a copy of the image, and
+//! proposes them to the metadata quorum (`quorum.rs`), which commits them
+//! once a majority fsynced them and then has every shard's backend
+//! (`backend.rs`) apply them, in log order, to its image and files.
 
 mod backend;
 mod bootstrap;
+mod quorum;
 
 pub use backend::Backend;
-pub use bootstrap::bootstrap_metadata;
+pub use bootstrap::{bootstrap_metadata, MetadataStart};
+pub use quorum::{node_id_of, NoPeers, QuorumDriver, QuorumParts, QuorumTransport};
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::rc::Rc;
+use std::time::Duration;
 
-use engine::metadata::{validate_topic_config, MetadataRecord};
+use engine::metadata::{encode_records, validate_topic_config, MetadataRecord};
 use engine::protocol::{self as codes, ErrorCode};
+use engine::raft::ProposeError;
 use engine::txn::ProducerIdBlock;
-use tracing::error;
+use tracing::warn;
 
-use crate::disk::metadata_log::MetadataLog;
+use crate::cluster::listener::ControllerService;
+use crate::cluster::peers::ControllerPeers;
+use crate::cluster::wire::{ControllerReply, ControllerRequest};
 use crate::mesh::admin::{
-    AddPartitions, AdminRequest, AllocateProducerId, AlterTopicConfigs, ConfigChange, CreateTopics,
-    DeleteTopics, PartitionGrowth, TopicResult, TopicSpec,
+    AdminReply, AdminRequest, ConfigChange, PartitionGrowth, TopicResult, TopicSpec,
 };
-use crate::mesh::metadata::ApplyMetadata;
-use crate::mesh::{Call, Mesh, Reply};
+use crate::mesh::Reply;
+
+/// How long an admin op waits for the quorum to have a leader.
+const LEADER_WAIT_MS: u64 = 5_000;
+const LEADER_POLL_MS: u64 = 20;
+/// How long a forwarded admin op waits for the leader's answer.
+const FORWARD_TIMEOUT_MS: u64 = 30_000;
 
 pub struct Controller {
-    /// Taken for the length of one append (see `commit_metadata`).
-    log: RefCell<Option<MetadataLog>>,
+    quorum: Rc<QuorumDriver>,
+    /// The other voters' controllers (None: a lone voter).
+    peers: Option<Rc<ControllerPeers>>,
     /// One controller operation at a time: each plans against the image the
     /// previous one left.
     busy: glommio::sync::Semaphore,
     backend: Rc<Backend>,
-    mesh: Rc<Mesh>,
     /// Producer ids reserved in the metadata log and not yet handed out.
     producer_ids: Cell<ProducerIdBlock>,
 }
 
+/// A result for every item of a request the controller cannot serve now.
+fn refused(names: impl Iterator<Item = String>, error: ErrorCode) -> Vec<TopicResult> {
+    names
+        .map(|name| TopicResult::refused(&name, error))
+        .collect()
+}
+
+impl ControllerService for Controller {
+    fn serve_forwarded(
+        &self,
+        request: ControllerRequest,
+    ) -> futures::future::LocalBoxFuture<'_, ControllerReply> {
+        Box::pin(async move {
+            match request {
+                ControllerRequest::Admin(op) => ControllerReply::Admin(self.serve_here(op).await),
+            }
+        })
+    }
+}
+
 impl Controller {
-    pub fn new(log: MetadataLog, backend: Rc<Backend>, mesh: Rc<Mesh>) -> Controller {
+    pub fn new(
+        quorum: Rc<QuorumDriver>,
+        peers: Option<Rc<ControllerPeers>>,
+        backend: Rc<Backend>,
+    ) -> Controller {
         Controller {
-            log: RefCell::new(Some(log)),
+            quorum,
+            peers,
             busy: glommio::sync::Semaphore::new(1),
             backend,
-            mesh,
             // Empty: the first InitProducerId reserves a block past every
             // block reserved before (the image knows the last one).
             producer_ids: Cell::new(ProducerIdBlock::default()),
         }
     }
 
-    /// Serves one admin op sent to the controller.
+    /// Serves one admin op sent to this broker's controller: here if this
+    /// node leads the quorum, else at the leader's controller, forwarded.
     pub async fn serve(&self, request: AdminRequest) -> Reply {
+        Reply::Admin(self.route(request).await)
+    }
+
+    async fn route(&self, request: AdminRequest) -> AdminReply {
+        let leader = self.wait_for_leader().await;
+        match (leader, &self.peers) {
+            (Some(leader), Some(peers)) if leader != self.quorum.node_id() => {
+                let refusal = request.refusal(codes::NOT_CONTROLLER);
+                let forwarded = ControllerRequest::Admin(request);
+                match peers.call(leader, &forwarded, FORWARD_TIMEOUT_MS).await {
+                    Ok(ControllerReply::Admin(reply)) => reply,
+                    Err(e) => {
+                        warn!(leader, error = %e, "forwarding an admin op to the quorum leader failed");
+                        refusal
+                    }
+                }
+            }
+            (Some(_), _) => self.serve_here(request).await,
+            (None, _) => request.refusal(codes::NOT_CONTROLLER),
+        }
+    }
+
+    /// The quorum leader, waiting a while for an election to end.
+    async fn wait_for_leader(&self) -> Option<i32> {
+        let deadline = std::time::Instant::now() + Duration::from_millis(LEADER_WAIT_MS);
+        loop {
+            if let Some(leader) = self.quorum.view().leader {
+                return Some(leader);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            glommio::timer::sleep(Duration::from_millis(LEADER_POLL_MS)).await;
+        }
+    }
+
+    /// Serves an op at this controller (it refuses with NOT_CONTROLLER if
+    /// this node does not lead when the op's turn comes).
+    async fn serve_here(&self, request: AdminRequest) -> AdminReply {
         match request {
             AdminRequest::CreateTopics(op) => {
-                CreateTopics::wrap_reply(self.create_topics(op.topics).await)
+                AdminReply::CreateTopics(self.create_topics(op.topics).await)
             }
             AdminRequest::DeleteTopics(op) => {
-                DeleteTopics::wrap_reply(self.delete_topics(op.names).await)
+                AdminReply::DeleteTopics(self.delete_topics(op.names).await)
             }
             AdminRequest::AlterTopicConfigs(op) => {
-                AlterTopicConfigs::wrap_reply(self.alter_topic_configs(op.changes).await)
+                AdminReply::AlterTopicConfigs(self.alter_topic_configs(op.changes).await)
             }
             AdminRequest::AddPartitions(op) => {
-                AddPartitions::wrap_reply(self.add_partitions(op.topics).await)
+                AdminReply::AddPartitions(self.add_partitions(op.topics).await)
             }
             AdminRequest::AllocateProducerId(_) => {
-                AllocateProducerId::wrap_reply(self.allocate_producer_id().await)
+                AdminReply::AllocateProducerId(self.allocate_producer_id().await)
             }
         }
     }
@@ -76,6 +150,7 @@ impl Controller {
     /// from a new block once its reservation is durable in the metadata log.
     async fn allocate_producer_id(&self) -> Result<i64, ErrorCode> {
         let _permit = self.busy.acquire_permit(1).await;
+        self.current().await?;
         let mut block = self.producer_ids.get();
         if let Some(id) = block.take() {
             self.producer_ids.set(block);
@@ -83,32 +158,26 @@ impl Controller {
         }
         let mut fresh = ProducerIdBlock::after(self.backend.image().producer_ids_reserved_end());
         let record = MetadataRecord::ReserveProducerIds { end: fresh.end };
-        if !self.commit_metadata(std::slice::from_ref(&record)).await {
-            return Err(codes::KAFKA_STORAGE_ERROR);
-        }
+        self.commit_metadata(std::slice::from_ref(&record)).await?;
         let id = fresh.take().expect("a fresh block has ids");
         self.producer_ids.set(fresh);
         Ok(id)
     }
 
-    /// Has every shard apply a committed record, this one included, and
-    /// waits until all have.
-    async fn publish(&self, record: &MetadataRecord) {
-        let mut remote = Vec::with_capacity(self.mesh.shard_count);
-        for target in 0..self.mesh.shard_count {
-            if target != self.mesh.shard_id {
-                let op = ApplyMetadata {
-                    record: record.clone(),
-                };
-                remote.push(self.mesh.send(target, op).await);
-            }
-        }
-        self.backend.apply(record).await;
-        futures::future::join_all(remote).await;
+    /// Waits until this controller leads the quorum and its image holds
+    /// every committed change, so what it plans builds on all of them.
+    async fn current(&self) -> Result<(), ErrorCode> {
+        self.quorum.barrier().await.map_err(|e| {
+            warn!(error = %e, "controller op refused");
+            codes::NOT_CONTROLLER
+        })
     }
 
     pub async fn create_topics(&self, specs: Vec<TopicSpec>) -> Vec<TopicResult> {
         let _permit = self.busy.acquire_permit(1).await;
+        if let Err(error) = self.current().await {
+            return refused(specs.into_iter().map(|s| s.name), error);
+        }
         let mut results = Vec::with_capacity(specs.len());
         let mut planned = self.backend.image().clone();
         let mut records = Vec::new();
@@ -181,6 +250,9 @@ impl Controller {
 
     pub async fn alter_topic_configs(&self, changes: Vec<ConfigChange>) -> Vec<TopicResult> {
         let _permit = self.busy.acquire_permit(1).await;
+        if let Err(error) = self.current().await {
+            return refused(changes.into_iter().map(|c| c.topic), error);
+        }
         let mut planned = self.backend.image().clone();
         let mut results = Vec::new();
         let mut records = Vec::new();
@@ -232,6 +304,9 @@ impl Controller {
 
     pub async fn add_partitions(&self, topics: Vec<PartitionGrowth>) -> Vec<TopicResult> {
         let _permit = self.busy.acquire_permit(1).await;
+        if let Err(error) = self.current().await {
+            return refused(topics.into_iter().map(|t| t.topic), error);
+        }
         let mut planned = self.backend.image().clone();
         let mut results = Vec::new();
         let mut records = Vec::new();
@@ -281,6 +356,9 @@ impl Controller {
 
     pub async fn delete_topics(&self, names: Vec<String>) -> Vec<TopicResult> {
         let _permit = self.busy.acquire_permit(1).await;
+        if let Err(error) = self.current().await {
+            return refused(names.into_iter(), error);
+        }
         let mut planned = self.backend.image().clone();
         let mut results = Vec::new();
         let mut records = Vec::new();
@@ -304,37 +382,27 @@ impl Controller {
         results
     }
 
-    /// Commits the planned records; if the metadata log write fails, every
-    /// result that had succeeded becomes KAFKA_STORAGE_ERROR.
+    /// Commits the planned records; if that fails, every result that had
+    /// succeeded gets the reason.
     async fn commit_and_report(&self, records: &[MetadataRecord], results: &mut [TopicResult]) {
-        if !self.commit_metadata(records).await {
+        if let Err(error) = self.commit_metadata(records).await {
             for result in results.iter_mut().filter(|r| r.error == codes::NONE) {
-                result.error = codes::KAFKA_STORAGE_ERROR;
+                result.error = error;
             }
         }
     }
 
-    /// Makes records durable in the metadata log, then has every shard apply
-    /// them. Returns false if the log write failed (nothing was applied).
-    async fn commit_metadata(&self, records: &[MetadataRecord]) -> bool {
+    /// Proposes records as one quorum entry and waits until every shard
+    /// applied them. NOT_CONTROLLER if leadership moved before they
+    /// committed (a retry plans again against the new leader's image).
+    async fn commit_metadata(&self, records: &[MetadataRecord]) -> Result<(), ErrorCode> {
         if records.is_empty() {
-            return true;
+            return Ok(());
         }
-        // One operation at a time holds `busy`, so the log is never taken twice.
-        let mut log = self
-            .log
-            .borrow_mut()
-            .take()
-            .expect("controller holds the log");
-        let appended = log.append(records).await;
-        *self.log.borrow_mut() = Some(log);
-        if let Err(e) = appended {
-            error!(error = %e, "metadata log append failed");
-            return false;
+        match self.quorum.propose(encode_records(records)).await {
+            Ok(true) => Ok(()),
+            Ok(false) | Err(ProposeError::NotLeader { .. }) => Err(codes::NOT_CONTROLLER),
+            Err(ProposeError::Dropped) => Err(codes::NOT_CONTROLLER),
         }
-        for record in records {
-            self.publish(record).await;
-        }
-        true
     }
 }

@@ -5,7 +5,7 @@
 pub mod compaction_swap;
 pub mod direct_appender;
 pub mod durable;
-pub mod metadata_log;
 pub mod producer_snapshots;
+pub mod quorum_log;
 pub mod recovery;
 pub mod segment_files;

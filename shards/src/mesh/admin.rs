@@ -1,10 +1,12 @@
-//! Topic administration, served by the controller (shard 0).
+//! Topic administration, served by the controller (shard 0 of the broker
+//! that leads the metadata quorum; other brokers' controllers forward these
+//! ops to it, so they are rkyv types too).
 
 use engine::protocol::{self as codes, ErrorCode};
 
 use super::subsystem;
 
-subsystem!(Admin, AdminRequest, AdminReply {
+subsystem!(#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)] Admin, AdminRequest, AdminReply {
     CreateTopics => Vec<TopicResult>,
     DeleteTopics => Vec<TopicResult>,
     AlterTopicConfigs => Vec<TopicResult>,
@@ -14,7 +16,7 @@ subsystem!(Admin, AdminRequest, AdminReply {
 
 /// A new producer id for an idempotent producer (InitProducerId), never
 /// handed out before.
-#[derive(Debug)]
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct AllocateProducerId;
 
 impl AllocateProducerId {
@@ -23,7 +25,7 @@ impl AllocateProducerId {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct TopicResult {
     pub name: String,
     pub error: ErrorCode,
@@ -33,16 +35,51 @@ pub struct TopicResult {
 
 impl TopicResult {
     fn undelivered(name: &str) -> TopicResult {
+        TopicResult::refused(name, codes::UNKNOWN_SERVER_ERROR)
+            .with_message("the controller did not answer")
+    }
+
+    pub fn refused(name: &str, error: ErrorCode) -> TopicResult {
         TopicResult {
             name: name.to_string(),
-            error: codes::UNKNOWN_SERVER_ERROR,
-            message: Some("the controller did not answer".into()),
+            error,
+            message: None,
             partitions: -1,
+        }
+    }
+
+    fn with_message(mut self, message: &str) -> TopicResult {
+        self.message = Some(message.to_string());
+        self
+    }
+}
+
+impl AdminRequest {
+    /// The reply that refuses every item of this op with `error` (e.g.
+    /// NOT_CONTROLLER while the quorum has no leader).
+    pub fn refusal(&self, error: ErrorCode) -> AdminReply {
+        let topics = |names: &mut dyn Iterator<Item = &String>| {
+            names.map(|n| TopicResult::refused(n, error)).collect()
+        };
+        match self {
+            AdminRequest::CreateTopics(op) => {
+                AdminReply::CreateTopics(topics(&mut op.topics.iter().map(|t| &t.name)))
+            }
+            AdminRequest::DeleteTopics(op) => {
+                AdminReply::DeleteTopics(topics(&mut op.names.iter()))
+            }
+            AdminRequest::AlterTopicConfigs(op) => {
+                AdminReply::AlterTopicConfigs(topics(&mut op.changes.iter().map(|c| &c.topic)))
+            }
+            AdminRequest::AddPartitions(op) => {
+                AdminReply::AddPartitions(topics(&mut op.topics.iter().map(|g| &g.topic)))
+            }
+            AdminRequest::AllocateProducerId(_) => AdminReply::AllocateProducerId(Err(error)),
         }
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct CreateTopics {
     pub topics: Vec<TopicSpec>,
 }
@@ -56,7 +93,7 @@ impl CreateTopics {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct TopicSpec {
     pub name: String,
     /// -1: the broker default.
@@ -67,7 +104,7 @@ pub struct TopicSpec {
     pub validate_only: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct DeleteTopics {
     pub names: Vec<String>,
 }
@@ -81,7 +118,7 @@ impl DeleteTopics {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct AlterTopicConfigs {
     pub changes: Vec<ConfigChange>,
 }
@@ -97,7 +134,7 @@ impl AlterTopicConfigs {
 
 /// One topic's config change. Not incremental (AlterConfigs): `set` is the
 /// whole new set. Incremental: `set` and `delete` apply on top.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ConfigChange {
     pub topic: String,
     pub incremental: bool,
@@ -106,7 +143,7 @@ pub struct ConfigChange {
     pub validate_only: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct AddPartitions {
     pub topics: Vec<PartitionGrowth>,
 }
@@ -121,7 +158,7 @@ impl AddPartitions {
 }
 
 /// Grow `topic` to `partition_count` partitions (CreatePartitions).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct PartitionGrowth {
     pub topic: String,
     pub partition_count: i32,

@@ -19,7 +19,9 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use futures::channel::oneshot;
-use glommio::channels::channel_mesh::Senders;
+use glommio::channels::shared_channel::{
+    self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
+};
 use tracing::error;
 
 /// Capacity of each shard-to-shard queue; a full queue makes the sender wait.
@@ -67,11 +69,15 @@ pub trait Call: Sized {
 
 /// Declares a subsystem's request and reply enums and each op's [`Call`]
 /// impl: `Op => ReplyType`, the undelivered reply in `Op::undelivered_reply`.
+/// Attributes before the name go on both enums (admin ops also travel
+/// between brokers, so they derive rkyv).
 macro_rules! subsystem {
-    ($outer:ident, $request:ident, $reply:ident { $($op:ident => $out:ty,)* }) => {
+    ($(#[$attr:meta])* $outer:ident, $request:ident, $reply:ident { $($op:ident => $out:ty,)* }) => {
         #[derive(Debug)]
+        $(#[$attr])*
         pub enum $request { $($op($op),)* }
         #[derive(Debug)]
+        $(#[$attr])*
         pub enum $reply { $($op($out),)* }
         $(
             impl $crate::mesh::Call for $op {
@@ -98,12 +104,80 @@ macro_rules! subsystem {
 }
 pub(crate) use subsystem;
 
+/// One shard's ends of the mesh's channels, made on the main thread before
+/// the shards start (one bounded channel per ordered pair of shards).
+/// glommio's `MeshBuilder::join` hands a notification between executors
+/// that was lost now and then at start-up (every shard stuck joining, for
+/// good); connecting pre-made channels needs no notification: each end
+/// polls until its peer has connected.
+pub struct MeshEnds {
+    shard_id: usize,
+    /// Indexed by the peer shard (None: this shard).
+    senders: Vec<Option<SharedSender<MeshMessage>>>,
+    receivers: Vec<Option<SharedReceiver<MeshMessage>>>,
+}
+
+/// The ends of every shard, by shard id.
+pub fn build_mesh(shard_count: usize, capacity: usize) -> Vec<MeshEnds> {
+    let mut ends: Vec<MeshEnds> = (0..shard_count)
+        .map(|shard_id| MeshEnds {
+            shard_id,
+            senders: (0..shard_count).map(|_| None).collect(),
+            receivers: (0..shard_count).map(|_| None).collect(),
+        })
+        .collect();
+    for from in 0..shard_count {
+        for to in (0..shard_count).filter(|&to| to != from) {
+            let (sender, receiver) = shared_channel::new_bounded(capacity);
+            ends[from].senders[to] = Some(sender);
+            ends[to].receivers[from] = Some(receiver);
+        }
+    }
+    ends
+}
+
+/// Connected senders by peer, and a receiver from every peer.
+pub type ConnectedMesh = (
+    Vec<Option<ConnectedSender<MeshMessage>>>,
+    Vec<(usize, ConnectedReceiver<MeshMessage>)>,
+);
+
+impl MeshEnds {
+    /// Connects every end; returns once every peer connected its side.
+    pub async fn connect(self) -> ConnectedMesh {
+        let senders = self.senders.into_iter().map(|end| async move {
+            match end {
+                Some(end) => Some(end.connect().await),
+                None => None,
+            }
+        });
+        let receivers = self
+            .receivers
+            .into_iter()
+            .enumerate()
+            .filter_map(|(peer, end)| end.map(|end| (peer, end)))
+            .map(|(peer, end)| async move { (peer, end.connect().await) });
+        let (senders, receivers) = futures::future::join(
+            futures::future::join_all(senders),
+            futures::future::join_all(receivers),
+        )
+        .await;
+        debug_assert_eq!(
+            senders.len(),
+            receivers.len() + 1,
+            "shard {}",
+            self.shard_id
+        );
+        (senders, receivers)
+    }
+}
+
 /// This shard's side of the mesh: the senders to every peer and the callers
 /// waiting for their answers, by request id.
 pub struct Mesh {
     pub shard_id: usize,
     pub shard_count: usize,
-    senders: Senders<MeshMessage>,
+    senders: Vec<Option<ConnectedSender<MeshMessage>>>,
     pending: RefCell<HashMap<u64, oneshot::Sender<Reply>>>,
     next_request_id: Cell<u64>,
     /// Requests sent to other shards (a metric).
@@ -111,7 +185,11 @@ pub struct Mesh {
 }
 
 impl Mesh {
-    pub fn new(shard_id: usize, shard_count: usize, senders: Senders<MeshMessage>) -> Mesh {
+    pub fn new(
+        shard_id: usize,
+        shard_count: usize,
+        senders: Vec<Option<ConnectedSender<MeshMessage>>>,
+    ) -> Mesh {
         Mesh {
             shard_id,
             shard_count,
@@ -139,10 +217,8 @@ impl Mesh {
         self.pending.borrow_mut().insert(id, sender);
         let request = op.into_request();
         let sent = self
-            .senders
             .send_to(target, MeshMessage::Request { id, request })
-            .await
-            .is_ok();
+            .await;
         if !sent {
             self.pending.borrow_mut().remove(&id);
         }
@@ -162,10 +238,16 @@ impl Mesh {
 
     /// Sends the answer to request `id` back to `peer`.
     pub async fn respond(&self, peer: usize, id: u64, reply: Reply) -> bool {
-        self.senders
-            .send_to(peer, MeshMessage::Response { id, reply })
+        self.send_to(peer, MeshMessage::Response { id, reply })
             .await
-            .is_ok()
+    }
+
+    /// Whether the message was queued (false: the peer is gone).
+    async fn send_to(&self, target: usize, message: MeshMessage) -> bool {
+        match self.senders.get(target) {
+            Some(Some(sender)) => sender.send(message).await.is_ok(),
+            _ => false,
+        }
     }
 
     /// Completes the caller waiting for request `id`.
@@ -176,6 +258,8 @@ impl Mesh {
     }
 
     pub fn close(&self) {
-        self.senders.close();
+        for sender in self.senders.iter().flatten() {
+            sender.close();
+        }
     }
 }

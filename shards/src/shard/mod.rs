@@ -40,7 +40,7 @@ pub struct Shard {
     pub backend: Rc<Backend>,
     pub mesh: Rc<Mesh>,
     /// The metadata controller: on shard 0 only.
-    pub controller: Option<Controller>,
+    pub controller: Option<Rc<Controller>>,
     pub groups: Rc<GroupHost>,
     /// Fetch long-polls parked on this shard, by (origin shard, fetch id):
     /// the sender ends the wait early (see `EndWait`).
@@ -59,7 +59,7 @@ pub struct ShardParts {
     pub config: Rc<BrokerConfig>,
     pub backend: Rc<Backend>,
     pub mesh: Rc<Mesh>,
-    pub controller: Option<Controller>,
+    pub controller: Option<Rc<Controller>>,
     pub groups: Rc<GroupHost>,
     pub stop: StopFlag,
     pub splice: Rc<SpliceRing>,

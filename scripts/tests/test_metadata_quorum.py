@@ -1,0 +1,142 @@
+"""The metadata quorum on one node: cluster metadata lives in a Raft log
+(`__metadata/quorum.log`), a lone voter elects itself at once, metadata
+survives restarts and kill -9, and a data dir from before the quorum keeps
+its topics and records."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from helpers import consume_confluent, produce_confluent, make_records, watermarks
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def topic_partitions(bootstrap: str) -> dict[str, int]:
+    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
+    return {name: len(t.partitions) for name, t in md.topics.items() if t.error is None}
+
+
+def create(bootstrap: str, name: str, partitions: int, timeout_s: float = 30) -> None:
+    """CreateTopics, retried while the quorum has no leader (NOT_CONTROLLER
+    is retriable; clients retry it too)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+                future.result(timeout=15)
+            return
+        except Exception as e:  # confluent wraps the KafkaError
+            if "NOT_CONTROLLER" not in str(e) or time.monotonic() > deadline:
+                raise
+
+
+LEADER_LINE = re.compile(r"metadata quorum leader term=(\d+) leader=Some\((\d+)\)")
+
+
+def quorum_leader(broker) -> tuple[int, int] | None:
+    """(term, leader) as this broker last logged it."""
+    found = LEADER_LINE.findall(broker.log_since_last_start())
+    return (int(found[-1][0]), int(found[-1][1])) if found else None
+
+
+def wait_for_one_leader(brokers, timeout_s: float = 20, newer_than: int = 0) -> int:
+    """The node every broker names as leader of one term above `newer_than`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        seen = {quorum_leader(b) for b in brokers}
+        if len(seen) == 1 and None not in seen and next(iter(seen))[0] > newer_than:
+            return next(iter(seen))[1]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no single quorum leader: {seen}")
+        time.sleep(0.05)
+
+
+def wait_for_topic(broker, name: str, partitions: int, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while topic_partitions(broker.bootstrap).get(name) != partitions:
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{broker.bootstrap} does not list {name} with {partitions} partitions: "
+                f"{topic_partitions(broker.bootstrap)}\n{broker.log_tail()}"
+            )
+        time.sleep(0.1)
+
+
+def test_metadata_is_a_raft_log_that_survives_kill_9(broker):
+    create(broker.bootstrap, "q1", 3)
+    quorum_log = broker.data_dir / "__metadata" / "quorum.log"
+    assert quorum_log.is_file()
+    assert not (broker.data_dir / "__metadata" / "metadata.snapshot").exists()
+    # The first start commits the bootstrap entry; the node then elects
+    # itself in a later term.
+    assert "metadata quorum leader term=2 leader=Some(0) this_node=0" in broker.log_text()
+    for round in range(2):
+        broker.kill9()
+        broker.start()
+        assert topic_partitions(broker.bootstrap).get("q1") == 3, broker.log_tail()
+        # Each start is a new election in a later term.
+        assert f"metadata quorum leader term={round + 3}" in broker.log_text()
+    create(broker.bootstrap, "q2", 2)
+    broker.restart()
+    topics = topic_partitions(broker.bootstrap)
+    assert topics.get("q1") == 3 and topics.get("q2") == 2, topics
+
+
+def test_data_dir_from_before_the_quorum_keeps_its_topics_and_records(broker_factory):
+    broker = broker_factory(shards=1, start=False)
+    shutil.copytree(FIXTURES / "data-dir-before-quorum", broker.data_dir)
+    broker.start()
+    assert "moved the single-node metadata into the quorum log" in broker.log_text()
+    assert not (broker.data_dir / "__metadata" / "metadata.log").exists()
+    assert topic_partitions(broker.bootstrap).get("before-quorum") == 2
+    got = consume_confluent(broker.bootstrap, "before-quorum", [0, 1])
+    for partition in (0, 1):
+        assert [(r.key, r.value) for r in got[partition]] == [
+            (b"k%d" % i, b"v%d" % i) for i in range(partition, 6, 2)
+        ]
+    # Writes go on at the next offsets, and the migrated metadata (with its
+    # topic config) survives a restart from the quorum log alone.
+    produce_confluent(broker.bootstrap, "before-quorum", make_records(4, seed=5), partitions=[0] * 4)
+    broker.restart()
+    assert "moved the single-node metadata" not in broker.log_since_last_start()
+    assert watermarks(broker.bootstrap, "before-quorum", 0) == (0, 7)
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    from confluent_kafka.admin import ConfigResource
+
+    resource = ConfigResource(ConfigResource.Type.TOPIC, "before-quorum")
+    configs = admin.describe_configs([resource])[resource].result(timeout=10)
+    assert configs["retention.ms"].value == "-1"
+
+
+def test_three_voters_agree_on_metadata_through_a_leader_failover(cluster_factory):
+    brokers = cluster_factory(3)
+    leader = wait_for_one_leader(brokers)
+    by_id = {b.node_id: b for b in brokers}
+    # A follower forwards the admin op to the leader's controller.
+    follower = next(b for b in brokers if b.node_id != leader)
+    create(follower.bootstrap, "agreed", 3)
+    for b in brokers:
+        wait_for_topic(b, "agreed", 3)
+
+    # kill -9 the leader: the other two elect one of them, in a later term,
+    # and keep taking metadata changes.
+    term = quorum_leader(by_id[leader])[0]
+    by_id[leader].kill9()
+    survivors = [b for b in brokers if b.node_id != leader]
+    new_leader = wait_for_one_leader(survivors, newer_than=term)
+    assert new_leader != leader
+    create(survivors[0].bootstrap, "after-failover", 2)
+    for b in survivors:
+        wait_for_topic(b, "after-failover", 2)
+
+    # The old leader comes back as a follower and catches up from the log.
+    by_id[leader].start()
+    wait_for_topic(by_id[leader], "after-failover", 2)
+    wait_for_topic(by_id[leader], "agreed", 3)
