@@ -1,13 +1,19 @@
 //! The cluster image (brokers, topics, partition placement, replicas, ISR,
-//! leaders, epochs, configs) and the metadata log records that change it.
-//! Even a single node keeps its metadata as a log of rkyv records plus
-//! snapshots: a one-voter controller quorum.
+//! leaders, epochs, configs), the metadata log records that change it, and
+//! the controller's pure decisions that plan those records. Even a single
+//! node keeps its metadata as a log of rkyv records plus snapshots: a
+//! one-voter controller quorum.
 
+mod cluster;
 mod image;
 mod log_codec;
 mod placement;
 mod topic_config;
 
+pub use cluster::{
+    alter_partition, elect_leader, fence_broker, register_broker, unfence_broker,
+    unregister_broker, AlterPartitionRefusal, BrokerRegistration, BrokerSessions,
+};
 pub use image::{
     validate_topic_name, BrokerImage, ClusterImage, MetadataError, MetadataRecord, PartitionImage,
     PartitionPlacement, PartitionState, TopicImage, ARCHIVED_RECORD_BYTES, BROKER_HOST_CHARS_MAX,
