@@ -213,6 +213,57 @@ mod tests {
         assert!(decoded.stopped.unwrap().contains("does not decode"));
     }
 
+    /// Frames of every record kind, as the broker wrote them before the
+    /// cluster records existed (hex, one frame each). They must decode to
+    /// the same records forever: data dirs hold them.
+    const FRAMES_WRITTEN_BEFORE_CLUSTER_RECORDS: [&str; 5] = [
+        "000000604291222b000000000100000002000000636c65616e75702e706f6c69637900008e000000f0ffffff636f6d70616374ff00000000000000006f7264657273ffff07070707070707070707070707070707b4ffffff03000000c8ffffff0100000000000000",
+        "00000030d3612288010000006f6c64ffffffffff000000000000000000000000000000000000000000000000000000000000000000000000",
+        "000000509ee3caf5726574656e74696f6e2e6d738c000000f4ffffff31303030ffffffff00000000020000006f7264657273ffffe0ffffff0100000000000000000000000000000000000000000000000000000000000000",
+        "00000038e1efdd900100000000000000030000006f7264657273ffffecffffff0100000000000000000000000000000000000000000000000000000000000000",
+        "00000030df0428e8040000000000000088130000000000000000000000000000000000000000000000000000000000000000000000000000",
+    ];
+
+    fn from_hex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn frames_from_older_brokers_still_decode() {
+        let expected = vec![
+            MetadataRecord::CreateTopic {
+                name: "orders".into(),
+                topic_id: [7; 16],
+                partition_shards: vec![0, 1, 2],
+                configs: vec![("cleanup.policy".into(), "compact".into())],
+            },
+            MetadataRecord::DeleteTopic { name: "old".into() },
+            MetadataRecord::SetTopicConfigs {
+                name: "orders".into(),
+                configs: vec![("retention.ms".into(), "1000".into())],
+            },
+            MetadataRecord::AddPartitions {
+                name: "orders".into(),
+                partition_shards: vec![1],
+            },
+            MetadataRecord::ReserveProducerIds { end: 5000 },
+        ];
+        let bytes: Vec<u8> = FRAMES_WRITTEN_BEFORE_CLUSTER_RECORDS
+            .iter()
+            .flat_map(|hex| from_hex(hex))
+            .collect();
+        let decoded = decode_frames(&bytes);
+        assert_eq!(decoded.stopped, None);
+        assert_eq!(decoded.records, expected);
+        // And today's encoder still writes them byte for byte.
+        for (record, hex) in expected.iter().zip(FRAMES_WRITTEN_BEFORE_CLUSTER_RECORDS) {
+            assert_eq!(encode_frame(record), from_hex(hex), "{record:?}");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(128))]
 

@@ -1,14 +1,23 @@
-//! The cluster image (topics, partition placement, configs) and the metadata
-//! log records that change it. Even a single node keeps its metadata as a log
-//! of rkyv records plus snapshots: a one-voter controller quorum.
+//! The cluster image (brokers, topics, partition placement, replicas, ISR,
+//! leaders, epochs, configs), the metadata log records that change it, and
+//! the controller's pure decisions that plan those records. Even a single
+//! node keeps its metadata as a log of rkyv records plus snapshots: a
+//! one-voter controller quorum.
 
+mod cluster;
 mod image;
 mod log_codec;
+mod placement;
 mod topic_config;
 
+pub use cluster::{
+    alter_partition, elect_leader, fence_broker, register_broker, unfence_broker,
+    unregister_broker, AlterPartitionRefusal, BrokerRegistration, BrokerSessions,
+};
 pub use image::{
-    validate_topic_name, ClusterImage, MetadataError, MetadataRecord, TopicImage,
-    TOPIC_NAME_CHARS_MAX, TOPIC_PARTITIONS_MAX,
+    validate_topic_name, BrokerImage, ClusterImage, MetadataError, MetadataRecord, PartitionImage,
+    PartitionPlacement, PartitionState, TopicImage, ARCHIVED_RECORD_BYTES, BROKER_HOST_CHARS_MAX,
+    NO_LEADER, TOPIC_NAME_CHARS_MAX, TOPIC_PARTITIONS_MAX,
 };
 pub use log_codec::{
     decode_frames, decode_records, encode_frame, encode_records, frame_payload, split_frames,

@@ -27,6 +27,11 @@ pub const INVALID_REQUEST: ErrorCode = 42;
 pub const KAFKA_STORAGE_ERROR: ErrorCode = 56;
 pub const LOG_DIR_NOT_FOUND: ErrorCode = 57;
 pub const UNKNOWN_TOPIC_ID: ErrorCode = 100;
+/// AlterPartition: the leader's partition epoch is not the controller's (it
+/// missed a change).
+pub const INVALID_UPDATE_VERSION: ErrorCode = 95;
+/// AlterPartition: a replica the ISR would add is fenced or not registered.
+pub const INELIGIBLE_REPLICA: ErrorCode = 107;
 pub const OFFSET_METADATA_TOO_LARGE: ErrorCode = 12;
 pub const COORDINATOR_LOAD_IN_PROGRESS: ErrorCode = 14;
 pub const COORDINATOR_NOT_AVAILABLE: ErrorCode = 15;

@@ -7,6 +7,7 @@
 //! 200); `SIM_SEED=<n>` runs only seed n, which is how a failure printed by
 //! `run_seeds` is reproduced.
 
+mod cluster_sim;
 mod group_sim;
 mod log_sim;
 mod raft_sim;

@@ -208,6 +208,35 @@ impl Backend {
             }
             // The controller's own bookkeeping: nothing to apply on a shard.
             MetadataRecord::ReserveProducerIds { .. } => {}
+            // Topics with replicas: until shards know their node id, every
+            // broker hosts every partition, by slot, as for `CreateTopic`.
+            MetadataRecord::CreateReplicatedTopic { name, .. }
+            | MetadataRecord::RestoreTopic { name, .. } => {
+                let slots: Vec<u32> = self.image.borrow().topic(name).map_or(Vec::new(), |t| {
+                    t.partitions.iter().map(|p| p.slot).collect()
+                });
+                self.create_owned_partitions(name, 0, &slots).await;
+                info!(shard = self.shard_id, topic = %name, partitions = slots.len(), "topic created");
+            }
+            MetadataRecord::AddReplicatedPartitions { name, partitions } => {
+                let total = self
+                    .image
+                    .borrow()
+                    .topic(name)
+                    .map_or(0, |t| t.partition_count());
+                let slots: Vec<u32> = partitions.iter().map(|p| p.slot).collect();
+                self.create_owned_partitions(name, total - slots.len(), &slots)
+                    .await;
+                info!(shard = self.shard_id, topic = %name, partitions = total, "partitions added");
+            }
+            // Brokers and leadership: in the image; shards do not lead or
+            // follow yet.
+            MetadataRecord::RegisterBroker { .. }
+            | MetadataRecord::FenceBroker { .. }
+            | MetadataRecord::UnfenceBroker { .. }
+            | MetadataRecord::UnregisterBroker { .. }
+            | MetadataRecord::BrokerEpochSeen { .. }
+            | MetadataRecord::PartitionChange { .. } => {}
             MetadataRecord::DeleteTopic { name } => {
                 let owned = self.partitions.borrow_mut().remove_topic(name);
                 for partition in owned {

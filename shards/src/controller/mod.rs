@@ -234,7 +234,20 @@ impl Controller {
                     engine::metadata::MetadataError::UnknownTopic(_) => {
                         codes::UNKNOWN_TOPIC_OR_PARTITION
                     }
-                    engine::metadata::MetadataError::ProducerIdsBehind { .. } => {
+                    engine::metadata::MetadataError::InvalidReplicationFactor { .. } => {
+                        codes::INVALID_REPLICATION_FACTOR
+                    }
+                    engine::metadata::MetadataError::InvalidPartitionState { .. } => {
+                        codes::INVALID_REPLICA_ASSIGNMENT
+                    }
+                    engine::metadata::MetadataError::ProducerIdsBehind { .. }
+                    | engine::metadata::MetadataError::InvalidBroker { .. }
+                    | engine::metadata::MetadataError::BrokerEpochBehind { .. }
+                    | engine::metadata::MetadataError::UnknownBroker(_)
+                    | engine::metadata::MetadataError::StaleBrokerEpoch { .. }
+                    | engine::metadata::MetadataError::UnknownPartition { .. }
+                    | engine::metadata::MetadataError::StalePartitionEpoch { .. }
+                    | engine::metadata::MetadataError::StaleLeaderEpoch { .. } => {
                         codes::UNKNOWN_SERVER_ERROR
                     }
                 };

@@ -6,10 +6,8 @@ use engine::protocol::{self as codes, ErrorCode};
 
 /// The shard that owns a partition, from its placement.
 pub fn owner_shard(topic: &TopicImage, partition: i32, shard_count: usize) -> Option<usize> {
-    let placed = *topic
-        .partition_shards
-        .get(usize::try_from(partition).ok()?)?;
-    Some(placed as usize % shard_count)
+    let slot = topic.slot(u32::try_from(partition).ok()?)?;
+    Some(slot as usize % shard_count)
 }
 
 /// `owner_shard`, or the error a client should see.
