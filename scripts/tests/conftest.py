@@ -91,7 +91,10 @@ class Broker:
         """The process exited although the harness did not stop it."""
         return self.expected_running and self.proc is not None and self.proc.poll() is not None
 
-    def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
+    def start(self, timeout_s: float = START_TIMEOUT_S, wait: bool = True) -> None:
+        """Starts the process and (wait=True) waits until it serves. Brokers
+        of one cluster start together (wait=False, then wait_ready): each
+        serves only once the metadata quorum counts it live."""
         assert not self.is_running(), "broker already running"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.starts += 1
@@ -115,9 +118,10 @@ class Broker:
             )
         _live_brokers.add(self)
         self.expected_running = True
-        self._wait_ready(timeout_s)
+        if wait:
+            self.wait_ready(timeout_s)
 
-    def _wait_ready(self, timeout_s: float) -> None:
+    def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
         while True:
             rc = self.proc.poll()
@@ -337,7 +341,9 @@ def cluster_factory(broker_factory):
             brokers.append(b)
         if start:
             for b in brokers:
-                b.start()
+                b.start(wait=False)
+            for b in brokers:
+                b.wait_ready()
         return brokers
 
     return make

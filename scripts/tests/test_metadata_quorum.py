@@ -12,7 +12,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from helpers import consume_confluent, produce_confluent, make_records, watermarks
+from helpers import consume_confluent, make_records, produce_confluent, verify_log, watermarks
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -140,3 +140,51 @@ def test_three_voters_agree_on_metadata_through_a_leader_failover(cluster_factor
     by_id[leader].start()
     wait_for_topic(by_id[leader], "after-failover", 2)
     wait_for_topic(by_id[leader], "agreed", 3)
+
+
+def partition_leaders(bootstrap: str, topic: str) -> dict[int, int]:
+    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+    return {p.id: p.leader for p in md.topics[topic].partitions.values()}
+
+
+def live_broker_ids(bootstrap: str) -> set[int]:
+    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
+    return set(md.brokers)
+
+
+def wait_until(what: str, check, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        time.sleep(0.1)
+
+
+def test_partitions_spread_over_brokers_and_a_dead_broker_is_fenced(cluster_factory):
+    brokers = cluster_factory(
+        3, "--broker-heartbeat-interval-ms", 100, "--broker-session-timeout-ms", 1000
+    )
+    bootstrap = ",".join(b.bootstrap for b in brokers)
+    assert live_broker_ids(bootstrap) == {1, 2, 3}
+    create(brokers[0].bootstrap, "spread", 6)
+    leaders = partition_leaders(bootstrap, "spread")
+    assert sorted(leaders.values()) == [1, 1, 2, 2, 3, 3], leaders
+    # Default clients find each partition's leader and produce and read there.
+    records = make_records(600, seed=3)
+    acks = produce_confluent(bootstrap, "spread", records)
+    verify_log(records, acks, consume_confluent(bootstrap, "spread", range(6)), 6)
+
+    # kill -9 broker 3: the quorum fences it once its session expires; its
+    # partitions (one replica each) have no leader until it returns.
+    victim = brokers[2]
+    victim.kill9()
+    survivors = ",".join(b.bootstrap for b in brokers[:2])
+    wait_until("broker 3 is fenced", lambda: live_broker_ids(survivors) == {1, 2})
+    orphaned = {p for p, leader in leaders.items() if leader == 3}
+    assert {p for p, leader in partition_leaders(survivors, "spread").items() if leader == -1} == orphaned
+
+    # Back, it registers again, is unfenced and leads its partitions again
+    # with every record it had.
+    victim.start()
+    wait_until("broker 3 leads again", lambda: partition_leaders(bootstrap, "spread") == leaders)
+    verify_log(records, acks, consume_confluent(bootstrap, "spread", range(6)), 6)

@@ -58,6 +58,12 @@ pub struct QuorumSettings {
     /// One tick of the quorum's clock: elections wait 10 to 20 ticks
     /// without a leader, a leader heartbeats every 2.
     pub tick_ms: u64,
+    /// `broker.heartbeat.interval.ms`: how often this broker tells the
+    /// quorum leader it is alive.
+    pub heartbeat_interval_ms: u64,
+    /// `broker.session.timeout.ms`: a broker not heard for this long is
+    /// fenced (leads nothing, leaves every ISR).
+    pub session_timeout_ms: u64,
 }
 
 impl Default for QuorumSettings {
@@ -66,6 +72,8 @@ impl Default for QuorumSettings {
             voters: Vec::new(),
             listen: None,
             tick_ms: QUORUM_TICK_MS_DEFAULT,
+            heartbeat_interval_ms: 2_000,
+            session_timeout_ms: 9_000,
         }
     }
 }

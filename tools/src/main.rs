@@ -201,6 +201,21 @@ struct ServeArgs {
         default_value_t = 86_400_000
     )]
     producer_id_expiration_ms: i64,
+    /// broker.heartbeat.interval.ms: how often this broker tells the quorum
+    /// leader it is alive
+    #[arg(
+        long,
+        env = "GREGOR_BROKER_HEARTBEAT_INTERVAL_MS",
+        default_value_t = 2_000
+    )]
+    broker_heartbeat_interval_ms: u64,
+    /// broker.session.timeout.ms: a broker not heard for this long is fenced
+    #[arg(
+        long,
+        env = "GREGOR_BROKER_SESSION_TIMEOUT_MS",
+        default_value_t = 9_000
+    )]
+    broker_session_timeout_ms: u64,
 }
 
 fn parse_host_port(text: &str) -> anyhow::Result<(String, u16)> {
@@ -314,6 +329,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         bail!("--controller-quorum-election-timeout-ms must be at least {ticks}");
     }
     config.quorum.tick_ms = args.controller_quorum_election_timeout_ms / ticks;
+    if args.broker_heartbeat_interval_ms == 0
+        || args.broker_session_timeout_ms <= args.broker_heartbeat_interval_ms
+    {
+        bail!(
+            "--broker-session-timeout-ms must be longer than --broker-heartbeat-interval-ms (> 0)"
+        );
+    }
+    config.quorum.heartbeat_interval_ms = args.broker_heartbeat_interval_ms;
+    config.quorum.session_timeout_ms = args.broker_session_timeout_ms;
     config.groups.initial_rebalance_delay_ms = args.group_initial_rebalance_delay_ms.max(0);
     config.groups.session_timeout_ms_min = args.group_min_session_timeout_ms;
     config.groups.session_timeout_ms_max = args.group_max_session_timeout_ms;

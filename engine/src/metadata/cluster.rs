@@ -19,8 +19,9 @@ use super::image::{distinct, ClusterImage, MetadataRecord, PartitionImage, Topic
 use crate::protocol::{self as codes, ErrorCode};
 
 /// What a broker sends to register (Kafka's BrokerRegistrationRequest); the
-/// controller adds the broker epoch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// controller adds the broker epoch. It travels from the broker to the
+/// quorum leader's controller, hence rkyv.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct BrokerRegistration {
     pub node_id: i32,
     pub incarnation_id: [u8; 16],

@@ -217,6 +217,23 @@ impl PartitionImage {
     pub fn has_replicas(&self) -> bool {
         !self.replicas.is_empty()
     }
+
+    /// Whether `node_id` keeps a replica (a lone node keeps every
+    /// partition without replicas: it made them before the quorum).
+    pub fn has_replica_on(&self, node_id: i32) -> bool {
+        self.replicas.is_empty() || self.replicas.contains(&node_id)
+    }
+
+    /// The broker serving the partition as `node_id` sees it: its leader
+    /// (`NO_LEADER` while it has none), or `node_id` itself for a partition
+    /// without replicas.
+    pub fn serving_leader(&self, node_id: i32) -> i32 {
+        if self.replicas.is_empty() {
+            node_id
+        } else {
+            self.leader
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

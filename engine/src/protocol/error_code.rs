@@ -50,6 +50,9 @@ pub const FENCED_LEADER_EPOCH: ErrorCode = 74;
 /// The request's leader epoch is newer than the leader's (its metadata is
 /// ahead of this broker's).
 pub const UNKNOWN_LEADER_EPOCH: ErrorCode = 75;
+/// A broker heartbeat or request from a registration the controller no
+/// longer has (the broker registers again).
+pub const STALE_BROKER_EPOCH: ErrorCode = 77;
 pub const MEMBER_ID_REQUIRED: ErrorCode = 79;
 pub const FENCED_INSTANCE_ID: ErrorCode = 82;
 /// A batch's sequence number is not the next one its producer should send.

@@ -11,7 +11,8 @@ use crate::cluster::listener::serve_controller_listener;
 use crate::cluster::peers::ControllerPeers;
 use crate::config::BrokerConfig;
 use crate::controller::{
-    Backend, Controller, MetadataStart, NoPeers, QuorumDriver, QuorumParts, QuorumTransport,
+    Backend, BrokerLifecycle, Controller, MetadataStart, NoPeers, QuorumDriver, QuorumParts,
+    QuorumTransport,
 };
 use crate::disk::quorum_log::QuorumLogFile;
 use crate::groups::GroupHost;
@@ -22,6 +23,7 @@ use crate::net::connection::accept_loop;
 use crate::net::metrics_http::{bind_metrics, serve_http};
 use crate::shard::{Shard, ShardParts};
 use crate::stop::StopFlag;
+use engine::metadata::BrokerRegistration;
 
 /// What a shard thread tells the main thread while it starts.
 #[derive(Debug)]
@@ -67,10 +69,10 @@ pub async fn run_shard(
     } = metadata;
     let backend = Rc::new(Backend::new(id, config.clone(), image));
     // Shard 0 hosts the controller and drives the metadata quorum.
-    let controller = if id == 0 {
+    let (controller, lifecycle) = if id == 0 {
         step("starting the metadata quorum");
         match start_controller(&config, persisted, applied, &backend, &mesh, &stop).await {
-            Ok(controller) => Some(controller),
+            Ok((controller, lifecycle)) => (Some(controller), Some(lifecycle)),
             Err(reason) => {
                 let _ = ready.send(StartReport::Failed(format!("shard {id}: {reason}")));
                 stop.raise();
@@ -79,7 +81,7 @@ pub async fn run_shard(
         }
     } else {
         drop(persisted);
-        None
+        (None, None)
     };
     step("binding the Kafka listener");
     let listener = match bind_listener(config.listen, true) {
@@ -148,6 +150,10 @@ pub async fn run_shard(
         }
     }
     glommio::spawn_local(groups.clone().run_ticker()).detach();
+    if let Some(lifecycle) = &lifecycle {
+        step("waiting for the metadata quorum to count this broker live");
+        lifecycle.wait_unfenced(&stop).await;
+    }
     let partitions = backend.owned_partition_count();
     let _ = ready.send(StartReport::Ready {
         shard: id,
@@ -184,7 +190,7 @@ async fn start_controller(
     backend: &Rc<Backend>,
     mesh: &Rc<Mesh>,
     stop: &StopFlag,
-) -> Result<Rc<Controller>, String> {
+) -> Result<(Rc<Controller>, Rc<BrokerLifecycle>), String> {
     let task_queue = glommio::executor().create_task_queue(
         glommio::Shares::Static(QUORUM_TASK_SHARES),
         glommio::Latency::Matters(Duration::from_millis(QUORUM_LATENCY_MS)),
@@ -231,8 +237,42 @@ async fn start_controller(
             .map_err(|e| format!("cannot start the controller listener: {e}"))?
             .detach();
     }
-    Ok(controller)
+    let fencing = controller.clone().fence_expired_brokers(
+        settings.heartbeat_interval_ms,
+        settings.session_timeout_ms,
+        stop.clone(),
+    );
+    glommio::spawn_local_into(fencing, task_queue)
+        .map_err(|e| format!("cannot start broker session expiry: {e}"))?
+        .detach();
+    let lifecycle = BrokerLifecycle::start(
+        controller.clone(),
+        registration(config),
+        settings.heartbeat_interval_ms,
+        task_queue,
+        stop.clone(),
+    )
+    .map_err(|e| format!("cannot start broker registration: {e}"))?;
+    Ok((controller, lifecycle))
 }
+
+/// How this broker presents itself to the quorum, as a new incarnation.
+fn registration(config: &BrokerConfig) -> BrokerRegistration {
+    BrokerRegistration {
+        node_id: config.node_id,
+        incarnation_id: *uuid::Uuid::new_v4().as_bytes(),
+        host: config.advertise_host.clone(),
+        port: config.advertise_port,
+        replication_host: config.advertise_host.clone(),
+        replication_port_base: config.listen.port().saturating_add(REPLICATION_PORT_OFFSET),
+        shard_count: config.shard_count as u32,
+        rack: None,
+    }
+}
+
+/// Shard i of a broker will serve replica fetches on its Kafka port + this
+/// + i (brokers whose ports are 100 apart never collide).
+const REPLICATION_PORT_OFFSET: u16 = 10;
 
 /// The quorum's share of the core against the data path's default queue
 /// (1000): its tasks are short and rare, so when both have work it always

@@ -6,6 +6,9 @@
 
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use engine::metadata::BrokerRegistration;
+use engine::protocol::ErrorCode;
+
 use crate::mesh::admin::{AdminReply, AdminRequest};
 
 /// Bound on one frame: a raft append carries at most 1 MiB of entries
@@ -50,11 +53,34 @@ pub struct Frame {
 #[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum ControllerRequest {
     Admin(AdminRequest),
+    /// Kafka's BrokerRegistration: answered with the broker epoch.
+    RegisterBroker(BrokerRegistration),
+    /// Kafka's BrokerHeartbeat: `applied_index` is the metadata every shard
+    /// of the broker applied; answered with whether it is still fenced.
+    BrokerHeartbeat {
+        node_id: i32,
+        broker_epoch: i64,
+        applied_index: u64,
+    },
 }
 
 #[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum ControllerReply {
     Admin(AdminReply),
+    Registered(Result<i64, ErrorCode>),
+    /// Ok(fenced)
+    Heartbeat(Result<bool, ErrorCode>),
+}
+
+impl ControllerRequest {
+    /// The reply that refuses this request with `error`.
+    pub fn refusal(&self, error: ErrorCode) -> ControllerReply {
+        match self {
+            ControllerRequest::Admin(op) => ControllerReply::Admin(op.refusal(error)),
+            ControllerRequest::RegisterBroker(_) => ControllerReply::Registered(Err(error)),
+            ControllerRequest::BrokerHeartbeat { .. } => ControllerReply::Heartbeat(Err(error)),
+        }
+    }
 }
 
 pub fn encode_frame(kind: FrameKind, correlation: u64, payload: &[u8]) -> Vec<u8> {

@@ -66,7 +66,18 @@ impl Backend {
             self.image.borrow().topic(topic),
             partition,
             self.shard_count,
+            self.config.node_id,
         )
+    }
+
+    /// Whether the partition exists (anywhere in the cluster).
+    pub fn partition_exists(&self, topic: &str, partition: i32) -> bool {
+        let image = self.image.borrow();
+        let topic = image.topic(topic);
+        u32::try_from(partition)
+            .ok()
+            .and_then(|p| topic?.partition(p))
+            .is_some()
     }
 
     /// `route` for many partitions of one topic, looking the topic up once.
@@ -78,7 +89,7 @@ impl Backend {
         let image = self.image.borrow();
         let topic = image.topic(topic);
         partitions
-            .map(|partition| route_in(topic, partition, self.shard_count))
+            .map(|partition| route_in(topic, partition, self.shard_count, self.config.node_id))
             .collect()
     }
 
@@ -140,6 +151,15 @@ impl Backend {
         config
     }
 
+    /// Whether this broker keeps a replica of the partition.
+    fn has_replica_here(&self, topic: &str, partition: i32) -> bool {
+        let image = self.image.borrow();
+        u32::try_from(partition)
+            .ok()
+            .and_then(|p| image.topic(topic)?.partition(p))
+            .is_some_and(|p| p.has_replica_on(self.config.node_id))
+    }
+
     /// Creates the partitions of `topic` placed on this shard among
     /// `first_index..`.
     async fn create_owned_partitions(
@@ -153,6 +173,9 @@ impl Backend {
                 continue;
             }
             let index = (first_index + offset) as i32;
+            if !self.has_replica_here(topic, index) {
+                continue;
+            }
             let dir = partition_dir(&self.config.data_dir, topic, index);
             match create_partition(&dir, self.log_config(topic)).await {
                 Ok((log, files)) => {
@@ -253,7 +276,9 @@ impl Backend {
         let topics: Vec<TopicImage> = self.image.borrow().topics().cloned().collect();
         for topic in topics {
             for index in 0..topic.partition_count() as i32 {
-                if owner_shard(&topic, index, self.shard_count) != Some(self.shard_id) {
+                if owner_shard(&topic, index, self.shard_count) != Some(self.shard_id)
+                    || !self.has_replica_here(&topic.name, index)
+                {
                     continue;
                 }
                 let dir = partition_dir(&self.config.data_dir, &topic.name, index);

@@ -6,13 +6,16 @@
 
 mod backend;
 mod bootstrap;
+mod brokers;
+mod lifecycle;
 mod quorum;
 
 pub use backend::Backend;
 pub use bootstrap::{bootstrap_metadata, MetadataStart};
+pub use lifecycle::BrokerLifecycle;
 pub use quorum::{node_id_of, NoPeers, QuorumDriver, QuorumParts, QuorumTransport};
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -20,7 +23,7 @@ use engine::metadata::{encode_records, validate_topic_config, MetadataRecord};
 use engine::protocol::{self as codes, ErrorCode};
 use engine::raft::ProposeError;
 use engine::txn::ProducerIdBlock;
-use tracing::warn;
+use tracing::{error, warn};
 
 use crate::cluster::listener::ControllerService;
 use crate::cluster::peers::ControllerPeers;
@@ -46,6 +49,8 @@ pub struct Controller {
     backend: Rc<Backend>,
     /// Producer ids reserved in the metadata log and not yet handed out.
     producer_ids: Cell<ProducerIdBlock>,
+    /// Brokers' sessions and registrations, while this node leads.
+    brokers: RefCell<brokers::BrokerRegistry>,
 }
 
 /// A result for every item of a request the controller cannot serve now.
@@ -60,11 +65,7 @@ impl ControllerService for Controller {
         &self,
         request: ControllerRequest,
     ) -> futures::future::LocalBoxFuture<'_, ControllerReply> {
-        Box::pin(async move {
-            match request {
-                ControllerRequest::Admin(op) => ControllerReply::Admin(self.serve_here(op).await),
-            }
-        })
+        Box::pin(self.serve_here(request))
     }
 }
 
@@ -82,26 +83,35 @@ impl Controller {
             // Empty: the first InitProducerId reserves a block past every
             // block reserved before (the image knows the last one).
             producer_ids: Cell::new(ProducerIdBlock::default()),
+            brokers: RefCell::new(brokers::BrokerRegistry::default()),
         }
     }
 
     /// Serves one admin op sent to this broker's controller: here if this
     /// node leads the quorum, else at the leader's controller, forwarded.
     pub async fn serve(&self, request: AdminRequest) -> Reply {
-        Reply::Admin(self.route(request).await)
+        let refusal = request.refusal(codes::UNKNOWN_SERVER_ERROR);
+        match self.ask_leader(ControllerRequest::Admin(request)).await {
+            ControllerReply::Admin(reply) => Reply::Admin(reply),
+            other => {
+                error!(reply = ?other, "the controller answered an admin op with another reply");
+                Reply::Admin(refusal)
+            }
+        }
     }
 
-    async fn route(&self, request: AdminRequest) -> AdminReply {
+    /// Has the quorum leader's controller serve `request`: this one if this
+    /// node leads, else forwarded to the leader's. NOT_CONTROLLER when there
+    /// is no leader or it cannot be reached.
+    pub async fn ask_leader(&self, request: ControllerRequest) -> ControllerReply {
         let leader = self.wait_for_leader().await;
         match (leader, &self.peers) {
             (Some(leader), Some(peers)) if leader != self.quorum.node_id() => {
-                let refusal = request.refusal(codes::NOT_CONTROLLER);
-                let forwarded = ControllerRequest::Admin(request);
-                match peers.call(leader, &forwarded, FORWARD_TIMEOUT_MS).await {
-                    Ok(ControllerReply::Admin(reply)) => reply,
+                match peers.call(leader, &request, FORWARD_TIMEOUT_MS).await {
+                    Ok(reply) => reply,
                     Err(e) => {
-                        warn!(leader, error = %e, "forwarding an admin op to the quorum leader failed");
-                        refusal
+                        warn!(leader, error = %e, "a request to the quorum leader's controller failed");
+                        request.refusal(codes::NOT_CONTROLLER)
                     }
                 }
             }
@@ -124,9 +134,26 @@ impl Controller {
         }
     }
 
-    /// Serves an op at this controller (it refuses with NOT_CONTROLLER if
-    /// this node does not lead when the op's turn comes).
-    async fn serve_here(&self, request: AdminRequest) -> AdminReply {
+    /// Serves a request at this controller (it refuses with NOT_CONTROLLER
+    /// if this node does not lead when the request's turn comes).
+    async fn serve_here(&self, request: ControllerRequest) -> ControllerReply {
+        match request {
+            ControllerRequest::Admin(op) => ControllerReply::Admin(self.serve_admin(op).await),
+            ControllerRequest::RegisterBroker(registration) => {
+                ControllerReply::Registered(self.register_broker(registration).await)
+            }
+            ControllerRequest::BrokerHeartbeat {
+                node_id,
+                broker_epoch,
+                applied_index,
+            } => ControllerReply::Heartbeat(
+                self.broker_heartbeat(node_id, broker_epoch, applied_index)
+                    .await,
+            ),
+        }
+    }
+
+    async fn serve_admin(&self, request: AdminRequest) -> AdminReply {
         match request {
             AdminRequest::CreateTopics(op) => {
                 AdminReply::CreateTopics(self.create_topics(op.topics).await)
@@ -195,7 +222,10 @@ impl Controller {
             };
             if spec.replication_factor != -1 && spec.replication_factor != 1 {
                 result.error = codes::INVALID_REPLICATION_FACTOR;
-                result.message = Some("a single-node cluster has replication factor 1".into());
+                result.message = Some(
+                    "replication factor 1 only: partitions are not replicated between brokers yet"
+                        .into(),
+                );
                 results.push(result);
                 continue;
             }
@@ -215,11 +245,21 @@ impl Controller {
                 results.push(result);
                 continue;
             }
-            let record = MetadataRecord::CreateTopic {
+            // Replicas go round-robin over the brokers the quorum counts
+            // live (one each until partitions replicate).
+            let placements = match planned.place_replicas(partitions as usize, 1, 0) {
+                Ok(placements) => placements,
+                Err(e) => {
+                    result.error = codes::INVALID_REPLICATION_FACTOR;
+                    result.message = Some(e.to_string());
+                    results.push(result);
+                    continue;
+                }
+            };
+            let record = MetadataRecord::CreateReplicatedTopic {
                 name: spec.name.clone(),
                 topic_id: *uuid::Uuid::new_v4().as_bytes(),
-                partition_shards: planned
-                    .place_partitions(partitions as usize, self.backend.shard_count),
+                partitions: placements,
                 configs: spec.configs.clone(),
             };
             if let Err(e) = planned.apply(&record) {
@@ -348,10 +388,32 @@ impl Controller {
                 results.push(result);
                 continue;
             }
-            let record = MetadataRecord::AddPartitions {
-                name: name.clone(),
-                partition_shards: planned
-                    .place_partitions((count - current) as usize, self.backend.shard_count),
+            let added = (count - current) as usize;
+            let replicated = planned
+                .topic(&name)
+                .and_then(|t| t.partition(0))
+                .map(|p| p.replicas.len())
+                .filter(|&replicas| replicas > 0);
+            let record = match replicated {
+                // A single node's topic from before the quorum stays on it.
+                None => MetadataRecord::AddPartitions {
+                    name: name.clone(),
+                    partition_shards: planned.place_partitions(added, self.backend.shard_count),
+                },
+                Some(replication_factor) => {
+                    match planned.place_replicas(added, replication_factor, current as usize) {
+                        Ok(partitions) => MetadataRecord::AddReplicatedPartitions {
+                            name: name.clone(),
+                            partitions,
+                        },
+                        Err(e) => {
+                            result.error = codes::INVALID_REPLICATION_FACTOR;
+                            result.message = Some(e.to_string());
+                            results.push(result);
+                            continue;
+                        }
+                    }
+                }
             };
             match planned.apply(&record) {
                 Ok(()) if !validate_only => records.push(record),

@@ -193,6 +193,11 @@ impl QuorumDriver {
         self.node_id
     }
 
+    /// The last committed index applied on every shard of this broker.
+    pub fn applied_index(&self) -> u64 {
+        self.applied.get()
+    }
+
     /// A raft message from a peer.
     pub async fn deliver(&self, message: QuorumMessage) {
         // A full queue waits: the peer's connection stops being read.

@@ -312,7 +312,7 @@ pub async fn offset_commit(
     // Kafka does (UNKNOWN_TOPIC_OR_PARTITION); the others are committed.
     let exists: Vec<bool> = offsets
         .iter()
-        .map(|o| shard.route(&o.topic, o.partition).is_ok())
+        .map(|o| shard.backend.partition_exists(&o.topic, o.partition))
         .collect();
     let known: Vec<CommittedOffset> = offsets
         .into_iter()

@@ -8,24 +8,101 @@ use super::response::{str_bytes as s, topic_name};
 use super::response::{CLUSTER_AUTHORIZED_OPERATIONS, CLUSTER_ID, TOPIC_AUTHORIZED_OPERATIONS};
 use super::topics::auto_create;
 use crate::partition::LEADER_EPOCH;
+use crate::shard::Shard;
+use engine::metadata::{ClusterImage, PartitionImage, NO_LEADER};
+
+/// A broker as clients are told of it.
+struct BrokerView {
+    node_id: i32,
+    host: String,
+    port: i32,
+    rack: Option<String>,
+}
+
+/// The brokers the quorum counts live; this broker alone until it has
+/// registered (a single node's first moments).
+fn live_brokers(shard: &Shard) -> Vec<BrokerView> {
+    let image = shard.image();
+    let mut brokers: Vec<BrokerView> = image
+        .live_brokers()
+        .map(|b| BrokerView {
+            node_id: b.node_id,
+            host: b.host.clone(),
+            port: i32::from(b.port),
+            rack: b.rack.clone(),
+        })
+        .collect();
+    if brokers.is_empty() {
+        brokers.push(BrokerView {
+            node_id: shard.config.node_id,
+            host: shard.config.advertise_host.clone(),
+            port: i32::from(shard.config.advertise_port),
+            rack: None,
+        });
+    }
+    brokers
+}
+
+/// A partition as clients see it from broker `node`.
+struct PartitionView {
+    leader: i32,
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
+    /// Replicas on brokers that are fenced or gone.
+    offline: Vec<i32>,
+}
+
+fn partition_view(image: &ClusterImage, partition: &PartitionImage, node: i32) -> PartitionView {
+    if !partition.has_replicas() {
+        // A single node's partition from before the quorum.
+        return PartitionView {
+            leader: node,
+            replicas: vec![node],
+            isr: vec![node],
+            offline: Vec::new(),
+        };
+    }
+    PartitionView {
+        leader: partition.leader,
+        replicas: partition.replicas.clone(),
+        isr: partition.isr.clone(),
+        offline: partition
+            .replicas
+            .iter()
+            .copied()
+            .filter(|&r| !image.is_live(r))
+            .collect(),
+    }
+}
+
+fn broker_ids(ids: &[i32]) -> Vec<km::BrokerId> {
+    ids.iter().map(|&id| km::BrokerId(id)).collect()
+}
 
 pub async fn metadata(ctx: RequestContext, request: km::MetadataRequest) -> km::MetadataResponse {
     let shard = &ctx.shard;
     let version = ctx.version;
     let node = km::BrokerId(shard.config.node_id);
     let mut response = km::MetadataResponse::default();
-    let mut broker = km::metadata_response::MetadataResponseBroker::default()
-        .with_node_id(node)
-        .with_host(s(&shard.config.advertise_host))
-        .with_port(shard.config.advertise_port as i32);
     if version >= 1 {
-        broker.rack = None;
         response.controller_id = node;
     }
     if version >= 2 {
         response.cluster_id = Some(s(CLUSTER_ID));
     }
-    response.brokers = vec![broker];
+    response.brokers = live_brokers(shard)
+        .into_iter()
+        .map(|b| {
+            let mut broker = km::metadata_response::MetadataResponseBroker::default()
+                .with_node_id(km::BrokerId(b.node_id))
+                .with_host(s(&b.host))
+                .with_port(b.port);
+            if version >= 1 {
+                broker.rack = b.rack.as_deref().map(s);
+            }
+            broker
+        })
+        .collect();
     if (8..=10).contains(&version) && request.include_cluster_authorized_operations {
         response.cluster_authorized_operations = CLUSTER_AUTHORIZED_OPERATIONS;
     }
@@ -92,13 +169,23 @@ pub async fn metadata(ctx: RequestContext, request: km::MetadataRequest) -> km::
                 topic.is_internal = found.name == engine::group::OFFSETS_TOPIC;
             }
 
-            topic.partitions = (0..found.partition_count() as i32)
-                .map(|index| {
+            topic.partitions = found
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(index, partition)| {
+                    let view = partition_view(&image, partition, node.0);
                     let mut p = km::metadata_response::MetadataResponsePartition::default()
-                        .with_partition_index(index)
-                        .with_leader_id(node)
-                        .with_replica_nodes(vec![node])
-                        .with_isr_nodes(vec![node]);
+                        .with_partition_index(index as i32)
+                        .with_leader_id(km::BrokerId(view.leader))
+                        .with_replica_nodes(broker_ids(&view.replicas))
+                        .with_isr_nodes(broker_ids(&view.isr));
+                    if view.leader == NO_LEADER {
+                        p.error_code = codes::LEADER_NOT_AVAILABLE;
+                    }
+                    if version >= 5 {
+                        p.offline_replicas = broker_ids(&view.offline);
+                    }
                     if version >= 7 {
                         p.leader_epoch = LEADER_EPOCH;
                     }
@@ -121,12 +208,18 @@ pub async fn describe_cluster(
     let mut response = km::DescribeClusterResponse::default()
         .with_cluster_id(s(CLUSTER_ID))
         .with_controller_id(node)
-        .with_brokers(vec![
-            km::describe_cluster_response::DescribeClusterBroker::default()
-                .with_broker_id(node)
-                .with_host(s(&shard.config.advertise_host))
-                .with_port(shard.config.advertise_port as i32),
-        ]);
+        .with_brokers(
+            live_brokers(shard)
+                .into_iter()
+                .map(|b| {
+                    km::describe_cluster_response::DescribeClusterBroker::default()
+                        .with_broker_id(km::BrokerId(b.node_id))
+                        .with_host(s(&b.host))
+                        .with_port(b.port)
+                        .with_rack(b.rack.as_deref().map(s))
+                })
+                .collect(),
+        );
     if version >= 1 {
         response.endpoint_type = 1;
     }
@@ -200,16 +293,20 @@ pub async fn describe_topic_partitions(
         let count = found.partition_count() as i32;
         let mut index = first;
         while index < count && budget > 0 {
-            topic.partitions.push(
-                r::DescribeTopicPartitionsResponsePartition::default()
-                    .with_partition_index(index)
-                    .with_leader_id(node)
-                    .with_leader_epoch(LEADER_EPOCH)
-                    .with_replica_nodes(vec![node])
-                    .with_isr_nodes(vec![node])
-                    .with_eligible_leader_replicas(Some(Vec::new()))
-                    .with_last_known_elr(Some(Vec::new())),
-            );
+            let view = partition_view(&image, &found.partitions[index as usize], node.0);
+            let mut partition = r::DescribeTopicPartitionsResponsePartition::default()
+                .with_partition_index(index)
+                .with_leader_id(km::BrokerId(view.leader))
+                .with_leader_epoch(LEADER_EPOCH)
+                .with_replica_nodes(broker_ids(&view.replicas))
+                .with_isr_nodes(broker_ids(&view.isr))
+                .with_offline_replicas(broker_ids(&view.offline))
+                .with_eligible_leader_replicas(Some(Vec::new()))
+                .with_last_known_elr(Some(Vec::new()));
+            if view.leader == NO_LEADER {
+                partition.error_code = codes::LEADER_NOT_AVAILABLE;
+            }
+            topic.partitions.push(partition);
             index += 1;
             budget -= 1;
         }
