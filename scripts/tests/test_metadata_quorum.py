@@ -188,3 +188,46 @@ def test_partitions_spread_over_brokers_and_a_dead_broker_is_fenced(cluster_fact
     victim.start()
     wait_until("broker 3 leads again", lambda: partition_leaders(bootstrap, "spread") == leaders)
     verify_log(records, acks, consume_confluent(bootstrap, "spread", range(6)), 6)
+
+
+def test_a_consumer_group_works_across_brokers(cluster_factory):
+    """The cluster makes __consumer_offsets on the first FindCoordinator; the
+    group's coordinator is the leader of its offsets partition, wherever it
+    is; a default confluent consumer joins, reads everything, commits, and a
+    second one in the group resumes after the commits."""
+    from confluent_kafka import Consumer
+
+    brokers = cluster_factory(3, "--offsets-topic-num-partitions", 6)
+    bootstrap = ",".join(b.bootstrap for b in brokers)
+    create(brokers[1].bootstrap, "grouped", 3)
+    records = make_records(300, seed=11)
+    produce_confluent(bootstrap, "grouped", records)
+
+    def consume_in_group(expected: int) -> int:
+        consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": "cluster-group", "auto.offset.reset": "earliest"}
+        )
+        consumer.subscribe(["grouped"])
+        got = 0
+        deadline = time.monotonic() + 30
+        try:
+            while got < expected and time.monotonic() < deadline:
+                msg = consumer.poll(0.5)
+                if msg is not None and msg.error() is None:
+                    got += 1
+            # Nothing beyond what was expected turns up.
+            for _ in range(3):
+                msg = consumer.poll(0.3)
+                if msg is not None and msg.error() is None:
+                    got += 1
+            consumer.commit(asynchronous=False)
+        finally:
+            consumer.close()
+        return got
+
+    assert consume_in_group(300) == 300
+    leaders = set(partition_leaders(bootstrap, "__consumer_offsets").values())
+    assert leaders == {1, 2, 3}, leaders
+    extra = make_records(30, seed=12)
+    produce_confluent(bootstrap, "grouped", extra)
+    assert consume_in_group(30) == 30

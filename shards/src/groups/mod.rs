@@ -108,10 +108,28 @@ pub fn coordinator_route(backend: &Backend, group_id: &str) -> Result<(i32, usiz
         .map(|t| t.partition_count() as u32)
         .ok_or(codes::COORDINATOR_NOT_AVAILABLE)?;
     let partition = offsets_partition_for(group_id, partitions);
+    // The coordinator is the leader of the group's offsets partition: a
+    // broker that does not lead it sends the client to find it again.
     let owner = backend
         .route(OFFSETS_TOPIC, partition)
-        .map_err(|_| codes::COORDINATOR_NOT_AVAILABLE)?;
+        .map_err(|code| match code {
+            codes::NOT_LEADER_OR_FOLLOWER => codes::NOT_COORDINATOR,
+            _ => codes::COORDINATOR_NOT_AVAILABLE,
+        })?;
     Ok((partition, owner))
+}
+
+/// The broker that coordinates `group_id`: the leader of its
+/// `__consumer_offsets` partition (None while there is none, or no such
+/// topic yet).
+pub fn coordinator_node(backend: &Backend, group_id: &str) -> Option<i32> {
+    let image = backend.image();
+    let topic = image.topic(OFFSETS_TOPIC)?;
+    let partition = offsets_partition_for(group_id, topic.partition_count() as u32);
+    let leader = topic
+        .partition(partition as u32)?
+        .serving_leader(backend.config.node_id);
+    (leader != engine::metadata::NO_LEADER).then_some(leader)
 }
 
 impl GroupHost {

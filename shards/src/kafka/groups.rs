@@ -11,8 +11,10 @@ use engine::protocol::{self as codes, ErrorCode};
 
 use super::dispatch::RequestContext;
 use super::response::str_bytes as s;
+use super::topics::create_via_controller;
 use crate::clock::now_ms;
-use crate::groups::coordinator_route;
+use crate::groups::{coordinator_node, coordinator_route};
+use crate::mesh::admin::TopicSpec;
 use crate::mesh::groups::{
     join_error, sync_error, CommitOffsets, CommittedOffset, DeleteGroup, DeleteOffsets,
     DescribeGroup, FetchOffsets, FetchedOffset, Heartbeat, JoinGroup, LeaveGroup, LeavingMember,
@@ -20,6 +22,7 @@ use crate::mesh::groups::{
 };
 use crate::mesh::Call;
 use crate::shard::Shard;
+use engine::group::OFFSETS_TOPIC;
 
 /// `offset.metadata.max.bytes` default.
 const OFFSET_METADATA_BYTES_MAX: usize = 4096;
@@ -57,18 +60,31 @@ pub async fn find_coordinator(
     } else {
         vec![request.key.to_string()]
     };
-    let node = km::BrokerId(shard.config.node_id);
-    let host = s(&shard.config.advertise_host);
-    let port = shard.config.advertise_port as i32;
-    let answer = |key: &str| -> ErrorCode {
+    if request.key_type == 0 && shard.image().topic(OFFSETS_TOPIC).is_none() {
+        // A cluster makes its offsets topic on the first FindCoordinator,
+        // as Kafka does (a single node made it at its first start); the
+        // client asks again meanwhile.
+        create_offsets_topic(shard).await;
+    }
+    let answer = |key: &str| -> Result<(i32, String, i32), ErrorCode> {
         if request.key_type != 0 {
             // Transactions come later: no transaction coordinator yet.
-            return codes::COORDINATOR_NOT_AVAILABLE;
+            return Err(codes::COORDINATOR_NOT_AVAILABLE);
         }
-        match coordinator_route(&shard.backend, key) {
-            Ok(_) => codes::NONE,
-            Err(code) => code,
+        let node = coordinator_node(&shard.backend, key).ok_or(codes::COORDINATOR_NOT_AVAILABLE)?;
+        if node == shard.config.node_id {
+            return Ok((
+                node,
+                shard.config.advertise_host.clone(),
+                i32::from(shard.config.advertise_port),
+            ));
         }
+        let image = shard.image();
+        let broker = image
+            .broker(node)
+            .filter(|b| !b.fenced)
+            .ok_or(codes::COORDINATOR_NOT_AVAILABLE)?;
+        Ok((node, broker.host.clone(), i32::from(broker.port)))
     };
     let mut response = km::FindCoordinatorResponse::default();
     if version >= 4 {
@@ -76,40 +92,57 @@ pub async fn find_coordinator(
         response.coordinators = keys
             .iter()
             .map(|key| {
-                let error = answer(key);
-                km::find_coordinator_response::Coordinator::default()
+                let coordinator = km::find_coordinator_response::Coordinator::default()
                     .with_key(s(key))
-                    .with_node_id(if error == codes::NONE {
-                        node
-                    } else {
-                        km::BrokerId(-1)
-                    })
-                    .with_host(if error == codes::NONE {
-                        host.clone()
-                    } else {
-                        s("")
-                    })
-                    .with_port(if error == codes::NONE { port } else { -1 })
-                    .with_error_code(error)
-                    .with_error_message(None)
+                    .with_error_message(None);
+                match answer(key) {
+                    Ok((node, host, port)) => coordinator
+                        .with_node_id(km::BrokerId(node))
+                        .with_host(s(&host))
+                        .with_port(port),
+                    Err(error) => coordinator
+                        .with_node_id(km::BrokerId(-1))
+                        .with_host(s(""))
+                        .with_port(-1)
+                        .with_error_code(error),
+                }
             })
             .collect();
     } else {
-        let error = answer(&keys[0]);
-        response.error_code = error;
         if version >= 1 {
             response.error_message = None;
         }
-        if error == codes::NONE {
-            response.node_id = node;
-            response.host = host;
-            response.port = port;
-        } else {
-            response.node_id = km::BrokerId(-1);
-            response.port = -1;
+        match answer(&keys[0]) {
+            Ok((node, host, port)) => {
+                response.node_id = km::BrokerId(node);
+                response.host = s(&host);
+                response.port = port;
+            }
+            Err(error) => {
+                response.error_code = error;
+                response.node_id = km::BrokerId(-1);
+                response.port = -1;
+            }
         }
     }
     response
+}
+
+/// Asks the controller to create `__consumer_offsets`, compacted, with
+/// `offsets.topic.num.partitions` partitions.
+async fn create_offsets_topic(shard: &Rc<Shard>) {
+    let spec = TopicSpec {
+        name: OFFSETS_TOPIC.to_string(),
+        partitions: shard.config.offsets_topic_partitions as i32,
+        replication_factor: -1,
+        configs: vec![("cleanup.policy".into(), "compact".into())],
+        validate_only: false,
+    };
+    if let Some(result) = create_via_controller(shard, vec![spec]).await.first() {
+        if result.error != codes::NONE && result.error != codes::TOPIC_ALREADY_EXISTS {
+            tracing::warn!(error = result.error, message = ?result.message, "cannot create __consumer_offsets yet");
+        }
+    }
 }
 
 pub async fn join_group(

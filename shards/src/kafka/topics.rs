@@ -15,7 +15,7 @@ use crate::mesh::admin::{
 use crate::shard::Shard;
 
 /// Creates topics through the controller (shard 0).
-async fn create_via_controller(shard: &Rc<Shard>, topics: Vec<TopicSpec>) -> Vec<TopicResult> {
+pub async fn create_via_controller(shard: &Rc<Shard>, topics: Vec<TopicSpec>) -> Vec<TopicResult> {
     shard.call(0, CreateTopics { topics }).await
 }
 
