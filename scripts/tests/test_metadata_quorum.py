@@ -231,3 +231,39 @@ def test_a_consumer_group_works_across_brokers(cluster_factory):
     extra = make_records(30, seed=12)
     produce_confluent(bootstrap, "grouped", extra)
     assert consume_in_group(30) == 30
+
+
+def test_gregor_dev_runs_a_local_cluster_until_ctrl_c(gregor_bin, tmp_path):
+    import random
+    import signal
+    import subprocess
+
+    # Kafka ports base, base+100, base+200; controllers +1; metrics +552.
+    base = random.randrange(20_000, 40_000, 1_000) + 92
+    dev = subprocess.Popen(
+        [str(gregor_bin), "dev", "--brokers", "3", "--port", str(base), "--dir", str(tmp_path / "dev")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    bootstrap = ",".join(f"127.0.0.1:{base + 100 * i}" for i in range(3))
+    try:
+        wait_until("3 brokers serve", lambda: _quietly(lambda: live_broker_ids(bootstrap)) == {1, 2, 3}, 30)
+        create(f"127.0.0.1:{base}", "dev-topic", 3)
+        records = make_records(90, seed=4)
+        acks = produce_confluent(bootstrap, "dev-topic", records)
+        verify_log(records, acks, consume_confluent(bootstrap, "dev-topic", range(3)), 3)
+    finally:
+        dev.send_signal(signal.SIGINT)
+        out, _ = dev.communicate(timeout=30)
+    assert dev.returncode == 0, out.decode()
+    for node in (1, 2, 3):
+        log = (tmp_path / "dev" / f"node-{node}.log").read_text()
+        assert "clean shutdown" in log, log[-2000:]
+
+
+def _quietly(check):
+    try:
+        return check()
+    except Exception:
+        return None

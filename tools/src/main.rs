@@ -25,15 +25,10 @@ static ALLOCATOR: engine::reserving_alloc::ReservingAllocator =
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Kafka brokers to talk to (host:port[,host:port...]).
-    #[arg(
-        short = 'b',
-        long,
-        global = true,
-        env = "GREGOR_BROKERS",
-        default_value = "127.0.0.1:9092"
-    )]
-    brokers: String,
+    /// Kafka brokers to talk to (host:port[,host:port...]) [default:
+    /// 127.0.0.1:9092]; for `gregor dev`, how many brokers to start.
+    #[arg(short = 'b', long, global = true, env = "GREGOR_BROKERS")]
+    brokers: Option<String>,
     /// Output: table, json, or (produce/consume) a kcat-like pattern such as '%k=%v\n'.
     #[arg(short = 'f', long, global = true, default_value = "table")]
     format: String,
@@ -64,6 +59,9 @@ enum Command {
     /// Cluster information and broker configs.
     #[command(subcommand)]
     Cluster(cli::cluster::ClusterCommand),
+    /// A local cluster to try out: N brokers as child processes, data under
+    /// one directory, Ctrl-C stops them all.
+    Dev(cli::dev::DevArgs),
 }
 
 #[derive(clap::Args)]
@@ -228,6 +226,9 @@ fn parse_host_port(text: &str) -> anyhow::Result<(String, u16)> {
     Ok((host.trim_matches(['[', ']']).to_string(), port))
 }
 
+/// Where CLI commands connect without --brokers.
+const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
+
 /// The default metrics port is the Kafka port plus this (9092 -> 9644).
 const METRICS_PORT_OFFSET: u16 = 552;
 
@@ -390,7 +391,7 @@ fn main() {
         _ => false,
     };
     init_logging(json_logs);
-    if !matches!(cli.command, Command::Serve(_)) {
+    if !matches!(cli.command, Command::Serve(_) | Command::Dev(_)) {
         // CLI output piped into `head` and the like: exit quietly when the
         // reader goes away instead of panicking on a broken pipe.
         // SAFETY: resetting a signal disposition before any thread starts.
@@ -398,8 +399,12 @@ fn main() {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
+    let dev_brokers = match &cli.command {
+        Command::Dev(_) => cli.brokers.clone(),
+        _ => None,
+    };
     let ctx = cli::Context {
-        brokers: cli.brokers,
+        brokers: cli.brokers.unwrap_or_else(|| DEFAULT_BOOTSTRAP.to_string()),
         timeout: std::time::Duration::from_millis(cli.timeout_ms.max(1)),
         format: cli::Format::parse(&cli.format),
     };
@@ -410,6 +415,7 @@ fn main() {
         Command::Consume(args) => cli::consume::run(&ctx, args),
         Command::Group(command) => cli::group::run(&ctx, command),
         Command::Cluster(command) => cli::cluster::run(&ctx, command),
+        Command::Dev(args) => cli::dev::run(args, dev_brokers.as_deref()),
     };
     if let Err(e) = result {
         eprintln!("gregor: {e:#}");

@@ -18,7 +18,7 @@ use crate::controller::bootstrap_metadata;
 use crate::mesh::{build_mesh, MESH_QUEUE_CAPACITY};
 use crate::stop::StopFlag;
 use shard_thread::{run_shard, StartReport};
-use signals::{block_stop_signals, wait_for_stop_signal};
+use signals::{block_stop_signals, take_stop_signal, wait_for_stop_signal};
 
 const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
 const LOCK_FILE: &str = ".lock";
@@ -26,6 +26,9 @@ const LOCK_FILE: &str = ".lock";
 const EXECUTOR_IO_MEMORY_BYTES: usize = 10 << 20;
 /// How often a start that has not finished logs where each shard is.
 const START_PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(15);
+/// How often a start looks for a stop signal (a broker waiting for its
+/// quorum may wait for good; Ctrl-C must still stop it).
+const START_SIGNAL_POLL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -195,8 +198,10 @@ pub fn run(mut config: BrokerConfig) -> Result<(), BrokerError> {
     // The step each shard is in, reported when a start takes long.
     let mut steps: Vec<&'static str> = vec!["starting its executor"; config.shard_count];
     let started = std::time::Instant::now();
+    let mut progress_logged = started;
+    let mut stopped_while_starting = None;
     while ready_shards < config.shard_count {
-        match ready.recv_timeout(START_PROGRESS_LOG_INTERVAL) {
+        match ready.recv_timeout(START_SIGNAL_POLL) {
             Ok(StartReport::Step { shard, step }) => steps[shard] = step,
             Ok(StartReport::Ready {
                 shard,
@@ -212,6 +217,17 @@ pub fn run(mut config: BrokerConfig) -> Result<(), BrokerError> {
                 ready_shards += 1;
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if stopped_while_starting.is_none() {
+                    if let Some(signal) = take_stop_signal() {
+                        info!(signal, "stop signal while starting: stopping");
+                        stopped_while_starting = Some(signal);
+                        stop.raise();
+                    }
+                }
+                if progress_logged.elapsed() < START_PROGRESS_LOG_INTERVAL {
+                    continue;
+                }
+                progress_logged = std::time::Instant::now();
                 let waiting: Vec<String> = steps
                     .iter()
                     .enumerate()
@@ -233,7 +249,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), BrokerError> {
             }
         }
     }
-    if start_error.is_none() {
+    if start_error.is_none() && stopped_while_starting.is_none() {
         info!(listen = %config.listen, partitions, "gregor is serving");
         let signal = wait_for_stop_signal(|| stop.is_raised());
         info!(?signal, "stopping: draining partitions");

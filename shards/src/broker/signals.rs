@@ -22,6 +22,18 @@ pub fn block_stop_signals() {
     }
 }
 
+/// SIGINT or SIGTERM if one is pending (does not wait).
+pub fn take_stop_signal() -> Option<i32> {
+    let set = stop_signal_set();
+    let no_wait = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid set and timeout; a null siginfo pointer is allowed.
+    let signal = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &no_wait) };
+    (signal > 0).then_some(signal)
+}
+
 /// Waits for SIGINT or SIGTERM, or until `give_up` says to stop waiting
 /// (checked every 200 ms). Returns the signal number, or None.
 pub fn wait_for_stop_signal(give_up: impl Fn() -> bool) -> Option<i32> {
