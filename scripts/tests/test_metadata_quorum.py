@@ -115,9 +115,30 @@ def test_data_dir_from_before_the_quorum_keeps_its_topics_and_records(broker_fac
     assert configs["retention.ms"].value == "-1"
 
 
-def test_three_voters_agree_on_metadata_through_a_leader_failover(cluster_factory):
+def cli_quorum(gregor_bin, bootstrap: str) -> dict:
+    """`gregor cluster quorum --format json` (DescribeQuorum)."""
+    import json
+    import subprocess
+
+    out = subprocess.run(
+        [str(gregor_bin), "-b", bootstrap, "cluster", "quorum", "--format", "json"],
+        capture_output=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr.decode()
+    return json.loads(out.stdout)
+
+
+def test_three_voters_agree_on_metadata_through_a_leader_failover(cluster_factory, gregor_bin):
     brokers = cluster_factory(3)
     leader = wait_for_one_leader(brokers)
+    # DescribeQuorum, asked of any broker, answers from the leader.
+    wait_until(
+        "every voter caught up",
+        lambda: all(v["lag"] == 0 for v in cli_quorum(gregor_bin, brokers[0].bootstrap)["voters"]),
+    )
+    quorum = cli_quorum(gregor_bin, brokers[2].bootstrap)
+    assert quorum["leader"] == leader and [v["id"] for v in quorum["voters"]] == [1, 2, 3], quorum
     by_id = {b.node_id: b for b in brokers}
     # A follower forwards the admin op to the leader's controller.
     follower = next(b for b in brokers if b.node_id != leader)

@@ -319,6 +319,30 @@ impl Quorum {
                 .is_ok_and(|term| term == self.term())
     }
 
+    /// Each voter's log end as this leader knows it (the index it matched;
+    /// this node's own last index), by node id. Empty unless leading.
+    pub fn voter_progress(&self) -> Vec<(NodeId, u64)> {
+        if !self.is_leader() {
+            return Vec::new();
+        }
+        let mut progress: Vec<(NodeId, u64)> = self
+            .node
+            .raft
+            .prs()
+            .iter()
+            .map(|(&id, p)| {
+                let end = if id == self.id() {
+                    self.last_index()
+                } else {
+                    p.matched
+                };
+                (id, end)
+            })
+            .collect();
+        progress.sort_unstable();
+        progress
+    }
+
     /// One tick of the election and heartbeat clock.
     pub fn tick(&mut self) {
         self.node.tick();
@@ -466,6 +490,7 @@ mod tests {
         drain(&mut quorum, &mut disk);
         assert!(quorum.is_leader());
         quorum.propose(b"topic".to_vec()).unwrap();
+        assert_eq!(quorum.voter_progress(), vec![(1, quorum.last_index())]);
         let (messages, committed) = drain(&mut quorum, &mut disk);
         assert!(messages.is_empty());
         assert_eq!(committed, vec![b"topic".to_vec()]);

@@ -29,7 +29,7 @@ use crate::cluster::listener::ControllerService;
 use crate::cluster::peers::ControllerPeers;
 use crate::cluster::wire::{ControllerReply, ControllerRequest};
 use crate::mesh::admin::{
-    AdminReply, AdminRequest, ConfigChange, PartitionGrowth, TopicResult, TopicSpec,
+    AdminReply, AdminRequest, ConfigChange, PartitionGrowth, QuorumStatus, TopicResult, TopicSpec,
 };
 use crate::mesh::Reply;
 
@@ -170,6 +170,7 @@ impl Controller {
             AdminRequest::AllocateProducerId(_) => {
                 AdminReply::AllocateProducerId(self.allocate_producer_id().await)
             }
+            AdminRequest::DescribeQuorum(_) => AdminReply::DescribeQuorum(self.describe_quorum()),
         }
     }
 
@@ -189,6 +190,21 @@ impl Controller {
         let id = fresh.take().expect("a fresh block has ids");
         self.producer_ids.set(fresh);
         Ok(id)
+    }
+
+    /// The quorum as this node sees it; only its leader knows the voters'
+    /// progress (the op was routed to it).
+    fn describe_quorum(&self) -> Result<QuorumStatus, ErrorCode> {
+        let view = self.quorum.view();
+        if !view.is_leader {
+            return Err(codes::NOT_LEADER_OR_FOLLOWER);
+        }
+        Ok(QuorumStatus {
+            leader_id: self.quorum.node_id(),
+            term: view.term,
+            high_watermark: view.commit_index,
+            voters: view.voters,
+        })
     }
 
     /// Waits until this controller leads the quorum and its image holds

@@ -64,13 +64,15 @@ enum QuorumEvent {
 
 /// What the driver last saw of its node (read by the controller and by
 /// metrics; written only by the driver task).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QuorumView {
     pub term: u64,
     /// Kafka node id of the leader this node knows of.
     pub leader: Option<i32>,
     pub is_leader: bool,
     pub commit_index: u64,
+    /// While leading: each voter's log end (Kafka node id, index).
+    pub voters: Vec<(i32, u64)>,
 }
 
 /// Committed entries for the applier.
@@ -92,7 +94,7 @@ enum Waiter {
 pub struct QuorumDriver {
     node_id: i32,
     events: LocalSender<QuorumEvent>,
-    view: Cell<QuorumView>,
+    view: RefCell<QuorumView>,
     /// The last committed index applied on every shard.
     applied: Cell<u64>,
     waiters: RefCell<BTreeMap<u64, Vec<Waiter>>>,
@@ -158,7 +160,7 @@ impl QuorumDriver {
         let driver = Rc::new(QuorumDriver {
             node_id: parts.node_id,
             events,
-            view: Cell::new(QuorumView::default()),
+            view: RefCell::new(QuorumView::default()),
             applied: Cell::new(parts.applied),
             waiters: RefCell::new(BTreeMap::new()),
         });
@@ -186,7 +188,7 @@ impl QuorumDriver {
     }
 
     pub fn view(&self) -> QuorumView {
-        self.view.get()
+        self.view.borrow().clone()
     }
 
     pub fn node_id(&self) -> i32 {
@@ -365,17 +367,22 @@ impl QuorumDriver {
                 }
             }
         }
-        let before = self.view.get();
         let view = QuorumView {
             term: quorum.term(),
             leader: quorum.leader().map(node_id_of),
             is_leader: quorum.is_leader(),
             commit_index: quorum.commit_index(),
+            voters: quorum
+                .voter_progress()
+                .into_iter()
+                .map(|(id, end)| (node_id_of(id), end))
+                .collect(),
         };
-        if (view.term, view.leader) != (before.term, before.leader) {
+        let mut current = self.view.borrow_mut();
+        if (view.term, view.leader) != (current.term, current.leader) {
             info!(term = view.term, leader = ?view.leader, this_node = self.node_id, "metadata quorum leader");
         }
-        self.view.set(view);
+        *current = view;
         Ok(())
     }
 

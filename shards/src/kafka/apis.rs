@@ -85,6 +85,7 @@ pub static APIS: &[Api] = &[
     api(K::IncrementalAlterConfigs, (0, 1), "IncrementalAlterConfigs", Answer(|c, f| answer(c, f, configs::incremental_alter_configs))),
     api(K::OffsetDelete, (0, 0), "OffsetDelete", Answer(|c, f| answer(c, f, groups::offset_delete))),
     api(K::DescribeCluster, (0, 2), "DescribeCluster", Answer(|c, f| answer(c, f, metadata::describe_cluster))),
+    api(K::DescribeQuorum, (0, 2), "DescribeQuorum", Answer(|c, f| answer(c, f, metadata::describe_quorum))),
     api(K::DescribeTopicPartitions, (0, 0), "DescribeTopicPartitions", Answer(|c, f| answer(c, f, metadata::describe_topic_partitions))),
     api(K::ListConfigResources, (0, 1), "ListConfigResources", Answer(|c, f| answer(c, f, configs::list_config_resources))),
     api(K::AlterReplicaLogDirs, (1, 2), "AlterReplicaLogDirs", Answer(|c, f| answer(c, f, log_dirs::alter_replica_log_dirs))),

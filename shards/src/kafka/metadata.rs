@@ -7,6 +7,7 @@ use super::dispatch::RequestContext;
 use super::response::{str_bytes as s, topic_name};
 use super::response::{CLUSTER_AUTHORIZED_OPERATIONS, CLUSTER_ID, TOPIC_AUTHORIZED_OPERATIONS};
 use super::topics::auto_create;
+use crate::mesh::admin::DescribeQuorum;
 use crate::partition::LEADER_EPOCH;
 use crate::shard::Shard;
 use engine::metadata::{ClusterImage, PartitionImage, NO_LEADER};
@@ -319,6 +320,66 @@ pub async fn describe_topic_partitions(
             );
             break;
         }
+    }
+    response
+}
+
+/// The metadata log's name in DescribeQuorum (Kafka's).
+const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// DescribeQuorum: the metadata quorum as its leader sees it (this broker's
+/// controller forwards the question to the leader's).
+pub async fn describe_quorum(
+    ctx: RequestContext,
+    _request: km::DescribeQuorumRequest,
+) -> km::DescribeQuorumResponse {
+    use km::describe_quorum_response as r;
+    let shard = &ctx.shard;
+    let mut partition = r::PartitionData::default().with_partition_index(0);
+    match shard.call(0, DescribeQuorum).await {
+        Ok(status) => {
+            partition.leader_id = km::BrokerId(status.leader_id);
+            partition.leader_epoch = i32::try_from(status.term).unwrap_or(i32::MAX);
+            partition.high_watermark = status.high_watermark as i64;
+            partition.current_voters = status
+                .voters
+                .iter()
+                .map(|&(id, end)| {
+                    r::ReplicaState::default()
+                        .with_replica_id(km::BrokerId(id))
+                        .with_log_end_offset(end as i64)
+                        .with_last_fetch_timestamp(-1)
+                        .with_last_caught_up_timestamp(-1)
+                })
+                .collect();
+        }
+        Err(error) => {
+            partition.error_code = error;
+            partition.leader_id = km::BrokerId(-1);
+        }
+    }
+    let mut response =
+        km::DescribeQuorumResponse::default().with_topics(vec![r::TopicData::default()
+            .with_topic_name(topic_name(METADATA_TOPIC))
+            .with_partitions(vec![partition])]);
+    if ctx.version >= 2 {
+        response.nodes = shard
+            .config
+            .quorum
+            .voters
+            .iter()
+            .filter_map(|voter| {
+                let (host, port) = voter.address.rsplit_once(':')?;
+                Some(
+                    r::Node::default()
+                        .with_node_id(km::BrokerId(voter.node_id))
+                        .with_listeners(vec![r::Listener::default()
+                            .with_name(s("CONTROLLER"))
+                            .with_host(s(host.trim_matches(['[', ']'])))
+                            .with_port(port.parse().ok()?)]),
+                )
+            })
+            .collect();
     }
     response
 }

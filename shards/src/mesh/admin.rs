@@ -12,7 +12,29 @@ subsystem!(#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)] Admin, A
     AlterTopicConfigs => Vec<TopicResult>,
     AddPartitions => Vec<TopicResult>,
     AllocateProducerId => Result<i64, ErrorCode>,
+    DescribeQuorum => Result<QuorumStatus, ErrorCode>,
 });
+
+/// The metadata quorum as its leader sees it (DescribeQuorum).
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct DescribeQuorum;
+
+impl DescribeQuorum {
+    fn undelivered_reply(&self) -> Result<QuorumStatus, ErrorCode> {
+        Err(codes::NOT_CONTROLLER)
+    }
+}
+
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct QuorumStatus {
+    pub leader_id: i32,
+    /// The raft term: Kafka's leader epoch of the metadata partition.
+    pub term: u64,
+    /// The commit index.
+    pub high_watermark: u64,
+    /// Each voter's log end (node id, index).
+    pub voters: Vec<(i32, u64)>,
+}
 
 /// A new producer id for an idempotent producer (InitProducerId), never
 /// handed out before.
@@ -75,6 +97,7 @@ impl AdminRequest {
                 AdminReply::AddPartitions(topics(&mut op.topics.iter().map(|g| &g.topic)))
             }
             AdminRequest::AllocateProducerId(_) => AdminReply::AllocateProducerId(Err(error)),
+            AdminRequest::DescribeQuorum(_) => AdminReply::DescribeQuorum(Err(error)),
         }
     }
 }

@@ -266,21 +266,5 @@ impl Shard {
 /// in the sender, answered as an undelivered op.
 fn not_the_controller(request: AdminRequest) -> Reply {
     error!("an admin op reached a shard without the controller");
-    match request {
-        AdminRequest::CreateTopics(op) => {
-            crate::mesh::admin::CreateTopics::wrap_reply(op.undelivered())
-        }
-        AdminRequest::DeleteTopics(op) => {
-            crate::mesh::admin::DeleteTopics::wrap_reply(op.undelivered())
-        }
-        AdminRequest::AlterTopicConfigs(op) => {
-            crate::mesh::admin::AlterTopicConfigs::wrap_reply(op.undelivered())
-        }
-        AdminRequest::AddPartitions(op) => {
-            crate::mesh::admin::AddPartitions::wrap_reply(op.undelivered())
-        }
-        AdminRequest::AllocateProducerId(op) => {
-            crate::mesh::admin::AllocateProducerId::wrap_reply(op.undelivered())
-        }
-    }
+    Reply::Admin(request.refusal(codes::UNKNOWN_SERVER_ERROR))
 }

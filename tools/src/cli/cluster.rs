@@ -2,7 +2,9 @@
 
 use anyhow::bail;
 use clap::Subcommand;
-use engine::protocol::kafka_protocol::messages::{ApiKey, DescribeClusterRequest};
+use engine::protocol::kafka_protocol::messages::{
+    ApiKey, DescribeClusterRequest, DescribeQuorumRequest,
+};
 use serde_json::json;
 
 use super::{key_value, print_config_table, print_json, print_table, Context};
@@ -11,8 +13,10 @@ use crate::client::{error_text, Client};
 
 #[derive(Subcommand)]
 pub enum ClusterCommand {
-    /// Brokers, controller, cluster id and API versions.
+    /// Brokers, controller, cluster id, API versions and the metadata quorum.
     Info,
+    /// The metadata quorum: leader, term, commit index, each voter's lag.
+    Quorum,
     /// Broker configs.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -42,6 +46,15 @@ pub fn run(ctx: &Context, command: ClusterCommand) -> anyhow::Result<()> {
     let mut client = ctx.client()?;
     match command {
         ClusterCommand::Info => info(&mut client, json),
+        ClusterCommand::Quorum => {
+            let quorum = describe_quorum(&mut client)?;
+            if json {
+                print_json(&quorum_json(&quorum));
+            } else {
+                print_quorum(&quorum);
+            }
+            Ok(())
+        }
         ClusterCommand::Config(ConfigCommand::Get { keys, broker }) => {
             let broker = pick_broker(&mut client, broker)?;
             let keys = (!keys.is_empty()).then_some(keys.as_slice());
@@ -151,8 +164,23 @@ fn info(client: &mut Client, json: bool) -> anyhow::Result<()> {
         .collect();
     apis.sort();
     let endpoint = client.bootstrap_addr().to_string();
+    let quorum = if client
+        .any()
+        .broker_versions
+        .contains_key(&(ApiKey::DescribeQuorum as i16))
+    {
+        // Shown as a line of its own when it fails (no quorum leader now):
+        // the rest of the answer still helps.
+        Some(describe_quorum(client).map_err(|e| format!("{e:#}")))
+    } else {
+        None
+    };
     if json {
         print_json(&json!({
+            "quorum": quorum.as_ref().map(|q| match q {
+                Ok(q) => quorum_json(q),
+                Err(e) => json!({ "error": e }),
+            }),
             "cluster_id": cluster_id,
             "controller": controller,
             "brokers": brokers.iter().map(|(id, addr, rack)| json!({
@@ -182,6 +210,85 @@ fn info(client: &mut Client, json: bool) -> anyhow::Result<()> {
             })
             .collect();
         print_table(&["id", "address", "rack", "controller"], &rows);
+        match &quorum {
+            Some(Ok(quorum)) => {
+                println!();
+                print_quorum(quorum);
+            }
+            Some(Err(e)) => println!("\nmetadata quorum: {e}"),
+            None => {}
+        }
     }
     Ok(())
+}
+
+/// The metadata quorum as its leader reports it.
+struct Quorum {
+    leader: i32,
+    term: i32,
+    high_watermark: i64,
+    /// (node id, log end)
+    voters: Vec<(i32, i64)>,
+}
+
+fn describe_quorum(client: &mut Client) -> anyhow::Result<Quorum> {
+    let response = client.send_any(&DescribeQuorumRequest::default())?;
+    if response.error_code != 0 {
+        bail!(
+            "DescribeQuorum failed: {}",
+            error_text(response.error_code, response.error_message.as_ref())
+        );
+    }
+    let Some(partition) = response.topics.first().and_then(|t| t.partitions.first()) else {
+        bail!("DescribeQuorum answered no metadata partition");
+    };
+    if partition.error_code != 0 {
+        bail!(
+            "DescribeQuorum: {} (is the quorum electing a leader? try again)",
+            error_text(partition.error_code, partition.error_message.as_ref())
+        );
+    }
+    let mut voters: Vec<(i32, i64)> = partition
+        .current_voters
+        .iter()
+        .map(|v| (v.replica_id.0, v.log_end_offset))
+        .collect();
+    voters.sort();
+    Ok(Quorum {
+        leader: partition.leader_id.0,
+        term: partition.leader_epoch,
+        high_watermark: partition.high_watermark,
+        voters,
+    })
+}
+
+fn quorum_json(quorum: &Quorum) -> serde_json::Value {
+    json!({
+        "leader": quorum.leader,
+        "term": quorum.term,
+        "high_watermark": quorum.high_watermark,
+        "voters": quorum.voters.iter().map(|(id, end)| json!({
+            "id": id, "log_end": end, "lag": (quorum.high_watermark - end).max(0),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_quorum(quorum: &Quorum) {
+    println!(
+        "metadata quorum: leader {}, term {}, committed up to {}",
+        quorum.leader, quorum.term, quorum.high_watermark
+    );
+    let rows: Vec<Vec<String>> = quorum
+        .voters
+        .iter()
+        .map(|(id, end)| {
+            vec![
+                id.to_string(),
+                end.to_string(),
+                (quorum.high_watermark - end).max(0).to_string(),
+                if *id == quorum.leader { "yes" } else { "" }.to_string(),
+            ]
+        })
+        .collect();
+    print_table(&["voter", "log-end", "lag", "leader"], &rows);
 }
