@@ -15,23 +15,11 @@
 
 use std::collections::BTreeMap;
 
-use super::image::{distinct, ClusterImage, MetadataRecord, PartitionImage, TopicImage, NO_LEADER};
+use super::image::{
+    distinct, BrokerRegistration, ClusterImage, MetadataRecord, PartitionImage, TopicImage,
+    NO_LEADER,
+};
 use crate::protocol::{self as codes, ErrorCode};
-
-/// What a broker sends to register (Kafka's BrokerRegistrationRequest); the
-/// controller adds the broker epoch. It travels from the broker to the
-/// quorum leader's controller, hence rkyv.
-#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub struct BrokerRegistration {
-    pub node_id: i32,
-    pub incarnation_id: [u8; 16],
-    pub host: String,
-    pub port: u16,
-    pub replication_host: String,
-    pub replication_port_base: u16,
-    pub shard_count: u32,
-    pub rack: Option<String>,
-}
 
 /// The leader for `partition`: its first replica (the preferred one first)
 /// that is in the ISR and `eligible` (registered and unfenced); with none
@@ -140,7 +128,7 @@ pub fn register_broker(
     let node_id = registration.node_id;
     if image
         .broker(node_id)
-        .is_some_and(|b| b.incarnation_id == registration.incarnation_id)
+        .is_some_and(|b| b.registration.incarnation_id == registration.incarnation_id)
     {
         return Vec::new();
     }
@@ -351,7 +339,7 @@ impl BrokerSessions {
     pub fn renew_all(&mut self, image: &ClusterImage, now_ms: i64) {
         self.sessions.clear();
         for broker in image.brokers() {
-            self.heartbeat(broker.node_id, broker.broker_epoch, now_ms);
+            self.heartbeat(broker.node_id(), broker.broker_epoch, now_ms);
         }
     }
 
@@ -361,13 +349,13 @@ impl BrokerSessions {
     pub fn expired(&self, image: &ClusterImage, now_ms: i64, session_timeout_ms: i64) -> Vec<i32> {
         image
             .live_brokers()
-            .filter(|broker| match self.sessions.get(&broker.node_id) {
+            .filter(|broker| match self.sessions.get(&broker.node_id()) {
                 Some(s) if s.broker_epoch == broker.broker_epoch => {
                     now_ms.saturating_sub(s.last_heartbeat_ms) > session_timeout_ms
                 }
                 _ => true,
             })
-            .map(|broker| broker.node_id)
+            .map(|broker| broker.node_id())
             .collect()
     }
 

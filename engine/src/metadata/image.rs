@@ -268,11 +268,12 @@ impl TopicImage {
     }
 }
 
-/// A registered broker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerImage {
+/// What a broker sends to register (Kafka's BrokerRegistrationRequest); the
+/// controller adds the broker epoch. It travels from the broker to the
+/// quorum leader's controller, hence rkyv.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct BrokerRegistration {
     pub node_id: i32,
-    pub broker_epoch: i64,
     pub incarnation_id: [u8; 16],
     pub host: String,
     pub port: u16,
@@ -280,6 +281,13 @@ pub struct BrokerImage {
     pub replication_port_base: u16,
     pub shard_count: u32,
     pub rack: Option<String>,
+}
+
+/// A registered broker: what it sent, and what the controller decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerImage {
+    pub registration: BrokerRegistration,
+    pub broker_epoch: i64,
     /// A fenced broker leads nothing and is in no ISR, except as the last
     /// member of a partition that has no leader (which waits for it).
     pub fenced: bool,
@@ -288,10 +296,14 @@ pub struct BrokerImage {
 impl BrokerImage {
     /// The port where `shard` of this broker serves replica fetches.
     pub fn replication_port(&self, shard: u32) -> Option<u16> {
-        if shard >= self.shard_count {
+        if shard >= self.registration.shard_count {
             return None;
         }
-        u16::try_from(u32::from(self.replication_port_base) + shard).ok()
+        u16::try_from(u32::from(self.registration.replication_port_base) + shard).ok()
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.registration.node_id
     }
 }
 
@@ -808,15 +820,17 @@ impl ClusterImage {
                 self.brokers.insert(
                     *node_id,
                     BrokerImage {
-                        node_id: *node_id,
+                        registration: BrokerRegistration {
+                            node_id: *node_id,
+                            incarnation_id: *incarnation_id,
+                            host: host.clone(),
+                            port: *port,
+                            replication_host: replication_host.clone(),
+                            replication_port_base: *replication_port_base,
+                            shard_count: *shard_count,
+                            rack: rack.clone(),
+                        },
                         broker_epoch: *broker_epoch,
-                        incarnation_id: *incarnation_id,
-                        host: host.clone(),
-                        port: *port,
-                        replication_host: replication_host.clone(),
-                        replication_port_base: *replication_port_base,
-                        shard_count: *shard_count,
-                        rack: rack.clone(),
                         fenced: true,
                     },
                 );
@@ -904,19 +918,19 @@ impl ClusterImage {
         brokers.sort_by_key(|b| b.broker_epoch);
         for broker in &brokers {
             records.push(MetadataRecord::RegisterBroker {
-                node_id: broker.node_id,
+                node_id: broker.node_id(),
                 broker_epoch: broker.broker_epoch,
-                incarnation_id: broker.incarnation_id,
-                host: broker.host.clone(),
-                replication_host: broker.replication_host.clone(),
-                rack: broker.rack.clone(),
-                shard_count: broker.shard_count,
-                port: broker.port,
-                replication_port_base: broker.replication_port_base,
+                incarnation_id: broker.registration.incarnation_id,
+                host: broker.registration.host.clone(),
+                replication_host: broker.registration.replication_host.clone(),
+                rack: broker.registration.rack.clone(),
+                shard_count: broker.registration.shard_count,
+                port: broker.registration.port,
+                replication_port_base: broker.registration.replication_port_base,
             });
             if !broker.fenced {
                 records.push(MetadataRecord::UnfenceBroker {
-                    node_id: broker.node_id,
+                    node_id: broker.node_id(),
                     broker_epoch: broker.broker_epoch,
                 });
             }
@@ -1146,7 +1160,7 @@ mod tests {
         image.apply(&unfence(1, 1)).unwrap();
         image.apply(&register(0, 2)).unwrap();
         image.apply(&unfence(0, 2)).unwrap();
-        let live: Vec<i32> = image.live_brokers().map(|b| b.node_id).collect();
+        let live: Vec<i32> = image.live_brokers().map(|b| b.node_id()).collect();
         assert_eq!(live, vec![0, 1]);
         // A restart re-registers with a new epoch: fenced again, and the
         // old epoch no longer fences or unfences it.
@@ -1159,7 +1173,7 @@ mod tests {
         );
         image.apply(&register(1, 3)).unwrap();
         assert!(image.broker(1).unwrap().fenced);
-        assert_eq!(image.broker(1).unwrap().incarnation_id, [3; 16]);
+        assert_eq!(image.broker(1).unwrap().registration.incarnation_id, [3; 16]);
         assert!(image
             .check(&MetadataRecord::FenceBroker {
                 node_id: 1,

@@ -12,12 +12,13 @@ mod topic_config;
 
 pub use cluster::{
     alter_partition, elect_leader, fence_broker, register_broker, unfence_broker,
-    unregister_broker, AlterPartitionRefusal, BrokerRegistration, BrokerSessions,
+    unregister_broker, AlterPartitionRefusal, BrokerSessions,
 };
 pub use image::{
-    validate_topic_name, BrokerImage, ClusterImage, MetadataError, MetadataRecord, PartitionImage,
-    PartitionPlacement, PartitionState, TopicImage, ARCHIVED_RECORD_BYTES, BROKER_HOST_CHARS_MAX,
-    NO_LEADER, TOPIC_NAME_CHARS_MAX, TOPIC_PARTITIONS_MAX,
+    validate_topic_name, BrokerImage, BrokerRegistration, ClusterImage, MetadataError,
+    MetadataRecord, PartitionImage, PartitionPlacement, PartitionState, TopicImage,
+    ARCHIVED_RECORD_BYTES, BROKER_HOST_CHARS_MAX, NO_LEADER, TOPIC_NAME_CHARS_MAX,
+    TOPIC_PARTITIONS_MAX,
 };
 pub use log_codec::{
     decode_frames, decode_records, encode_frame, encode_records, frame_payload, split_frames,

@@ -45,7 +45,7 @@ impl ClusterImage {
         replication_factor: usize,
         first_partition: usize,
     ) -> Result<Vec<PartitionPlacement>, MetadataError> {
-        let live: Vec<i32> = self.live_brokers().map(|b| b.node_id).collect();
+        let live: Vec<i32> = self.live_brokers().map(|b| b.node_id()).collect();
         let n = live.len();
         if replication_factor < 1 || replication_factor > n {
             return Err(MetadataError::InvalidReplicationFactor {
@@ -55,7 +55,7 @@ impl ClusterImage {
         }
         let shard_count = self
             .live_brokers()
-            .map(|b| b.shard_count)
+            .map(|b| b.registration.shard_count)
             .max()
             .unwrap_or(1)
             .max(1);
@@ -262,8 +262,8 @@ mod tests {
             for (id, &(shard_count, live)) in brokers.iter().enumerate() {
                 register(&mut image, id as i32, shard_count, live || id == 0);
             }
-            let live: Vec<i32> = image.live_brokers().map(|b| b.node_id).collect();
-            let shards_max = image.live_brokers().map(|b| b.shard_count).max().unwrap();
+            let live: Vec<i32> = image.live_brokers().map(|b| b.node_id()).collect();
+            let shards_max = image.live_brokers().map(|b| b.registration.shard_count).max().unwrap();
             for (i, (count, rf)) in topics.into_iter().enumerate() {
                 let placed = image.place_replicas(count, rf, 0);
                 if rf > live.len() {

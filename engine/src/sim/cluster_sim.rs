@@ -154,7 +154,7 @@ impl ClusterSim {
         let incarnation = [self.processes[&node_id].incarnation; 16];
         self.image
             .broker(node_id)
-            .is_some_and(|b| b.incarnation_id == incarnation)
+            .is_some_and(|b| b.registration.incarnation_id == incarnation)
     }
 
     /// Running brokers heartbeat (some miss a beat): one not registered as

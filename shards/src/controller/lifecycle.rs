@@ -51,9 +51,9 @@ impl BrokerLifecycle {
     /// Whether this broker's image shows this incarnation unfenced.
     pub fn is_unfenced(&self) -> bool {
         let image = self.controller.backend.image();
-        image
-            .broker(self.registration.node_id)
-            .is_some_and(|b| b.incarnation_id == self.registration.incarnation_id && !b.fenced)
+        image.broker(self.registration.node_id).is_some_and(|b| {
+            b.registration.incarnation_id == self.registration.incarnation_id && !b.fenced
+        })
     }
 
     /// Waits until this incarnation is unfenced (or the broker stops).

@@ -84,7 +84,11 @@ pub async fn find_coordinator(
             .broker(node)
             .filter(|b| !b.fenced)
             .ok_or(codes::COORDINATOR_NOT_AVAILABLE)?;
-        Ok((node, broker.host.clone(), i32::from(broker.port)))
+        Ok((
+            node,
+            broker.registration.host.clone(),
+            i32::from(broker.registration.port),
+        ))
     };
     let mut response = km::FindCoordinatorResponse::default();
     if version >= 4 {

@@ -10,34 +10,25 @@ use super::topics::auto_create;
 use crate::mesh::admin::DescribeQuorum;
 use crate::partition::LEADER_EPOCH;
 use crate::shard::Shard;
-use engine::metadata::{ClusterImage, PartitionImage, NO_LEADER};
+use engine::metadata::{BrokerRegistration, ClusterImage, PartitionImage, NO_LEADER};
 
-/// A broker as clients are told of it.
-struct BrokerView {
-    node_id: i32,
-    host: String,
-    port: i32,
-    rack: Option<String>,
-}
-
-/// The brokers the quorum counts live; this broker alone until it has
-/// registered (a single node's first moments).
-fn live_brokers(shard: &Shard) -> Vec<BrokerView> {
+/// The brokers the quorum counts live, as they registered; this broker
+/// alone until it has registered (a single node's first moments).
+fn live_brokers(shard: &Shard) -> Vec<BrokerRegistration> {
     let image = shard.image();
-    let mut brokers: Vec<BrokerView> = image
+    let mut brokers: Vec<BrokerRegistration> = image
         .live_brokers()
-        .map(|b| BrokerView {
-            node_id: b.node_id,
-            host: b.host.clone(),
-            port: i32::from(b.port),
-            rack: b.rack.clone(),
-        })
+        .map(|b| b.registration.clone())
         .collect();
     if brokers.is_empty() {
-        brokers.push(BrokerView {
+        brokers.push(BrokerRegistration {
             node_id: shard.config.node_id,
+            incarnation_id: [0; 16],
             host: shard.config.advertise_host.clone(),
-            port: i32::from(shard.config.advertise_port),
+            port: shard.config.advertise_port,
+            replication_host: shard.config.advertise_host.clone(),
+            replication_port_base: 0,
+            shard_count: shard.config.shard_count as u32,
             rack: None,
         });
     }
@@ -97,7 +88,7 @@ pub async fn metadata(ctx: RequestContext, request: km::MetadataRequest) -> km::
             let mut broker = km::metadata_response::MetadataResponseBroker::default()
                 .with_node_id(km::BrokerId(b.node_id))
                 .with_host(s(&b.host))
-                .with_port(b.port);
+                .with_port(i32::from(b.port));
             if version >= 1 {
                 broker.rack = b.rack.as_deref().map(s);
             }
@@ -216,7 +207,7 @@ pub async fn describe_cluster(
                     km::describe_cluster_response::DescribeClusterBroker::default()
                         .with_broker_id(km::BrokerId(b.node_id))
                         .with_host(s(&b.host))
-                        .with_port(b.port)
+                        .with_port(i32::from(b.port))
                         .with_rack(b.rack.as_deref().map(s))
                 })
                 .collect(),
