@@ -259,8 +259,13 @@ def test_gregor_dev_runs_a_local_cluster_until_ctrl_c(gregor_bin, tmp_path):
     import signal
     import subprocess
 
-    # Kafka ports base, base+100, base+200; controllers +1; metrics +552.
-    base = random.randrange(20_000, 40_000, 1_000) + 92
+    # Kafka ports base, base+100, base+200; controllers +1; metrics +552:
+    # a base whose ports are all free now.
+    base = next(
+        b
+        for b in (random.randrange(20_000, 40_000, 1_000) + 92 for _ in range(50))
+        if all(_port_free(b + 100 * i + offset) for i in range(3) for offset in (0, 1, 552))
+    )
     dev = subprocess.Popen(
         [str(gregor_bin), "dev", "--brokers", "3", "--port", str(base), "--dir", str(tmp_path / "dev")],
         stdout=subprocess.PIPE,
@@ -268,8 +273,18 @@ def test_gregor_dev_runs_a_local_cluster_until_ctrl_c(gregor_bin, tmp_path):
         start_new_session=True,
     )
     bootstrap = ",".join(f"127.0.0.1:{base + 100 * i}" for i in range(3))
+    def logs() -> str:
+        return "\n".join(
+            f"--- node {n}:\n" + (tmp_path / "dev" / f"node-{n}.log").read_text()[-3000:]
+            for n in (1, 2, 3)
+            if (tmp_path / "dev" / f"node-{n}.log").exists()
+        )
+
     try:
-        wait_until("3 brokers serve", lambda: _quietly(lambda: live_broker_ids(bootstrap)) == {1, 2, 3}, 30)
+        try:
+            wait_until("3 brokers serve", lambda: _quietly(lambda: live_broker_ids(bootstrap)) == {1, 2, 3}, 30)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{logs()}") from None
         create(f"127.0.0.1:{base}", "dev-topic", 3)
         records = make_records(90, seed=4)
         acks = produce_confluent(bootstrap, "dev-topic", records)
@@ -281,6 +296,17 @@ def test_gregor_dev_runs_a_local_cluster_until_ctrl_c(gregor_bin, tmp_path):
     for node in (1, 2, 3):
         log = (tmp_path / "dev" / f"node-{node}.log").read_text()
         assert "clean shutdown" in log, log[-2000:]
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def _quietly(check):

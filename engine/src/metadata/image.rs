@@ -1173,7 +1173,10 @@ mod tests {
         );
         image.apply(&register(1, 3)).unwrap();
         assert!(image.broker(1).unwrap().fenced);
-        assert_eq!(image.broker(1).unwrap().registration.incarnation_id, [3; 16]);
+        assert_eq!(
+            image.broker(1).unwrap().registration.incarnation_id,
+            [3; 16]
+        );
         assert!(image
             .check(&MetadataRecord::FenceBroker {
                 node_id: 1,

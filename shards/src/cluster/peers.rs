@@ -106,6 +106,11 @@ impl ControllerPeers {
         timeout_ms: u64,
     ) -> Result<ControllerReply, CallError> {
         let link = self.links.get(&node).ok_or(CallError::UnknownPeer(node))?;
+        if !link.connected.get() {
+            // Queued, it would wait for a peer that may be gone for good
+            // (a dead leader): the caller retries where the quorum points.
+            return Err(CallError::NoAnswer(node));
+        }
         if link.calls.borrow().len() >= PEER_CALLS_IN_FLIGHT_MAX {
             return Err(CallError::Busy(node));
         }

@@ -21,6 +21,10 @@ use crate::stop::StopFlag;
 const RETRY_PAUSE_MS: u64 = 50;
 /// How often a fenced broker asks again (it waits to be unfenced).
 const FENCED_HEARTBEAT_MS: u64 = 20;
+/// The least time a registration or heartbeat waits for the leader's
+/// answer; at most one heartbeat interval otherwise, so a leader that died
+/// mid-call costs one heartbeat, not the session.
+const CALL_TIMEOUT_MS_MIN: u64 = 500;
 
 pub struct BrokerLifecycle {
     controller: Rc<Controller>,
@@ -65,9 +69,10 @@ impl BrokerLifecycle {
 
     async fn run(self: Rc<Self>, heartbeat_interval_ms: u64, stop: StopFlag) {
         let node_id = self.registration.node_id;
+        let timeout_ms = heartbeat_interval_ms.max(CALL_TIMEOUT_MS_MIN);
         while !stop.is_raised() {
             let request = ControllerRequest::RegisterBroker(self.registration.clone());
-            let broker_epoch = match self.controller.ask_leader(request).await {
+            let broker_epoch = match self.controller.ask_leader(request, timeout_ms).await {
                 ControllerReply::Registered(Ok(epoch)) => epoch,
                 reply => {
                     debug!(?reply, "broker registration refused; retrying");
@@ -82,7 +87,7 @@ impl BrokerLifecycle {
                     broker_epoch,
                     applied_index: self.controller.quorum.applied_index(),
                 };
-                let pause_ms = match self.controller.ask_leader(request).await {
+                let pause_ms = match self.controller.ask_leader(request, timeout_ms).await {
                     ControllerReply::Heartbeat(Ok(true)) => FENCED_HEARTBEAT_MS,
                     ControllerReply::Heartbeat(Ok(false)) => heartbeat_interval_ms,
                     ControllerReply::Heartbeat(Err(codes::STALE_BROKER_EPOCH)) => {

@@ -91,7 +91,8 @@ impl Controller {
     /// node leads the quorum, else at the leader's controller, forwarded.
     pub async fn serve(&self, request: AdminRequest) -> Reply {
         let refusal = request.refusal(codes::UNKNOWN_SERVER_ERROR);
-        match self.ask_leader(ControllerRequest::Admin(request)).await {
+        let forwarded = ControllerRequest::Admin(request);
+        match self.ask_leader(forwarded, FORWARD_TIMEOUT_MS).await {
             ControllerReply::Admin(reply) => Reply::Admin(reply),
             other => {
                 error!(reply = ?other, "the controller answered an admin op with another reply");
@@ -101,13 +102,14 @@ impl Controller {
     }
 
     /// Has the quorum leader's controller serve `request`: this one if this
-    /// node leads, else forwarded to the leader's. NOT_CONTROLLER when there
-    /// is no leader or it cannot be reached.
-    pub async fn ask_leader(&self, request: ControllerRequest) -> ControllerReply {
+    /// node leads, else forwarded to the leader's, waiting up to
+    /// `timeout_ms` for its answer. NOT_CONTROLLER when there is no leader
+    /// or it cannot be reached.
+    pub async fn ask_leader(&self, request: ControllerRequest, timeout_ms: u64) -> ControllerReply {
         let leader = self.wait_for_leader().await;
         match (leader, &self.peers) {
             (Some(leader), Some(peers)) if leader != self.quorum.node_id() => {
-                match peers.call(leader, &request, FORWARD_TIMEOUT_MS).await {
+                match peers.call(leader, &request, timeout_ms).await {
                     Ok(reply) => reply,
                     Err(e) => {
                         warn!(leader, error = %e, "a request to the quorum leader's controller failed");
