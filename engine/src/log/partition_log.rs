@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 
 use super::segment::{Segment, SegmentEnd};
-use crate::record::{patch_base_offset, patch_leader_epoch, validate_record_set, BatchError};
+use crate::record::{
+    patch_base_offset, patch_leader_epoch, validate_record_set, validate_replica_record_set,
+    BatchError,
+};
 
 /// Per-partition limits, named after the Kafka topic configs they mirror.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,6 +229,102 @@ impl PartitionLog {
             bytes,
             headers,
         })
+    }
+
+    /// Plans the append of a record set a follower copied from its leader:
+    /// offsets and leader epochs stay as the leader assigned them (they must
+    /// follow this log's end). Nothing changes until `commit_append`.
+    pub fn plan_replica_append(
+        &self,
+        record_set: &[u8],
+        now_ms: i64,
+    ) -> Result<AppendPlan, AppendError> {
+        let spans = validate_replica_record_set(record_set, self.next_offset())?;
+        let (Some(first), Some(last)) = (spans.first(), spans.last()) else {
+            return Err(AppendError::Corrupt(BatchError::Truncated {
+                available: 0,
+                needed: crate::record::BATCH_HEADER_BYTES,
+            }));
+        };
+        let base_offset = first.header.base_offset;
+        let last_offset = last.header.last_offset();
+        let headers: Vec<_> = spans.iter().map(|s| s.header).collect();
+        let max_timestamp_ms = headers.iter().map(|h| h.max_timestamp).max().unwrap_or(-1);
+        let active = self.active();
+        let bytes = record_set.len();
+        // A leader's segments may be larger than ours (another
+        // `segment.bytes`): a set that does not fit opens a segment here.
+        let roll_first = !active.is_empty()
+            && (active.size_bytes + bytes as u64 > self.config.segment_bytes_max
+                || active
+                    .first_append_ms
+                    .is_some_and(|first| now_ms - first >= self.config.segment_ms)
+                || !active.can_hold_offset(last_offset)
+                || active.size_bytes + bytes as u64 > u32::MAX as u64);
+        let (segment_base_offset, position) = if roll_first {
+            (self.next_offset(), 0)
+        } else {
+            (active.base_offset, active.size_bytes)
+        };
+        Ok(AppendPlan {
+            base_offset,
+            last_offset,
+            max_timestamp_ms,
+            roll_first,
+            segment_base_offset,
+            position,
+            bytes,
+            headers,
+        })
+    }
+
+    /// The segments a truncation to `offset` removes whole (they start at
+    /// or after it; never the first), and the one it cuts (base offset):
+    /// the segment holding `offset`, or the first one when `offset` is at
+    /// or before its base. None to cut when `offset` is a segment boundary.
+    pub fn plan_truncation(&self, offset: i64) -> (Vec<i64>, Option<i64>) {
+        let first = self.first_base_offset();
+        let removed: Vec<i64> = self
+            .segments
+            .range(offset.max(first + 1)..)
+            .map(|(&base, _)| base)
+            .collect();
+        let cut = if offset <= first {
+            Some(first).filter(|_| self.segments[&first].next_offset > first)
+        } else {
+            self.segments
+                .range(..offset)
+                .next_back()
+                .filter(|(_, s)| s.next_offset > offset)
+                .map(|(&base, _)| base)
+        };
+        (removed, cut)
+    }
+
+    fn first_base_offset(&self) -> i64 {
+        *self.segments.keys().next().expect("never empty")
+    }
+
+    /// A follower's log loses everything from `offset` on (it diverged from
+    /// its leader's): segments after it go, the one holding it ends at
+    /// `position` (the batch boundary of `offset` in its file; 0 when the
+    /// cut segment is the first and `offset` is at or before its base).
+    /// Returns the segments removed, whose files the caller deletes.
+    pub fn truncate_to(&mut self, offset: i64, position: u64) -> Vec<Segment> {
+        let (removed_bases, cut) = self.plan_truncation(offset);
+        let removed: Vec<Segment> = removed_bases
+            .iter()
+            .filter_map(|base| self.segments.remove(base))
+            .collect();
+        if let Some(base) = cut {
+            let segment = self.segments.get_mut(&base).expect("cut segment exists");
+            let next = offset.max(segment.base_offset);
+            segment.truncate_at(position, next);
+        }
+        assert!(!self.segments.is_empty());
+        assert!(self.next_offset() <= offset.max(self.first_base_offset()));
+        self.log_start_offset = self.log_start_offset.min(self.next_offset());
+        removed
     }
 
     /// Starts a new, empty active segment at the log end offset.
@@ -523,6 +622,60 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// A follower copies a leader's batches with their offsets, truncates
+        /// to any batch boundary, and copies the rest again: it ends where
+        /// the leader does, with the same bytes.
+        #[test]
+        fn follower_copies_truncates_and_copies_again(
+            shape in shapes(),
+            segment_bytes_max in 200u64..3_000,
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let leader = build(&shape, segment_bytes_max, 100);
+            let stored: Vec<u8> = leader.files.values().flatten().copied().collect();
+            let spans = validate_record_set(&stored).unwrap();
+            let mut follower = SimLog::new(PartitionLog::new_empty(config(segment_bytes_max, 100)));
+            let copy = |follower: &mut SimLog, spans: &[crate::record::BatchSpan]| {
+                for span in spans {
+                    let bytes = &stored[span.range.clone()];
+                    let plan = follower.log.plan_replica_append(bytes, 0).unwrap();
+                    assert_eq!(plan.base_offset, span.header.base_offset);
+                    if plan.roll_first {
+                        follower.log.roll();
+                        follower.files.insert(plan.base_offset, Vec::new());
+                    }
+                    let plan = follower.log.plan_replica_append(bytes, 0).unwrap();
+                    follower.log.commit_append(&plan, 0);
+                    follower.files.entry(plan.segment_base_offset).or_default().extend_from_slice(bytes);
+                }
+            };
+            follower.files.insert(0, Vec::new());
+            copy(&mut follower, &spans);
+            prop_assert_eq!(follower.log.next_offset(), leader.log.next_offset());
+            // Truncate at a batch boundary.
+            let keep = cut.index(spans.len() + 1);
+            let offset = spans.get(keep).map_or(leader.log.next_offset(), |s| s.header.base_offset);
+            let (removed, cut_base) = follower.log.plan_truncation(offset);
+            let position = cut_base.map_or(0, |base| {
+                spans.iter().filter(|s| s.header.base_offset >= base && s.header.base_offset < offset)
+                    .map(|s| s.header.total_bytes() as u64).sum()
+            });
+            let gone = follower.log.truncate_to(offset, position);
+            prop_assert_eq!(gone.len(), removed.len());
+            for base in removed {
+                follower.files.remove(&base);
+            }
+            if let Some(base) = cut_base {
+                follower.files.get_mut(&base).unwrap().truncate(position as usize);
+            }
+            prop_assert_eq!(follower.log.next_offset(), offset);
+            copy(&mut follower, &spans[keep..]);
+            prop_assert_eq!(follower.log.next_offset(), leader.log.next_offset());
+            let copied: Vec<u8> = follower.files.values().flatten().copied().collect();
+            prop_assert_eq!(copied, stored.clone());
+            prop_assert_eq!(follower.log.size_bytes(), stored.len() as u64);
+        }
 
         /// A failed write rolls the log back to its mark: the log is exactly
         /// as before, and the same appends then get the same offsets.

@@ -186,6 +186,31 @@ impl Segment {
         self.bytes_since_index_entry = end.bytes_since_index_entry;
     }
 
+    /// Cuts the segment at `position`, the batch boundary where
+    /// `next_offset` starts (a follower's truncation): indexes lose the
+    /// entries past it, the largest timestamp falls back to what the time
+    /// index still holds.
+    pub fn truncate_at(&mut self, position: u64, next_offset: i64) {
+        assert!(position <= self.size_bytes, "truncation must not grow");
+        assert!(next_offset >= self.base_offset && next_offset <= self.next_offset);
+        assert_eq!(position == 0, next_offset == self.base_offset);
+        self.offset_index.truncate_to_position(position as u32);
+        self.time_index
+            .truncate_to_relative_offset(self.relative_offset(next_offset));
+        self.size_bytes = position;
+        self.next_offset = next_offset;
+        self.max_timestamp_ms = self.time_index.last_timestamp_ms().unwrap_or(-1);
+        if position == 0 {
+            self.first_append_ms = None;
+        }
+        let last_entry = self
+            .offset_index
+            .entries()
+            .last()
+            .map_or(0, |e| e.position as u64);
+        self.bytes_since_index_entry = position - last_entry;
+    }
+
     /// A segment restored from its files without a scan: its indexes were
     /// read back and the rest comes from a checkpoint or its neighbours.
     pub fn restored(

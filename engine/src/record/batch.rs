@@ -258,6 +258,36 @@ pub fn validate_record_set(records: &[u8]) -> Result<Vec<BatchSpan>, BatchError>
     Ok(spans)
 }
 
+/// Splits a record set copied from a partition leader into its validated
+/// batches: each batch's CRC and header are checked, but not the producer
+/// rules of [`validate_record_set`] (a compacted batch holds fewer records
+/// than its offset span). Offsets must rise from `first_offset` on, with
+/// gaps only where compaction removed whole batches.
+pub fn validate_replica_record_set(
+    records: &[u8],
+    first_offset: i64,
+) -> Result<Vec<BatchSpan>, BatchError> {
+    let mut spans: Vec<BatchSpan> = Vec::new();
+    let mut position = 0usize;
+    let mut next = first_offset;
+    while position < records.len() {
+        let header = validate_batch(&records[position..])?;
+        if header.base_offset < next || header.last_offset_delta < 0 {
+            return Err(BatchError::InvalidHeader(
+                "a replicated batch's offsets do not follow the log end",
+            ));
+        }
+        next = header.next_offset();
+        let end = position + header.total_bytes();
+        spans.push(BatchSpan {
+            range: position..end,
+            header,
+        });
+        position = end;
+    }
+    Ok(spans)
+}
+
 /// Overwrites baseOffset in place. baseOffset is outside the CRC, so the CRC
 /// stays valid.
 /// How many batches a record set holds, by their length fields alone (no

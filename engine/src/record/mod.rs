@@ -8,8 +8,8 @@ mod records;
 
 pub use batch::{
     compute_crc, count_batches, patch_base_offset, patch_leader_epoch, patch_max_timestamp,
-    validate_batch, validate_record_set, BatchError, BatchHeader, BatchSpan, Compression,
-    BATCH_HEADER_BYTES, LOG_OVERHEAD_BYTES, MAGIC_V2,
+    validate_batch, validate_record_set, validate_replica_record_set, BatchError, BatchHeader,
+    BatchSpan, Compression, BATCH_HEADER_BYTES, LOG_OVERHEAD_BYTES, MAGIC_V2,
 };
 pub use builder::{build_batch, BatchCompression, NewRecord};
 pub use codec::{
