@@ -19,6 +19,9 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     /// `num.partitions`: partitions of an auto-created topic.
     pub default_partitions: u32,
+    /// `default.replication.factor`: replicas of a topic created without
+    /// one (auto-created topics too).
+    pub default_replication_factor: u32,
     /// `socket.request.max.bytes`
     pub request_bytes_max: usize,
     /// Broker defaults of topic configs (`log.retention.ms`, `log.segment.bytes`, ...).
@@ -130,6 +133,7 @@ impl BrokerConfig {
             node_id: 0,
             auto_create_topics: true,
             default_partitions: 1,
+            default_replication_factor: 1,
             request_bytes_max: engine::protocol::REQUEST_BYTES_MAX_DEFAULT,
             topic_defaults: TopicDefaults::default(),
             shard_request_bytes_max: 256 << 20,

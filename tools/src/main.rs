@@ -87,6 +87,10 @@ struct ServeArgs {
     /// num.partitions: partitions of an auto-created topic.
     #[arg(long, env = "GREGOR_NUM_PARTITIONS", default_value_t = 1)]
     num_partitions: u32,
+    /// default.replication.factor: replicas of a topic created without a
+    /// replication factor (at most the live brokers).
+    #[arg(long, env = "GREGOR_DEFAULT_REPLICATION_FACTOR", default_value_t = 1)]
+    default_replication_factor: u32,
     /// Broker settings file (Kafka names, key=value lines), e.g.
     /// log.retention.hours=24, log.segment.bytes=536870912.
     #[arg(long, env = "GREGOR_CONFIG")]
@@ -262,6 +266,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.node_id = args.node_id;
     config.auto_create_topics = args.auto_create_topics;
     config.default_partitions = args.num_partitions.max(1);
+    config.default_replication_factor = args.default_replication_factor.max(1);
     let defaults = &mut config.topic_defaults;
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path)

@@ -361,6 +361,8 @@ pub struct TopicConfig {
     pub max_compaction_lag_ms: i64,
     pub delete_retention_ms: i64,
     pub log_append_time: bool,
+    /// `min.insync.replicas`: the ISR an acks=all produce needs.
+    pub min_insync_replicas: usize,
     /// `compression.type`: the codec every stored batch must have, or None
     /// to keep the producer's.
     pub compression: Option<Compression>,
@@ -416,6 +418,7 @@ impl TopicConfig {
             max_compaction_lag_ms: long("max.compaction.lag.ms"),
             delete_retention_ms: long("delete.retention.ms"),
             log_append_time: raw("message.timestamp.type").trim() == "LogAppendTime",
+            min_insync_replicas: long("min.insync.replicas").max(1) as usize,
             compression: topic_compression(&raw("compression.type")).flatten(),
         }
     }

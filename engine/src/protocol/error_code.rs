@@ -24,6 +24,12 @@ pub const INVALID_CONFIG: ErrorCode = 40;
 /// refresh metadata and retry).
 pub const NOT_CONTROLLER: ErrorCode = 41;
 pub const INVALID_REQUEST: ErrorCode = 42;
+/// acks=all: the ISR is smaller than `min.insync.replicas`; nothing was
+/// appended.
+pub const NOT_ENOUGH_REPLICAS: ErrorCode = 19;
+/// acks=all: appended, but the ISR shrank below `min.insync.replicas`
+/// before the high watermark reached it.
+pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: ErrorCode = 20;
 pub const KAFKA_STORAGE_ERROR: ErrorCode = 56;
 pub const LOG_DIR_NOT_FOUND: ErrorCode = 57;
 pub const UNKNOWN_TOPIC_ID: ErrorCode = 100;

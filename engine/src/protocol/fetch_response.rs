@@ -20,6 +20,9 @@ pub struct FetchPartitionHead {
     pub log_start_offset: i64,
     /// Length of the record set that follows this partition's fields.
     pub records_bytes: u32,
+    /// v12+: a follower's log diverged; (epoch, end offset) on the leader
+    /// (tagged field 0).
+    pub diverging_epoch: Option<(i32, i64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,8 +97,17 @@ pub fn encode_fetch_frame(
             write_len(&mut w, flexible, p.records_bytes as usize);
             gaps.push(w.buf.len());
             records_total += p.records_bytes as u64;
-            if flexible {
-                w.uvarint(0); // partition tagged fields
+            match (flexible, p.diverging_epoch) {
+                (true, Some((epoch, end_offset))) => {
+                    // One tagged field: tag 0, the EpochEndOffset struct
+                    // (epoch, end offset, its own empty tagged fields).
+                    w.uvarint(1).uvarint(0).uvarint(4 + 8 + 1);
+                    w.i32(epoch).i64(end_offset).uvarint(0);
+                }
+                (true, None) => {
+                    w.uvarint(0); // partition tagged fields
+                }
+                (false, _) => {}
             }
         }
         if flexible {
@@ -144,6 +156,11 @@ mod tests {
                     .with_records(Some(r.clone()));
                 if version >= 5 {
                     data.log_start_offset = p.log_start_offset;
+                }
+                if let Some((epoch, end_offset)) = p.diverging_epoch {
+                    data.diverging_epoch = km::fetch_response::EpochEndOffset::default()
+                        .with_epoch(epoch)
+                        .with_end_offset(end_offset);
                 }
                 out.partitions.push(data);
             }
@@ -197,6 +214,7 @@ mod tests {
                         last_stable_offset: lso,
                         log_start_offset: if version >= 5 { start } else { -1 },
                         records_bytes: bytes.len() as u32,
+                        diverging_epoch: (version >= 12 && hw % 3 == 0).then_some(((error as i32).max(0), lso)),
                     });
                     records.push(Bytes::from(bytes));
                 }

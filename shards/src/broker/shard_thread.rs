@@ -95,6 +95,24 @@ pub async fn run_shard(
             return false;
         }
     };
+    // In a cluster, this shard's own port for followers' fetches of the
+    // partitions it owns (one listener per shard, not shared).
+    let replication_listener = if config.quorum.voters.len() > 1 {
+        step("binding the replication listener");
+        let addr = replication_listen_addr(&config, id);
+        match bind_listener(addr, false) {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                let _ = ready.send(StartReport::Failed(format!(
+                    "shard {id}: cannot listen for replica fetches on {addr}: {e} (the replication ports are the Kafka port + {REPLICATION_PORT_OFFSET} + shard)"
+                )));
+                stop.raise();
+                return false;
+            }
+        }
+    } else {
+        None
+    };
     step("setting up the splice ring");
     let splice = match SpliceRing::new() {
         Ok(ring) => ring,
@@ -160,6 +178,8 @@ pub async fn run_shard(
         partitions,
     });
     let accept = glommio::spawn_local(accept_loop(shard.clone(), listener));
+    let replication_accept = replication_listener
+        .map(|listener| glommio::spawn_local(accept_loop(shard.clone(), listener)));
     let metrics_http = match (id, shard.config.metrics_listen) {
         (0, Some(addr)) => bind_metrics(addr).map(|listener| {
             tracing::info!(%addr, "metrics at http://{addr}/metrics");
@@ -169,6 +189,9 @@ pub async fn run_shard(
     };
     stop.wait().await;
     drop(accept.cancel());
+    if let Some(task) = replication_accept {
+        drop(task.cancel());
+    }
     if let Some(task) = metrics_http {
         drop(task.cancel());
     }
@@ -270,9 +293,19 @@ fn registration(config: &BrokerConfig) -> BrokerRegistration {
     }
 }
 
-/// Shard i of a broker will serve replica fetches on its Kafka port + this
-/// + i (brokers whose ports are 100 apart never collide).
+/// Shard i of a broker serves replica fetches on its Kafka port + this + i
+/// (brokers whose ports are 100 apart never collide).
 const REPLICATION_PORT_OFFSET: u16 = 10;
+
+/// Where shard `shard` listens for followers' fetches.
+fn replication_listen_addr(config: &BrokerConfig, shard: usize) -> std::net::SocketAddr {
+    let port = config
+        .listen
+        .port()
+        .saturating_add(REPLICATION_PORT_OFFSET)
+        .saturating_add(shard as u16);
+    std::net::SocketAddr::new(config.listen.ip(), port)
+}
 
 /// The quorum's share of the core against the data path's default queue
 /// (1000): its tasks are short and rare, so when both have work it always

@@ -1,9 +1,15 @@
-//! L2: traffic between brokers. Today the controller channel: each node's
-//! shard 0 listens on `--controller-listen` and keeps one connection to
-//! every other voter, carrying raft messages (one way) and requests for the
-//! quorum leader's controller (forwarded admin ops) with their replies.
-//! Replica fetchers between the shards that own a partition come next.
+//! L2: traffic between brokers.
+//! - The controller channel: each node's shard 0 listens on
+//!   `--controller-listen` and keeps one connection to every other voter,
+//!   carrying raft messages (one way) and requests for the quorum leader's
+//!   controller (forwarded admin ops) with their replies.
+//! - Replication: every shard listens on its own replication port (Kafka
+//!   port + 10 + shard) for followers' fetches of the partitions it owns,
+//!   and runs replica fetchers for the partitions it follows
+//!   (`replica_fetcher.rs`), so a partition's replication traffic stays
+//!   between its owning shards.
 
 pub mod listener;
 pub mod peers;
+pub mod replica_fetcher;
 pub mod wire;

@@ -149,7 +149,7 @@ impl QuorumTransport for ControllerPeers {
 }
 
 /// Resolves `host:port` (a literal address without blocking the shard).
-async fn resolve(address: &str) -> Option<SocketAddr> {
+pub(super) async fn resolve(address: &str) -> Option<SocketAddr> {
     if let Ok(addr) = address.parse() {
         return Some(addr);
     }

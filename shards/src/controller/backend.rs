@@ -12,6 +12,7 @@ use engine::protocol::ErrorCode;
 use tracing::{error, info, warn};
 
 use crate::clock::now_ms;
+use crate::cluster::replica_fetcher::ReplicaFetchers;
 use crate::config::BrokerConfig;
 use crate::disk::producer_snapshots::recover_producer_states;
 use crate::disk::recovery::open_partition;
@@ -30,10 +31,13 @@ pub struct Backend {
     partitions: RefCell<OwnedPartitions>,
     /// fdatasync latencies of every partition of the shard.
     pub fsync_latency: Rc<RefCell<Histogram>>,
+    /// This shard's fetch sessions for the partitions it follows.
+    fetchers: ReplicaFetchers,
 }
 
 impl Backend {
     pub fn new(shard_id: usize, config: Rc<BrokerConfig>, image: ClusterImage) -> Backend {
+        let node_id = config.node_id;
         Backend {
             shard_id,
             shard_count: config.shard_count,
@@ -41,6 +45,7 @@ impl Backend {
             image: RefCell::new(image),
             partitions: RefCell::new(OwnedPartitions::default()),
             fsync_latency: Rc::new(RefCell::new(Histogram::default())),
+            fetchers: ReplicaFetchers::new(node_id),
         }
     }
 
@@ -68,6 +73,16 @@ impl Backend {
             self.shard_count,
             self.config.node_id,
         )
+    }
+
+    /// The partition's leader epoch in this shard's image (0 for a
+    /// partition of the single legacy node, or one that does not exist).
+    pub fn leader_epoch(&self, topic: &str, partition: i32) -> i32 {
+        let image = self.image.borrow();
+        u32::try_from(partition)
+            .ok()
+            .and_then(|p| image.topic(topic)?.partition(p))
+            .map_or(0, |p| p.leader_epoch.max(0))
     }
 
     /// Whether the partition exists (anywhere in the cluster).
@@ -136,6 +151,72 @@ impl Backend {
         partition
     }
 
+    /// Gives an owned replica the role the image says: leader (with its
+    /// epoch and ISR), or follower of the leader's shard that owns it.
+    async fn settle_role(&self, partition: &Rc<Partition>) {
+        let found = {
+            let image = self.image.borrow();
+            u32::try_from(partition.index)
+                .ok()
+                .and_then(|p| image.topic(&partition.topic)?.partition(p))
+                .cloned()
+                .map(|p| {
+                    let leader_shard = image
+                        .broker(p.leader)
+                        .map(|b| (p.slot % b.registration.shard_count.max(1), b.clone()));
+                    (p, leader_shard)
+                })
+        };
+        let Some((image_partition, leader_broker)) = found else {
+            return;
+        };
+        if image_partition.replicas.is_empty() {
+            // The single legacy node's partition: it always leads.
+            return;
+        }
+        let node_id = self.config.node_id;
+        let epoch = image_partition.leader_epoch;
+        if image_partition.leader == node_id {
+            self.fetchers.unfollow(&partition.topic, partition.index);
+            let min_isr = self.topic_config(&partition.topic).min_insync_replicas;
+            partition
+                .become_leader(
+                    node_id,
+                    epoch,
+                    &image_partition.replicas,
+                    &image_partition.isr,
+                    min_isr,
+                    now_ms(),
+                )
+                .await;
+            return;
+        }
+        partition.become_follower(image_partition.leader, epoch);
+        let target = leader_broker.and_then(|(shard, broker)| {
+            let port = broker.replication_port(shard)?;
+            Some((
+                shard,
+                format!("{}:{port}", broker.registration.replication_host),
+            ))
+        });
+        match target {
+            Some((shard, address)) if !image_partition.replicas.is_empty() => self.fetchers.follow(
+                partition.clone(),
+                image_partition.leader,
+                shard,
+                address,
+                epoch,
+            ),
+            _ => self.fetchers.unfollow(&partition.topic, partition.index),
+        }
+    }
+
+    async fn settle_roles_of(&self, partitions: Vec<Rc<Partition>>) {
+        for partition in partitions {
+            self.settle_role(&partition).await;
+        }
+    }
+
     /// The effective config of a topic (topic values over broker defaults).
     pub fn topic_config(&self, topic: &str) -> TopicConfig {
         let image = self.image.borrow();
@@ -184,7 +265,8 @@ impl Backend {
                         files,
                         producers: ProducerStates::default(),
                     };
-                    self.install(topic, index, dir, opened);
+                    let partition = self.install(topic, index, dir, opened);
+                    self.settle_role(&partition).await;
                 }
                 Err(e) => {
                     error!(topic = %topic, partition = index, error = %e, "cannot create partition")
@@ -252,17 +334,31 @@ impl Backend {
                     .await;
                 info!(shard = self.shard_id, topic = %name, partitions = total, "partitions added");
             }
-            // Brokers and leadership: in the image; shards do not lead or
-            // follow yet.
-            MetadataRecord::RegisterBroker { .. }
-            | MetadataRecord::FenceBroker { .. }
+            // A new leader, epoch or ISR: the replica here takes its role.
+            MetadataRecord::PartitionChange {
+                topic, partition, ..
+            } => {
+                let owned = i32::try_from(*partition)
+                    .ok()
+                    .and_then(|p| self.partition(topic, p));
+                if let Some(owned) = owned {
+                    self.settle_role(&owned).await;
+                }
+            }
+            // A broker registered again (perhaps on other ports): the
+            // partitions followed from it reconnect.
+            MetadataRecord::RegisterBroker { .. } => {
+                self.settle_roles_of(self.owned_partitions()).await;
+            }
+            // Liveness alone: leadership moves by `PartitionChange`.
+            MetadataRecord::FenceBroker { .. }
             | MetadataRecord::UnfenceBroker { .. }
             | MetadataRecord::UnregisterBroker { .. }
-            | MetadataRecord::BrokerEpochSeen { .. }
-            | MetadataRecord::PartitionChange { .. } => {}
+            | MetadataRecord::BrokerEpochSeen { .. } => {}
             MetadataRecord::DeleteTopic { name } => {
                 let owned = self.partitions.borrow_mut().remove_topic(name);
                 for partition in owned {
+                    self.fetchers.unfollow(name, partition.index);
                     if let Err(e) = partition.delete().await {
                         error!(topic = %name, partition = partition.index, error = %e, "cannot delete partition files");
                     }
@@ -309,7 +405,10 @@ impl Backend {
                 let partition = self.install(&topic.name, index, dir, opened);
                 if let Some(reason) = &report.offline_reason {
                     partition.set_offline(reason);
+                } else if topic.partitions[index as usize].replicas.len() > 1 {
+                    partition.load_epochs().await;
                 }
+                self.settle_role(&partition).await;
             }
         }
         Ok(())

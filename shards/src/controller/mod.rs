@@ -238,15 +238,17 @@ impl Controller {
                 message: None,
                 partitions,
             };
-            if spec.replication_factor != -1 && spec.replication_factor != 1 {
-                result.error = codes::INVALID_REPLICATION_FACTOR;
-                result.message = Some(
-                    "replication factor 1 only: partitions are not replicated between brokers yet"
-                        .into(),
-                );
-                results.push(result);
-                continue;
-            }
+            let replication_factor = match spec.replication_factor {
+                -1 => self.backend.config.default_replication_factor as usize,
+                factor if factor >= 1 => factor as usize,
+                factor => {
+                    result.error = codes::INVALID_REPLICATION_FACTOR;
+                    result.message =
+                        Some(format!("replication factor {factor} must be at least 1"));
+                    results.push(result);
+                    continue;
+                }
+            };
             if let Some(e) = spec
                 .configs
                 .iter()
@@ -264,16 +266,17 @@ impl Controller {
                 continue;
             }
             // Replicas go round-robin over the brokers the quorum counts
-            // live (one each until partitions replicate).
-            let placements = match planned.place_replicas(partitions as usize, 1, 0) {
-                Ok(placements) => placements,
-                Err(e) => {
-                    result.error = codes::INVALID_REPLICATION_FACTOR;
-                    result.message = Some(e.to_string());
-                    results.push(result);
-                    continue;
-                }
-            };
+            // live.
+            let placements =
+                match planned.place_replicas(partitions as usize, replication_factor, 0) {
+                    Ok(placements) => placements,
+                    Err(e) => {
+                        result.error = codes::INVALID_REPLICATION_FACTOR;
+                        result.message = Some(e.to_string());
+                        results.push(result);
+                        continue;
+                    }
+                };
             let record = MetadataRecord::CreateReplicatedTopic {
                 name: spec.name.clone(),
                 topic_id: *uuid::Uuid::new_v4().as_bytes(),

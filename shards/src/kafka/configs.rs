@@ -292,7 +292,7 @@ fn broker_configs(config: &BrokerConfig) -> Vec<(String, String, i8, i8)> {
         ("process.roles", "broker,controller".into(), Some("broker,controller".into()), LIST),
         ("auto.create.topics.enable", c.auto_create_topics.to_string(), Some(d.auto_create_topics.to_string()), BOOLEAN),
         ("num.partitions", c.default_partitions.to_string(), Some(d.default_partitions.to_string()), INT),
-        ("default.replication.factor", "1".into(), Some("1".into()), SHORT),
+        ("default.replication.factor", c.default_replication_factor.to_string(), Some(d.default_replication_factor.to_string()), SHORT),
         ("offsets.topic.num.partitions", c.offsets_topic_partitions.to_string(), Some(d.offsets_topic_partitions.to_string()), INT),
         ("offsets.topic.replication.factor", "1".into(), Some("1".into()), SHORT),
         ("socket.request.max.bytes", c.request_bytes_max.to_string(), Some(d.request_bytes_max.to_string()), INT),

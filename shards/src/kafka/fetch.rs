@@ -30,6 +30,8 @@ struct FetchSlot {
     partition: i32,
     offset: i64,
     max_bytes: usize,
+    current_leader_epoch: i32,
+    last_fetched_epoch: i32,
     owner: Result<usize, ErrorCode>,
 }
 
@@ -40,6 +42,7 @@ struct FetchSlot {
 async fn read_slots(
     shard: &Rc<Shard>,
     slots: &[FetchSlot],
+    replica_id: Option<i32>,
     wait: Option<FetchWait>,
 ) -> Vec<Result<ReadOutcome, ErrorCode>> {
     let mut by_owner: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
@@ -74,11 +77,18 @@ async fn read_slots(
                     partition: slots[i].partition,
                     offset: slots[i].offset,
                     max_bytes: slots[i].max_bytes,
+                    current_leader_epoch: slots[i].current_leader_epoch,
+                    last_fetched_epoch: slots[i].last_fetched_epoch,
                 })
                 .collect();
             let shard = shard.clone();
             async move {
-                let outcomes = shard.call(owner, Read { reads, wait }).await;
+                let read = Read {
+                    reads,
+                    wait,
+                    replica_id,
+                };
+                let outcomes = shard.call(owner, read).await;
                 (owner, indexes, outcomes)
             }
         })
@@ -142,6 +152,8 @@ async fn fetch(ctx: RequestContext, request: km::FetchRequest) -> OutFrame {
                 partition: partition.partition,
                 offset: partition.fetch_offset,
                 max_bytes: partition.partition_max_bytes.max(0) as usize,
+                current_leader_epoch: partition.current_leader_epoch,
+                last_fetched_epoch: partition.last_fetched_epoch,
                 owner,
             });
         }
@@ -152,7 +164,10 @@ async fn fetch(ctx: RequestContext, request: km::FetchRequest) -> OutFrame {
         timeout_ms: max_wait_ms,
         min_bytes: request.min_bytes.max(0) as usize,
     });
-    let results = read_slots(shard, &slots, wait).await;
+    // A follower's fetch names its broker (Fetch v12 and older carry it as
+    // replica_id; consumers send -1).
+    let replica_id = (request.replica_id.0 >= 0).then_some(request.replica_id.0);
+    let results = read_slots(shard, &slots, replica_id, wait).await;
     // The response's max_bytes: always return the first non-empty partition
     // whole, then only what fits.
     let mut budget = response_bytes_max;
@@ -166,12 +181,16 @@ async fn fetch(ctx: RequestContext, request: km::FetchRequest) -> OutFrame {
             last_stable_offset: -1,
             log_start_offset: -1,
             records_bytes: 0,
+            diverging_epoch: None,
         };
         match result {
             Ok(outcome) => {
                 head.high_watermark = outcome.high_watermark;
                 head.last_stable_offset = outcome.high_watermark;
                 head.log_start_offset = outcome.log_start_offset;
+                head.diverging_epoch = outcome
+                    .diverging_epoch
+                    .map(|end| (end.epoch, end.end_offset));
                 if let Some(slice) = outcome.records {
                     let fits = slice.len as usize <= budget || budget == response_bytes_max;
                     if fits {

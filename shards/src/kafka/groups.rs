@@ -138,7 +138,8 @@ async fn create_offsets_topic(shard: &Rc<Shard>) {
     let spec = TopicSpec {
         name: OFFSETS_TOPIC.to_string(),
         partitions: shard.config.offsets_topic_partitions as i32,
-        replication_factor: -1,
+        // One replica until group coordinators follow partition leadership.
+        replication_factor: 1,
         configs: vec![("cleanup.policy".into(), "compact".into())],
         validate_only: false,
     };

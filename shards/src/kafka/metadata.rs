@@ -8,7 +8,6 @@ use super::response::{str_bytes as s, topic_name};
 use super::response::{CLUSTER_AUTHORIZED_OPERATIONS, CLUSTER_ID, TOPIC_AUTHORIZED_OPERATIONS};
 use super::topics::auto_create;
 use crate::mesh::admin::DescribeQuorum;
-use crate::partition::LEADER_EPOCH;
 use crate::shard::Shard;
 use engine::metadata::{BrokerRegistration, ClusterImage, PartitionImage, NO_LEADER};
 
@@ -179,7 +178,7 @@ pub async fn metadata(ctx: RequestContext, request: km::MetadataRequest) -> km::
                         p.offline_replicas = broker_ids(&view.offline);
                     }
                     if version >= 7 {
-                        p.leader_epoch = LEADER_EPOCH;
+                        p.leader_epoch = partition.leader_epoch.max(0);
                     }
                     p
                 })
@@ -289,7 +288,7 @@ pub async fn describe_topic_partitions(
             let mut partition = r::DescribeTopicPartitionsResponsePartition::default()
                 .with_partition_index(index)
                 .with_leader_id(km::BrokerId(view.leader))
-                .with_leader_epoch(LEADER_EPOCH)
+                .with_leader_epoch(found.partitions[index as usize].leader_epoch.max(0))
                 .with_replica_nodes(broker_ids(&view.replicas))
                 .with_isr_nodes(broker_ids(&view.isr))
                 .with_offline_replicas(broker_ids(&view.offline))

@@ -8,7 +8,6 @@ use engine::protocol as codes;
 use super::dispatch::RequestContext;
 
 use crate::mesh::data::{DeleteRecords, ListOffset, ListedOffset};
-use crate::partition::LEADER_EPOCH;
 
 pub async fn list_offsets(
     ctx: RequestContext,
@@ -43,7 +42,8 @@ pub async fn list_offsets(
                     p.offset = offset;
                     p.timestamp = timestamp_ms;
                     if version >= 4 && offset >= 0 {
-                        p.leader_epoch = LEADER_EPOCH;
+                        p.leader_epoch =
+                            shard.backend.leader_epoch(&name, partition.partition_index);
                     }
                 }
                 Err(code) => p.error_code = code,
@@ -70,7 +70,7 @@ pub async fn offset_for_leader_epoch(
         for p in topic.partitions {
             let mut entry = km::offset_for_leader_epoch_response::EpochEndOffset::default()
                 .with_partition(p.partition);
-            let leader_epoch = LEADER_EPOCH;
+            let leader_epoch = shard.backend.leader_epoch(&name, p.partition);
             let epoch_error =
                 codes::check_current_leader_epoch(p.current_leader_epoch, leader_epoch);
             if epoch_error != codes::NONE {

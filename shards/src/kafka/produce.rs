@@ -46,6 +46,7 @@ async fn produce(
     version: i16,
 ) -> LocalBoxFuture<'static, Option<km::ProduceResponse>> {
     let acks = request.acks;
+    let timeout_ms = request.timeout_ms.max(0) as u64;
     let mut pending = Vec::new();
     // (topic, partition, indexes in the batch of the records refused)
     let mut rejections: Vec<(String, i32, Vec<i32>)> = Vec::new();
@@ -92,6 +93,7 @@ async fn produce(
                                 partition: index,
                                 records,
                                 acks,
+                                timeout_ms,
                             };
                             let appended = shard.dispatch(owner, op).await;
                             async move {

@@ -122,7 +122,11 @@ pub async fn create_topics(
         }
         if version >= 5 && result.error == codes::NONE {
             topic.num_partitions = result.partitions;
-            topic.replication_factor = 1;
+            topic.replication_factor = shard
+                .image()
+                .topic(&result.name)
+                .and_then(|t| t.partitions.first())
+                .map_or(1, |p| p.replicas.len().max(1) as i16);
             topic.configs = Some(Vec::new());
         }
         if version >= 7 {

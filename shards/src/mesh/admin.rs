@@ -121,7 +121,7 @@ pub struct TopicSpec {
     pub name: String,
     /// -1: the broker default.
     pub partitions: i32,
-    /// -1: the broker default; anything but 1 is rejected on a single node.
+    /// -1: the broker default (`default.replication.factor`).
     pub replication_factor: i16,
     pub configs: Vec<(String, String)>,
     pub validate_only: bool,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use engine::protocol::{self as codes, ErrorCode};
+use engine::replication::EpochEnd;
 
 use super::subsystem;
 use crate::io::splice::FileSlice;
@@ -24,6 +25,8 @@ pub struct Append {
     pub partition: i32,
     pub records: Bytes,
     pub acks: i16,
+    /// acks=all: how long to wait for the ISR (the request's timeout).
+    pub timeout_ms: u64,
 }
 
 impl Append {
@@ -45,6 +48,9 @@ pub struct AppendOutcome {
 pub struct Read {
     pub reads: Vec<PartitionRead>,
     pub wait: Option<FetchWait>,
+    /// A follower's fetch (its node id): reads go to the log end, and its
+    /// positions count for the leader's ISR and high watermark.
+    pub replica_id: Option<i32>,
 }
 
 impl Read {
@@ -63,6 +69,10 @@ pub struct PartitionRead {
     pub partition: i32,
     pub offset: i64,
     pub max_bytes: usize,
+    /// The leader epoch the client believes current (-1: none).
+    pub current_leader_epoch: i32,
+    /// A follower's: the epoch of its last batch (-1: none).
+    pub last_fetched_epoch: i32,
 }
 
 /// How long a parked read may wait, and for how much. `(origin, id)` names
@@ -82,6 +92,8 @@ pub struct ReadOutcome {
     pub records: Option<FileSlice>,
     pub high_watermark: i64,
     pub log_start_offset: i64,
+    /// A follower's log diverged: where its epoch ends on the leader.
+    pub diverging_epoch: Option<EpochEnd>,
 }
 
 /// Record bytes found by a set of reads.

@@ -51,13 +51,17 @@ impl Partition {
                 break;
             }
             let started = std::time::Instant::now();
+            let durable_end = self.written_end.get();
             let result = self.sync().await;
             self.group_commit
                 .fsync_latency
                 .borrow_mut()
                 .observe(started.elapsed().as_secs_f64());
             let ok = match result {
-                Ok(()) => true,
+                Ok(()) => {
+                    self.on_synced(durable_end);
+                    true
+                }
                 Err(e) => {
                     // The page cache may have dropped the unsynced pages: the
                     // log on disk is in doubt, so the partition stops writing.

@@ -6,13 +6,16 @@
 mod compaction;
 mod group_commit;
 mod reader;
+mod replica;
 mod replicas;
 mod retention;
+mod truncation;
 mod watch;
 mod writer;
 
 pub use replicas::{OwnedPartitions, TopicSlots};
 
+pub use replica::FollowerFetch;
 pub use watch::DataSignal;
 
 use std::cell::{Cell, RefCell};
@@ -32,10 +35,8 @@ use crate::disk::producer_snapshots::write_producer_snapshot;
 use crate::disk::segment_files::{sync_dir, write_clean_checkpoint, SegmentFiles};
 use crate::metrics::{Histogram, TopicCounters};
 use group_commit::GroupCommit;
+use replica::Replication;
 use writer::QueuedAppend;
-
-/// Single-node leader epoch until replication exists.
-pub const LEADER_EPOCH: i32 = 0;
 
 pub struct Partition {
     pub topic: String,
@@ -47,8 +48,15 @@ pub struct Partition {
     queued_bytes: Cell<usize>,
     writer_running: Cell<bool>,
     writer_idle: RefCell<Vec<oneshot::Sender<()>>>,
-    /// Offset below which records are written and visible to consumers.
+    /// Offset below which records are visible to consumers: written (one
+    /// replica), or on the disks of the leader and its ISR (`replica.rs`).
     high_watermark: Cell<i64>,
+    /// Offset after the last batch written to the segment files.
+    written_end: Cell<i64>,
+    /// The leader epoch this replica stamps on batches when it leads.
+    leader_epoch: Cell<i32>,
+    /// Role, visible bytes, acks=all waiters, epoch cache (`replica.rs`).
+    replication: RefCell<Replication>,
     /// Bytes of the active segment that are written.
     written_position: Cell<u64>,
     /// Parked fetches watching for data past the high watermark.
@@ -110,6 +118,9 @@ impl Partition {
             writer_running: Cell::new(false),
             writer_idle: RefCell::new(Vec::new()),
             high_watermark: Cell::new(high_watermark),
+            written_end: Cell::new(high_watermark),
+            leader_epoch: Cell::new(0),
+            replication: RefCell::new(Replication::solo()),
             written_position: Cell::new(written_position),
             data_waiters: RefCell::new(Vec::new()),
             failed: Cell::new(false),

@@ -55,11 +55,33 @@ impl From<ErrorCode> for PlanError {
 }
 
 impl Partition {
-    fn readable_limit(&self, segment_base_offset: i64, segment_bytes: u64) -> u64 {
-        if segment_base_offset == self.log.borrow().active().base_offset {
+    /// The byte end a read may reach in a segment: what is written (a
+    /// follower's fetch), or what is below the high watermark.
+    fn readable_limit(
+        &self,
+        segment_base_offset: i64,
+        segment_bytes: u64,
+        to_log_end: bool,
+    ) -> u64 {
+        let written = if segment_base_offset == self.log.borrow().active().base_offset {
             self.written_position.get()
         } else {
             segment_bytes
+        };
+        if to_log_end {
+            written
+        } else {
+            self.visible_limit(segment_base_offset, written)
+        }
+    }
+
+    /// The offset a read may reach: the written log end (a follower's
+    /// fetch) or the high watermark.
+    pub(super) fn read_end_offset(&self, to_log_end: bool) -> i64 {
+        if to_log_end {
+            self.written_end.get()
+        } else {
+            self.high_watermark.get()
         }
     }
 
@@ -73,13 +95,18 @@ impl Partition {
     /// Whole batches from `offset` for a Fetch, about `max_bytes` of them
     /// (at least one), as a file range: the connection's shard sends them
     /// from the page cache without copying.
-    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadOutcome, ErrorCode> {
-        if let Some(outcome) = self.read_without_io(offset) {
+    pub async fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        to_log_end: bool,
+    ) -> Result<ReadOutcome, ErrorCode> {
+        if let Some(outcome) = self.read_without_io(offset, to_log_end) {
             return outcome;
         }
         let (high_watermark, log_start_offset) =
             (self.high_watermark.get(), self.log_start_offset());
-        let planned = self.plan_fetch(offset, max_bytes).await?;
+        let planned = self.plan_fetch(offset, max_bytes, to_log_end).await?;
         let records = match planned {
             None => None,
             Some(planned) => {
@@ -99,37 +126,43 @@ impl Partition {
             records,
             high_watermark,
             log_start_offset,
+            diverging_epoch: None,
         })
     }
 
     /// The outcome of [`Partition::read`] when it needs no I/O: nothing to
     /// read at `offset` (a caught-up consumer), or an error found from
     /// memory. None when there are batches to plan.
-    pub fn read_without_io(&self, offset: i64) -> Option<Result<ReadOutcome, ErrorCode>> {
+    pub fn read_without_io(
+        &self,
+        offset: i64,
+        to_log_end: bool,
+    ) -> Option<Result<ReadOutcome, ErrorCode>> {
         if self.offline.get() {
             return Some(Err(codes::KAFKA_STORAGE_ERROR));
         }
-        let high_watermark = self.high_watermark.get();
-        if offset < high_watermark {
+        let end = self.read_end_offset(to_log_end);
+        if offset < end {
             return None;
         }
         let log = self.log.borrow();
         // Caught up (the common case of a long poll): no index lookup.
-        let caught_up = offset == high_watermark && offset >= log.log_start_offset();
-        if !caught_up && log.plan_read(offset).is_err() {
+        let caught_up = offset == end && offset >= log.log_start_offset();
+        if !caught_up && (offset > self.written_end.get() || log.plan_read(offset).is_err()) {
             return Some(Err(codes::OFFSET_OUT_OF_RANGE));
         }
         Some(Ok(ReadOutcome {
             records: None,
-            high_watermark,
+            high_watermark: self.high_watermark.get(),
             log_start_offset: log.log_start_offset(),
+            diverging_epoch: None,
         }))
     }
 
     /// The same batches as [`Partition::read`], copied into memory, for the
     /// broker's own readers (group state loading).
     pub async fn read_bytes(&self, offset: i64, max_bytes: usize) -> Result<Bytes, ErrorCode> {
-        let Some(planned) = self.plan_fetch(offset, max_bytes).await? else {
+        let Some(planned) = self.plan_fetch(offset, max_bytes, false).await? else {
             return Ok(Bytes::new());
         };
         let bytes = planned
@@ -157,11 +190,12 @@ impl Partition {
         &self,
         offset: i64,
         max_bytes: usize,
+        to_log_end: bool,
     ) -> Result<Option<PlannedRead>, ErrorCode> {
         // Compaction and retention replace or delete segments while a plan
         // awaits its header read: the plan then starts over from the index.
         for _attempt in 0..PLAN_ATTEMPTS_MAX {
-            match self.plan_fetch_once(offset, max_bytes).await {
+            match self.plan_fetch_once(offset, max_bytes, to_log_end).await {
                 Ok(planned) => return Ok(planned),
                 Err(PlanError::Code(code)) => return Err(code),
                 Err(PlanError::SegmentReplaced) => continue,
@@ -175,11 +209,12 @@ impl Partition {
         &self,
         offset: i64,
         max_bytes: usize,
+        to_log_end: bool,
     ) -> Result<Option<PlannedRead>, PlanError> {
         if self.offline.get() {
             return Err(codes::KAFKA_STORAGE_ERROR.into());
         }
-        let high_watermark = self.high_watermark.get();
+        let end_offset = self.read_end_offset(to_log_end);
         let start = match self.log.borrow().plan_read(offset) {
             Err(ReadError::OffsetOutOfRange { .. }) => {
                 return Err(codes::OFFSET_OUT_OF_RANGE.into())
@@ -187,12 +222,13 @@ impl Partition {
             Ok(None) => None,
             Ok(Some(start)) => Some(start),
         };
-        let Some(mut start) = start.filter(|_| offset < high_watermark) else {
+        let Some(mut start) = start.filter(|_| offset < end_offset) else {
             return Ok(None);
         };
         let mut position = start.position;
         for _round in 0..READ_ROUNDS_MAX {
-            let limit = self.readable_limit(start.segment_base_offset, start.segment_bytes);
+            let limit =
+                self.readable_limit(start.segment_base_offset, start.segment_bytes, to_log_end);
             if position >= limit {
                 let next = self
                     .log
@@ -266,7 +302,7 @@ impl Partition {
             let end_offset = match end {
                 ReadEnd::Indexed { next_offset, .. } => next_offset,
                 ReadEnd::Limit { .. } if segment.base_offset == log.active().base_offset => {
-                    high_watermark
+                    end_offset
                 }
                 ReadEnd::Limit { .. } => segment.next_offset,
             };
@@ -324,7 +360,7 @@ impl Partition {
             .get(&start.segment_base_offset)
             .cloned()
             .ok_or(codes::UNKNOWN_SERVER_ERROR)?;
-        let limit = self.readable_limit(start.segment_base_offset, start.segment_bytes);
+        let limit = self.readable_limit(start.segment_base_offset, start.segment_bytes, false);
         let mut position = start.position;
         // Walk batch headers; decode only the batch that reaches the target.
         for _round in 0..READ_ROUNDS_MAX * 64 {

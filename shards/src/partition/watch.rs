@@ -37,10 +37,11 @@ impl DataSignal {
 }
 
 impl Partition {
-    /// Makes `signal` fire once the high watermark passes `offset`. False,
-    /// and nothing registered, if it already has or the partition closed.
-    pub fn watch_beyond(&self, offset: i64, signal: &Rc<DataSignal>) -> bool {
-        if self.high_watermark.get() > offset || self.closed.get() {
+    /// Makes `signal` fire once the high watermark (a follower's fetch: the
+    /// written log end) passes `offset`. False, and nothing registered, if
+    /// it already has or the partition closed.
+    pub fn watch_beyond(&self, offset: i64, to_log_end: bool, signal: &Rc<DataSignal>) -> bool {
+        if self.read_end_offset(to_log_end) > offset || self.closed.get() {
             return false;
         }
         let mut waiters = self.data_waiters.borrow_mut();

@@ -13,7 +13,7 @@ use engine::protocol::{self as codes, ErrorCode};
 use futures::channel::oneshot;
 use tracing::{error, warn};
 
-use super::{Partition, LEADER_EPOCH};
+use super::Partition;
 use crate::disk::direct_appender::{DirectAppender, SegmentWriteMode};
 use crate::disk::producer_snapshots::write_producer_snapshot;
 use crate::disk::segment_files::{
@@ -27,6 +27,9 @@ const WRITE_COALESCE_BYTES_MAX: usize = 8 << 20;
 
 pub(super) struct QueuedAppend {
     records: Bytes,
+    /// Copied from the partition leader by this follower's fetcher: its
+    /// offsets and epochs stay.
+    from_leader: bool,
     reply: oneshot::Sender<Result<AppendOutcome, ErrorCode>>,
 }
 
@@ -44,20 +47,43 @@ impl Partition {
         self: &Rc<Self>,
         records: Bytes,
     ) -> oneshot::Receiver<Result<AppendOutcome, ErrorCode>> {
+        self.enqueue_as(records, false)
+    }
+
+    /// Queues a record set this follower copied from its leader.
+    pub fn enqueue_from_leader(
+        self: &Rc<Self>,
+        records: Bytes,
+    ) -> oneshot::Receiver<Result<AppendOutcome, ErrorCode>> {
+        self.enqueue_as(records, true)
+    }
+
+    fn enqueue_as(
+        self: &Rc<Self>,
+        records: Bytes,
+        from_leader: bool,
+    ) -> oneshot::Receiver<Result<AppendOutcome, ErrorCode>> {
         let (reply, receiver) = oneshot::channel();
-        if self.failed.get() || self.closed.get() {
-            let _ = reply.send(Err(if self.failed.get() {
-                codes::KAFKA_STORAGE_ERROR
-            } else {
-                codes::NOT_LEADER_OR_FOLLOWER
-            }));
+        let refusal = if self.failed.get() {
+            Some(codes::KAFKA_STORAGE_ERROR)
+        } else if self.closed.get() || self.is_leader() == from_leader {
+            // A producer's append reached a follower (leadership moved
+            // after routing), or a fetcher's a leader.
+            Some(codes::NOT_LEADER_OR_FOLLOWER)
+        } else {
+            None
+        };
+        if let Some(code) = refusal {
+            let _ = reply.send(Err(code));
             return receiver;
         }
         self.queued_bytes
             .set(self.queued_bytes.get() + records.len());
-        self.queue
-            .borrow_mut()
-            .push_back(QueuedAppend { records, reply });
+        self.queue.borrow_mut().push_back(QueuedAppend {
+            records,
+            from_leader,
+            reply,
+        });
         if !self.writer_running.replace(true) {
             glommio::spawn_local(self.clone().run_writer()).detach();
         }
@@ -109,7 +135,7 @@ impl Partition {
     /// Plans and writes `appends` as one coalesced write (or two, around a
     /// roll). Each record set is copied once, into the write buffer, and its
     /// offsets are patched there.
-    async fn write_appends(&self, appends: Vec<QueuedAppend>) {
+    async fn write_appends(self: &Rc<Self>, appends: Vec<QueuedAppend>) {
         let capacity = appends.iter().map(|a| a.records.len()).sum();
         let mut pending = PendingWrite {
             bytes: Vec::with_capacity(capacity),
@@ -123,10 +149,7 @@ impl Partition {
             let mut start = pending.bytes.len();
             pending.bytes.extend_from_slice(&append.records);
             let now = crate::clock::now_ms();
-            let planned =
-                self.log
-                    .borrow()
-                    .plan_append(&mut pending.bytes[start..], LEADER_EPOCH, now);
+            let planned = self.plan(&mut pending.bytes[start..], append.from_leader, now);
             // An idempotent batch is checked against its producer's state
             // before anything is committed: a retry is answered with the
             // original offsets (once this write is done, so never before the
@@ -142,7 +165,7 @@ impl Partition {
                 }
                 _ => None,
             };
-            if let Some(identity) = &identity {
+            if let (Some(identity), false) = (&identity, append.from_leader) {
                 match self.producers.borrow().check(identity) {
                     SequenceVerdict::Append => {}
                     SequenceVerdict::Duplicate { base_offset } => {
@@ -179,10 +202,7 @@ impl Partition {
                     assert!(pending.bytes.is_empty(), "the flush took the buffer");
                     pending.bytes = set;
                     start = 0;
-                    let replanned =
-                        self.log
-                            .borrow()
-                            .plan_append(&mut pending.bytes, LEADER_EPOCH, now);
+                    let replanned = self.plan(&mut pending.bytes, append.from_leader, now);
                     match replanned {
                         Ok(plan) => {
                             assert!(!plan.roll_first, "a fresh segment takes any valid set");
@@ -203,6 +223,9 @@ impl Partition {
                 self.producers.borrow_mut().mark();
             }
             assert_eq!(pending.position + start as u64, plan.position);
+            if append.from_leader {
+                self.note_replica_epochs(plan.batches());
+            }
             self.log.borrow_mut().commit_append(&plan, now);
             if let Some(identity) = &identity {
                 self.producers.borrow_mut().record(
@@ -217,9 +240,25 @@ impl Partition {
         self.flush(&mut pending).await;
     }
 
+    /// Plans one record set: a producer's gets offsets and this leader's
+    /// epoch; a leader's copy keeps its own.
+    fn plan(
+        &self,
+        bytes: &mut [u8],
+        from_leader: bool,
+        now_ms: i64,
+    ) -> Result<engine::log::AppendPlan, AppendError> {
+        let log = self.log.borrow();
+        if from_leader {
+            log.plan_replica_append(bytes, now_ms)
+        } else {
+            log.plan_append(bytes, self.leader_epoch.get(), now_ms)
+        }
+    }
+
     /// Writes the coalesced bytes, then publishes them: high watermark,
     /// fetch waiters, producer replies.
-    async fn flush(&self, pending: &mut PendingWrite) {
+    async fn flush(self: &Rc<Self>, pending: &mut PendingWrite) {
         if pending.bytes.is_empty() {
             // Only retries of batches already written: answer them.
             let log_start_offset = self.log.borrow().log_start_offset();
@@ -251,11 +290,11 @@ impl Partition {
                 let mut counters = self.counters.get();
                 counters.produce_bytes += length;
                 counters.produce_records +=
-                    (log.next_offset() - self.high_watermark.get()).max(0) as u64;
+                    (log.next_offset() - self.written_end.get()).max(0) as u64;
                 self.counters.set(counters);
-                self.high_watermark.set(log.next_offset());
-                let log_start_offset = log.log_start_offset();
+                let (next_offset, log_start_offset) = (log.next_offset(), log.log_start_offset());
                 drop(log);
+                self.on_written(next_offset, pending.position + length);
                 self.wake_data_waiters();
                 for (reply, base_offset) in replies {
                     let _ = reply.send(Ok(AppendOutcome {
@@ -324,7 +363,7 @@ impl Partition {
         let failed_offset = mark.next_offset;
         let failed_records = self.log.borrow().next_offset() - failed_offset;
         self.log.borrow_mut().roll_back_to(mark);
-        assert_eq!(self.log.borrow().next_offset(), self.high_watermark.get());
+        assert_eq!(self.log.borrow().next_offset(), self.written_end.get());
         match file.truncate(position).await {
             Ok(()) => {
                 error!(topic = %self.topic, partition = self.index, error = %e, offset = failed_offset, records = failed_records, position, "write failed; appends refused with KAFKA_STORAGE_ERROR and the log rolled back (it takes writes again)");

@@ -11,8 +11,9 @@ use futures::channel::oneshot;
 use futures::future::{select, Either};
 
 use super::Shard;
+use crate::clock::now_ms;
 use crate::mesh::data::{found_record_bytes, FetchWait, PartitionRead, ReadOutcome};
-use crate::partition::DataSignal;
+use crate::partition::{DataSignal, FollowerFetch, Partition};
 
 /// Bound on read-and-park rounds of one fetch long-poll (each round follows
 /// a write to one of its partitions).
@@ -31,27 +32,36 @@ enum Woken {
 impl Shard {
     /// Reads every partition once. Caught-up partitions (most of a long
     /// poll's) answer from memory; only those with batches to plan await.
-    async fn read_once(&self, reads: &[PartitionRead]) -> Vec<Result<ReadOutcome, ErrorCode>> {
+    async fn read_once(
+        &self,
+        reads: &[PartitionRead],
+        replica_id: Option<i32>,
+    ) -> Vec<Result<ReadOutcome, ErrorCode>> {
         let mut outcomes = Vec::with_capacity(reads.len());
         let mut planned = Vec::new();
         let owned = self.backend.partitions_of(reads);
+        let now = now_ms();
         for (i, (read, owner)) in reads.iter().zip(owned).enumerate() {
             let outcome = match owner {
                 None => Some(Err(codes::NOT_LEADER_OR_FOLLOWER)),
-                Some(p) => {
-                    let outcome = p.read_without_io(read.offset);
-                    if outcome.is_none() {
-                        planned.push((i, p, read));
+                Some(p) => match check_reader(&p, read, replica_id, now) {
+                    Some(answer) => Some(answer),
+                    None => {
+                        let outcome = p.read_without_io(read.offset, replica_id.is_some());
+                        if outcome.is_none() {
+                            planned.push((i, p, read));
+                        }
+                        outcome
                     }
-                    outcome
-                }
+                },
             };
             outcomes.push(outcome);
         }
+        let to_log_end = replica_id.is_some();
         let done = futures::future::join_all(
             planned
                 .iter()
-                .map(|(_, p, read)| p.read(read.offset, read.max_bytes)),
+                .map(|(_, p, read)| p.read(read.offset, read.max_bytes, to_log_end)),
         )
         .await;
         for ((i, _, _), outcome) in planned.iter().zip(done) {
@@ -70,10 +80,11 @@ impl Shard {
     pub(super) async fn read_partitions(
         &self,
         reads: &[PartitionRead],
+        replica_id: Option<i32>,
         wait: Option<(FetchWait, oneshot::Receiver<()>)>,
     ) -> Vec<Result<ReadOutcome, ErrorCode>> {
         let started = std::time::Instant::now();
-        let mut outcomes = self.read_once(reads).await;
+        let mut outcomes = self.read_once(reads, replica_id).await;
         let Some((wait, mut ended)) = wait else {
             return outcomes;
         };
@@ -85,10 +96,14 @@ impl Shard {
                 break;
             }
             let remaining_ms = wait.timeout_ms - elapsed_ms;
-            match self.park(reads, &outcomes, remaining_ms, &mut ended).await {
-                Woken::Data => outcomes = self.read_once(reads).await,
+            let to_log_end = replica_id.is_some();
+            match self
+                .park(reads, &outcomes, to_log_end, remaining_ms, &mut ended)
+                .await
+            {
+                Woken::Data => outcomes = self.read_once(reads, replica_id).await,
                 Woken::Ended => {
-                    outcomes = self.read_once(reads).await;
+                    outcomes = self.read_once(reads, replica_id).await;
                     break;
                 }
                 Woken::Stop => break,
@@ -106,6 +121,7 @@ impl Shard {
         &self,
         reads: &[PartitionRead],
         outcomes: &[Result<ReadOutcome, ErrorCode>],
+        to_log_end: bool,
         timeout_ms: u64,
         ended: &mut oneshot::Receiver<()>,
     ) -> Woken {
@@ -113,11 +129,14 @@ impl Shard {
         let mut watching = false;
         let owned = self.backend.partitions_of(reads);
         for ((read, outcome), owner) in reads.iter().zip(outcomes).zip(owned) {
-            let seen = outcome.as_ref().map_or(read.offset, |o| o.high_watermark);
+            let seen = match outcome {
+                Ok(o) if !to_log_end => o.high_watermark,
+                _ => read.offset,
+            };
             let Some(p) = owner else {
                 continue;
             };
-            if !p.watch_beyond(seen.max(read.offset), &signal) {
+            if !p.watch_beyond(seen.max(read.offset), to_log_end, &signal) {
                 // A write landed while the reads ran.
                 return Woken::Data;
             }
@@ -138,5 +157,40 @@ impl Shard {
             Either::Right((Either::Left(_), _)) => Woken::Stop,
             Either::Right((Either::Right(_), _)) => Woken::Ended,
         }
+    }
+}
+
+/// The checks before a read: a follower's fetch counts its position (or is
+/// told to truncate); anyone's `current_leader_epoch` must be this leader's.
+/// `Some` is the answer without reading.
+fn check_reader(
+    partition: &Partition,
+    read: &PartitionRead,
+    replica_id: Option<i32>,
+    now_ms: i64,
+) -> Option<Result<ReadOutcome, ErrorCode>> {
+    let Some(follower) = replica_id else {
+        if !partition.is_leader() {
+            return Some(Err(codes::NOT_LEADER_OR_FOLLOWER));
+        }
+        let code =
+            codes::check_current_leader_epoch(read.current_leader_epoch, partition.leader_epoch());
+        return (code != codes::NONE).then_some(Err(code));
+    };
+    match partition.follower_fetched(
+        follower,
+        read.current_leader_epoch,
+        read.offset,
+        read.last_fetched_epoch,
+        now_ms,
+    ) {
+        Err(code) => Some(Err(code)),
+        Ok(FollowerFetch::Serve) => None,
+        Ok(FollowerFetch::Diverging(end)) => Some(Ok(ReadOutcome {
+            records: None,
+            high_watermark: partition.high_watermark_offset(),
+            log_start_offset: partition.log_start_offset(),
+            diverging_epoch: Some(end),
+        })),
     }
 }

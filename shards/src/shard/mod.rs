@@ -139,7 +139,11 @@ impl Shard {
                 let appended = self.start_append(op);
                 async move { Append::wrap_reply(appended.await) }.boxed_local()
             }
-            Request::Data(DataRequest::Read(Read { reads, wait })) => {
+            Request::Data(DataRequest::Read(Read {
+                reads,
+                wait,
+                replica_id,
+            })) => {
                 let wait = wait.map(|w| {
                     let (sender, receiver) = oneshot::channel();
                     self.parked_fetches
@@ -147,7 +151,9 @@ impl Shard {
                         .insert((w.origin, w.id), sender);
                     (w, receiver)
                 });
-                async move { Read::wrap_reply(self.read_partitions(&reads, wait).await) }
+                async move {
+                    Read::wrap_reply(self.read_partitions(&reads, replica_id, wait).await)
+                }
                     .boxed_local()
             }
             Request::Data(DataRequest::EndWait(EndWait { origin, id })) => {
@@ -223,11 +229,30 @@ impl Shard {
         let Some(owned) = self.backend.partition(&op.topic, op.partition) else {
             return async { Err(codes::NOT_LEADER_OR_FOLLOWER) }.boxed_local();
         };
-        let written = owned.enqueue(op.records);
         let acks = op.acks;
+        if acks == -1 {
+            if let Err(code) = owned.enough_replicas() {
+                return async move { Err(code) }.boxed_local();
+            }
+        }
+        let written = owned.enqueue(op.records);
+        let timeout_ms = op.timeout_ms;
         async move {
             let outcome = written.await.unwrap_or(Err(codes::UNKNOWN_SERVER_ERROR));
-            if acks == -1 && outcome.is_ok() && !owned.sync_durable().await {
+            let Ok(appended) = &outcome else {
+                return outcome;
+            };
+            if acks != -1 {
+                return outcome;
+            }
+            if owned.is_replicated() {
+                // On the leader's disk and its ISR's: the high watermark
+                // moves only to whole writes, so passing the base offset
+                // means passing the whole append.
+                owned
+                    .wait_high_watermark(appended.base_offset + 1, timeout_ms)
+                    .await?;
+            } else if !owned.sync_durable().await {
                 return Err(codes::KAFKA_STORAGE_ERROR);
             }
             outcome
