@@ -320,9 +320,10 @@ TEST_ELECTION_TIMEOUT_MS = 250
 def cluster_factory(broker_factory):
     """make(count, *extra_args, shards=1, start=True) -> Brokers with node ids
     1..count, every one a voter of one metadata quorum (controller listeners on
-    free ports), started one after the other."""
+    free ports), started one after the other. `shards` may list a count per
+    broker (unequal shard counts)."""
 
-    def make(count: int, *extra_args, shards: int | None = 1, start: bool = True) -> list[Broker]:
+    def make(count: int, *extra_args, shards: int | list[int] | None = 1, start: bool = True) -> list[Broker]:
         controller_ports = [free_port() for _ in range(count)]
         voters = ",".join(f"{i + 1}@127.0.0.1:{port}" for i, port in enumerate(controller_ports))
         brokers = []
@@ -334,7 +335,7 @@ def cluster_factory(broker_factory):
                 "--controller-quorum-election-timeout-ms", TEST_ELECTION_TIMEOUT_MS,
                 "--metrics", "off",
                 *extra_args,
-                shards=shards,
+                shards=shards[i] if isinstance(shards, list) else shards,
                 start=False,
             )
             b.node_id = i + 1

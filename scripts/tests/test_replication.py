@@ -63,3 +63,151 @@ def test_followers_copy_every_acknowledged_batch(cluster_factory):
         copies = [replica_bytes(b, "copied", partition) for b in brokers]
         assert copies[0], f"partition {partition} has no data"
         assert copies[0] == copies[1] == copies[2], f"partition {partition} differs between replicas"
+
+
+# ---------------------------------------------------------------------------
+# kill -9 under acks=all load, with a history checker
+
+
+import random
+import sys
+import threading
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from history_check import Read, Send, check  # noqa: E402
+
+FAULT_ARGS = (
+    "--broker-heartbeat-interval-ms", 100,
+    "--broker-session-timeout-ms", 1000,
+    "--replica-lag-time-max-ms", 2000,
+)
+
+
+class HistoryProducer:
+    """A default confluent producer (acks=all) sending unique values as fast
+    as a small pause allows, recording every send's outcome."""
+
+    def __init__(self, bootstrap: str, topic: str, name: str, idempotent: bool):
+        from confluent_kafka import Producer
+
+        self.topic, self.name, self.idempotent = topic, name, idempotent
+        self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": idempotent})
+        self.sends: list[Send] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        i = 0
+        while not self.stopping.is_set():
+            send = Send(value=f"{self.name}-{i}".encode(), producer=self.name, idempotent=self.idempotent)
+            self.sends.append(send)
+
+            def delivered(err, msg, send=send):
+                if err is None:
+                    send.outcome, send.partition, send.offset = "acked", msg.partition(), msg.offset()
+                else:
+                    send.outcome, send.error = "failed", str(err)
+
+            while True:
+                try:
+                    self.producer.produce(self.topic, value=send.value, on_delivery=delivered)
+                    break
+                except BufferError:
+                    self.producer.poll(0.05)
+            self.producer.poll(0)
+            i += 1
+            time.sleep(0.002)
+        self.producer.flush(60)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=120)
+        assert not self.thread.is_alive(), f"producer {self.name} did not finish"
+
+
+def read_everything(bootstrap: str, topic: str, partitions: int) -> list[Read]:
+    """Every record of every partition, from its start to its high watermark."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"history-{time.time()}", "enable.auto.commit": False}
+    )
+    try:
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=20)[1] for p in range(partitions)}
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        reads: list[Read] = []
+        positions = {p: 0 for p in range(partitions)}
+        deadline = time.monotonic() + 120
+        while any(positions[p] < ends[p] for p in range(partitions)):
+            assert time.monotonic() < deadline, f"final read stuck at {positions} of {ends}"
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() is not None:
+                continue
+            reads.append(Read(msg.partition(), msg.offset(), msg.value()))
+            positions[msg.partition()] = msg.offset() + 1
+        return reads
+    finally:
+        consumer.close()
+
+
+def leaders_and_isrs(bootstrap: str, topic: str):
+    try:
+        return partition_state(bootstrap, topic)
+    except Exception:
+        return None
+
+
+def wait_for_full_isr(bootstrap: str, topic: str, brokers: int, timeout_s: float = 60) -> None:
+    def full() -> bool:
+        state = leaders_and_isrs(bootstrap, topic)
+        return state is not None and all(leader >= 0 and len(isr) == brokers for leader, _, isr in state.values())
+
+    wait_until("every partition has a leader and a full ISR", full, timeout_s)
+
+
+def run_kill_rounds(cluster_factory, shards, seed: int, rounds: int) -> None:
+    rng = random.Random(seed)
+    brokers = cluster_factory(3, *FAULT_ARGS, shards=shards)
+    bootstrap = ",".join(b.bootstrap for b in brokers)
+    topic = f"history-{seed}"
+    create_replicated(bootstrap, topic, 3, 3, {"min.insync.replicas": "2"})
+    wait_for_full_isr(bootstrap, topic, 3)
+    producers = [
+        HistoryProducer(bootstrap, topic, "idempotent", True),
+        HistoryProducer(bootstrap, topic, "plain", False),
+    ]
+    for p in producers:
+        p.start()
+    try:
+        for round_ in range(rounds):
+            time.sleep(1.0)
+            state = partition_state(bootstrap, topic)
+            leader = state[rng.randrange(3)][0]
+            victim = next(b for b in brokers if b.node_id == leader)
+            victim.kill9()
+            others = ",".join(b.bootstrap for b in brokers if b is not victim)
+            wait_until(
+                f"round {round_}: partitions led by a live broker",
+                lambda: (s := leaders_and_isrs(others, topic)) is not None
+                and all(l >= 0 and l != leader for l, _, _ in s.values()),
+            )
+            time.sleep(1.0)
+            victim.start()
+            wait_for_full_isr(bootstrap, topic, 3)
+    finally:
+        for p in producers:
+            p.stop()
+    sends = [s for p in producers for s in p.sends]
+    reads = read_everything(bootstrap, topic, 3)
+    findings = check(sends, reads)
+    print(f"history seed={seed} shards={shards}: {findings.summary()}")
+    assert findings.acked > 0
+    assert findings.ok(), findings
+
+
+def test_kill_9_partition_leaders_under_acks_all_load(cluster_factory):
+    run_kill_rounds(cluster_factory, shards=1, seed=1, rounds=3)

@@ -22,6 +22,9 @@ pub struct BrokerConfig {
     /// `default.replication.factor`: replicas of a topic created without
     /// one (auto-created topics too).
     pub default_replication_factor: u32,
+    /// `replica.lag.time.max.ms`: a follower that has not caught up for
+    /// this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
     /// `socket.request.max.bytes`
     pub request_bytes_max: usize,
     /// Broker defaults of topic configs (`log.retention.ms`, `log.segment.bytes`, ...).
@@ -134,6 +137,7 @@ impl BrokerConfig {
             auto_create_topics: true,
             default_partitions: 1,
             default_replication_factor: 1,
+            replica_lag_time_max_ms: 30_000,
             request_bytes_max: engine::protocol::REQUEST_BYTES_MAX_DEFAULT,
             topic_defaults: TopicDefaults::default(),
             shard_request_bytes_max: 256 << 20,

@@ -91,6 +91,10 @@ struct ServeArgs {
     /// replication factor (at most the live brokers).
     #[arg(long, env = "GREGOR_DEFAULT_REPLICATION_FACTOR", default_value_t = 1)]
     default_replication_factor: u32,
+    /// replica.lag.time.max.ms: a follower that has not caught up with its
+    /// leader for this long leaves the ISR (and rejoins once caught up).
+    #[arg(long, env = "GREGOR_REPLICA_LAG_TIME_MAX_MS", default_value_t = 30_000)]
+    replica_lag_time_max_ms: u64,
     /// Broker settings file (Kafka names, key=value lines), e.g.
     /// log.retention.hours=24, log.segment.bytes=536870912.
     #[arg(long, env = "GREGOR_CONFIG")]
@@ -267,6 +271,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.auto_create_topics = args.auto_create_topics;
     config.default_partitions = args.num_partitions.max(1);
     config.default_replication_factor = args.default_replication_factor.max(1);
+    config.replica_lag_time_max_ms = args.replica_lag_time_max_ms.max(1);
     let defaults = &mut config.topic_defaults;
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path)

@@ -200,6 +200,21 @@ impl ProducerStates {
         debug_assert!(self.producers.len() <= PRODUCERS_PER_PARTITION_MAX);
     }
 
+    /// Records a batch a follower copied from its leader: no checks (the
+    /// leader made them), but undone like `record` if its write fails.
+    pub fn record_replicated(&mut self, header: &BatchHeader, now_ms: i64) {
+        let Some(batch) = BatchIdentity::of(header) else {
+            return;
+        };
+        let before = self.producers.get(&batch.producer_id).cloned();
+        self.undo.push((batch.producer_id, before));
+        let last_offset = header.base_offset + header.last_offset_delta.max(0) as i64;
+        self.apply(&batch, header.base_offset, last_offset, now_ms);
+        if self.producers.len() > PRODUCERS_PER_PARTITION_MAX {
+            self.evict_least_recent(batch.producer_id);
+        }
+    }
+
     /// Replays a batch read back from the log (recovery): no checks, no
     /// roll back; the log is the truth.
     pub fn replay(&mut self, header: &BatchHeader, now_ms: i64) {

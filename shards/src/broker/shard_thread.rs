@@ -168,6 +168,7 @@ pub async fn run_shard(
         }
     }
     glommio::spawn_local(groups.clone().run_ticker()).detach();
+    glommio::spawn_local(shard.clone().run_isr_checks()).detach();
     if let Some(lifecycle) = &lifecycle {
         step("waiting for the metadata quorum to count this broker live");
         lifecycle.wait_unfenced(&stop).await;

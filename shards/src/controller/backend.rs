@@ -85,6 +85,19 @@ impl Backend {
             .map_or(0, |p| p.leader_epoch.max(0))
     }
 
+    /// The partition as this shard's image has it.
+    pub fn partition_image(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Option<engine::metadata::PartitionImage> {
+        let image = self.image.borrow();
+        u32::try_from(partition)
+            .ok()
+            .and_then(|p| image.topic(topic)?.partition(p))
+            .cloned()
+    }
+
     /// Whether the partition exists (anywhere in the cluster).
     pub fn partition_exists(&self, topic: &str, partition: i32) -> bool {
         let image = self.image.borrow();
@@ -407,6 +420,7 @@ impl Backend {
                     partition.set_offline(reason);
                 } else if topic.partitions[index as usize].replicas.len() > 1 {
                     partition.load_epochs().await;
+                    partition.hold_back_high_watermark();
                 }
                 self.settle_role(&partition).await;
             }

@@ -23,13 +23,14 @@ use engine::metadata::{encode_records, validate_topic_config, MetadataRecord};
 use engine::protocol::{self as codes, ErrorCode};
 use engine::raft::ProposeError;
 use engine::txn::ProducerIdBlock;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use crate::cluster::listener::ControllerService;
 use crate::cluster::peers::ControllerPeers;
 use crate::cluster::wire::{ControllerReply, ControllerRequest};
 use crate::mesh::admin::{
-    AdminReply, AdminRequest, ConfigChange, PartitionGrowth, QuorumStatus, TopicResult, TopicSpec,
+    AdminReply, AdminRequest, AlterPartition, ConfigChange, PartitionGrowth, QuorumStatus,
+    TopicResult, TopicSpec,
 };
 use crate::mesh::Reply;
 
@@ -173,7 +174,34 @@ impl Controller {
                 AdminReply::AllocateProducerId(self.allocate_producer_id().await)
             }
             AdminRequest::DescribeQuorum(_) => AdminReply::DescribeQuorum(self.describe_quorum()),
+            AdminRequest::AlterPartition(op) => {
+                AdminReply::AlterPartition(self.alter_partition(op).await)
+            }
         }
+    }
+
+    /// A partition leader's new ISR, checked by Kafka's rules
+    /// (`engine::metadata::alter_partition`) and committed as a
+    /// `PartitionChange`.
+    async fn alter_partition(&self, op: AlterPartition) -> Result<(), ErrorCode> {
+        let _permit = self.busy.acquire_permit(1).await;
+        self.current().await?;
+        let record = engine::metadata::alter_partition(
+            &self.backend.image(),
+            &op.topic,
+            op.partition,
+            op.leader,
+            op.leader_epoch,
+            op.partition_epoch,
+            op.isr.clone(),
+        )
+        .map_err(|refusal| {
+            info!(topic = %op.topic, partition = op.partition, leader = op.leader, isr = ?op.isr, %refusal, "AlterPartition refused");
+            refusal.error_code()
+        })?;
+        self.commit_metadata(std::slice::from_ref(&record)).await?;
+        info!(topic = %op.topic, partition = op.partition, isr = ?op.isr, "ISR changed");
+        Ok(())
     }
 
     /// A producer id never handed out before: from the reserved block, or

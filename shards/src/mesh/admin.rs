@@ -13,7 +13,27 @@ subsystem!(#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)] Admin, A
     AddPartitions => Vec<TopicResult>,
     AllocateProducerId => Result<i64, ErrorCode>,
     DescribeQuorum => Result<QuorumStatus, ErrorCode>,
+    AlterPartition => Result<(), ErrorCode>,
 });
+
+/// Kafka's AlterPartition: a partition leader asks for a new ISR (its
+/// followers fell behind, or caught up). The answer comes as the
+/// `PartitionChange` it commits; the reply says only whether it did.
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct AlterPartition {
+    pub topic: String,
+    pub partition: u32,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
+impl AlterPartition {
+    fn undelivered_reply(&self) -> Result<(), ErrorCode> {
+        Err(codes::NOT_CONTROLLER)
+    }
+}
 
 /// The metadata quorum as its leader sees it (DescribeQuorum).
 #[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -98,6 +118,7 @@ impl AdminRequest {
             }
             AdminRequest::AllocateProducerId(_) => AdminReply::AllocateProducerId(Err(error)),
             AdminRequest::DescribeQuorum(_) => AdminReply::DescribeQuorum(Err(error)),
+            AdminRequest::AlterPartition(_) => AdminReply::AlterPartition(Err(error)),
         }
     }
 }

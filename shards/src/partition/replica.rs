@@ -315,6 +315,32 @@ impl Partition {
         Ok(FollowerFetch::Serve)
     }
 
+    /// The ISR this leader should ask the controller for now (followers
+    /// lagging more than `lag_max_ms` leave, caught-up ones join), marked
+    /// as in flight; None when it has nothing to ask.
+    pub fn isr_change_due(&self, now_ms: i64, lag_max_ms: i64) -> Option<(i32, Vec<i32>)> {
+        let mut replication = self.replication.borrow_mut();
+        let Role::Leader(state) = &mut replication.role else {
+            return None;
+        };
+        let change = state.isr_change(now_ms, lag_max_ms)?;
+        state.isr_change_sent(&change);
+        Some((change.leader_epoch, change.isr.into_iter().collect()))
+    }
+
+    /// The controller refused an ISR change: the committed ISR stands.
+    pub fn isr_change_refused(&self, leader_epoch: i32, isr: &[i32]) {
+        let moved = match &mut self.replication.borrow_mut().role {
+            Role::Leader(state) if state.leader_epoch() == leader_epoch => {
+                state.isr_committed(isr.iter().copied().collect())
+            }
+            _ => None,
+        };
+        if let Some(high_watermark) = moved {
+            self.advance_visible(high_watermark);
+        }
+    }
+
     /// A follower learned its leader's high watermark.
     pub fn on_leader_high_watermark(&self, high_watermark: i64) {
         if matches!(self.replication.borrow().role, Role::Follower { .. }) {
@@ -450,6 +476,35 @@ impl Partition {
             warn!(topic = %self.topic, partition = self.index, error = %e, "cannot write the leader-epoch checkpoint");
             self.replication.borrow_mut().epochs_dirty = true;
         }
+    }
+
+    /// At open, a replica of several: the high watermark is not persisted,
+    /// so it starts at the log start and moves to the log end once the ISR
+    /// confirms it (consumers never read what a failover may still cut).
+    pub fn hold_back_high_watermark(&self) {
+        let (start, first_base, active_base, active_size) = {
+            let log = self.log.borrow();
+            let first_base = log.segments().next().map_or(0, |s| s.base_offset);
+            (
+                log.log_start_offset(),
+                first_base,
+                log.active().base_offset,
+                log.active().size_bytes,
+            )
+        };
+        let end = self.written_end.get();
+        if start >= end {
+            return;
+        }
+        let mut replication = self.replication.borrow_mut();
+        replication.write_ends.clear();
+        replication.write_ends.push_back(WriteEnd {
+            next_offset: end,
+            segment_base_offset: active_base,
+            position: active_size,
+        });
+        replication.visible = (first_base, 0);
+        self.high_watermark.set(start);
     }
 
     /// Loads the epoch cache written by `persist_epochs`, cut to the log.

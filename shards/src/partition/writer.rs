@@ -155,6 +155,9 @@ impl Partition {
             // original offsets (once this write is done, so never before the
             // original is written), a gap or a stale epoch is refused.
             let identity = match planned.as_ref().map(|plan| plan.batches()) {
+                // A leader's copy: its batches were checked there, and are
+                // recorded one by one below.
+                Ok(_) if append.from_leader => None,
                 Ok([batch]) => BatchIdentity::of(batch),
                 Ok(batches) if batches.iter().any(|b| BatchIdentity::of(b).is_some()) => {
                     // One sequence range per append: Produce refuses such
@@ -165,7 +168,7 @@ impl Partition {
                 }
                 _ => None,
             };
-            if let (Some(identity), false) = (&identity, append.from_leader) {
+            if let Some(identity) = &identity {
                 match self.producers.borrow().check(identity) {
                     SequenceVerdict::Append => {}
                     SequenceVerdict::Duplicate { base_offset } => {
@@ -234,6 +237,14 @@ impl Partition {
                     plan.last_offset,
                     now,
                 );
+            }
+            if append.from_leader {
+                // The producers' state follows the log, so a follower that
+                // becomes leader answers their retries as its leader would.
+                let mut producers = self.producers.borrow_mut();
+                for batch in plan.batches() {
+                    producers.record_replicated(batch, now);
+                }
             }
             pending.replies.push((append.reply, plan.base_offset));
         }

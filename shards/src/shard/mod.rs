@@ -4,6 +4,7 @@
 //! long-polls, and serves the ops other shards send it over the mesh.
 
 mod fetch_parking;
+mod isr;
 mod maintenance;
 mod metrics_snapshot;
 
