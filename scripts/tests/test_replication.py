@@ -74,8 +74,11 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from history_check import Read, Send, check  # noqa: E402
+from test_metadata_quorum import wait_for_one_leader  # noqa: E402
 
 FAULT_ARGS = (
     "--broker-heartbeat-interval-ms", 100,
@@ -185,8 +188,12 @@ def run_kill_rounds(cluster_factory, shards, seed: int, rounds: int) -> None:
     try:
         for round_ in range(rounds):
             time.sleep(1.0)
-            state = partition_state(bootstrap, topic)
-            leader = state[rng.randrange(3)][0]
+            if round_ % 2 == 1:
+                # The metadata quorum's leader (the controller) this time.
+                leader = wait_for_one_leader(brokers)
+            else:
+                state = partition_state(bootstrap, topic)
+                leader = state[rng.randrange(3)][0]
             victim = next(b for b in brokers if b.node_id == leader)
             victim.kill9()
             others = ",".join(b.bootstrap for b in brokers if b is not victim)
@@ -209,5 +216,68 @@ def run_kill_rounds(cluster_factory, shards, seed: int, rounds: int) -> None:
     assert findings.ok(), findings
 
 
-def test_kill_9_partition_leaders_under_acks_all_load(cluster_factory):
-    run_kill_rounds(cluster_factory, shards=1, seed=1, rounds=3)
+@pytest.mark.parametrize(
+    "shards, seed",
+    [(1, 1), (2, 2), ([1, 2, 3], 3)],
+    ids=["1-shard", "2-shards", "unequal-shards"],
+)
+def test_kill_9_leaders_under_acks_all_load(cluster_factory, shards, seed):
+    """kill -9 a partition leader, then the controller, then a partition
+    leader again, under idempotent and plain acks=all load."""
+    run_kill_rounds(cluster_factory, shards=shards, seed=seed, rounds=3)
+
+
+def offsets_partition(group_id: str, partitions: int) -> int:
+    """Kafka's partitionFor: Java's String.hashCode, made non-negative."""
+    h = 0
+    for c in group_id:
+        h = (31 * h + ord(c)) & 0xFFFFFFFF
+    return (h & 0x7FFFFFFF) % partitions
+
+
+def test_group_commits_survive_a_coordinator_kill(cluster_factory):
+    """__consumer_offsets replicates (offsets.topic.replication.factor 3):
+    kill -9 the group's coordinator; the leader of its offsets partition
+    moves, loads the group, and a new consumer resumes at the commits."""
+    from confluent_kafka import Consumer
+
+    brokers = cluster_factory(3, *FAULT_ARGS, "--offsets-topic-num-partitions", 3, shards=2)
+    bootstrap = ",".join(b.bootstrap for b in brokers)
+    create_replicated(bootstrap, "resumed", 2, 3, {"min.insync.replicas": "2"})
+    records = make_records(400, seed=5)
+    produce_confluent(bootstrap, "resumed", records)
+
+    def consume(count: int, servers: str) -> list[bytes]:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": servers,
+                "group.id": "survivor",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+        consumer.subscribe(["resumed"])
+        values = []
+        deadline = time.monotonic() + 60
+        try:
+            while len(values) < count and time.monotonic() < deadline:
+                msg = consumer.poll(0.5)
+                if msg is not None and msg.error() is None:
+                    values.append(msg.key())
+            consumer.commit(asynchronous=False)
+        finally:
+            consumer.close()
+        return values
+
+    first = consume(150, bootstrap)
+    assert len(first) == 150
+    coordinator = partition_state(bootstrap, "__consumer_offsets")[offsets_partition("survivor", 3)][0]
+    victim = next(b for b in brokers if b.node_id == coordinator)
+    victim.kill9()
+    survivors = ",".join(b.bootstrap for b in brokers if b is not victim)
+    rest = consume(250, survivors)
+    # Nothing committed is read again, nothing is skipped (keys are unique
+    # among these 400 records).
+    assert len(rest) == 250
+    assert set(first).isdisjoint(rest)
+    assert sorted(first + rest) == sorted(r.key for r in records)

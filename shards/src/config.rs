@@ -44,6 +44,9 @@ pub struct BrokerConfig {
     pub connection_idle_ms_max: u64,
     /// `offsets.topic.num.partitions`
     pub offsets_topic_partitions: u32,
+    /// `offsets.topic.replication.factor` (at most the live brokers when the
+    /// topic is made).
+    pub offsets_topic_replication_factor: u32,
     /// How segment appends reach the disk (buffered io_uring or O_DIRECT).
     pub segment_write_mode: SegmentWriteMode,
     /// `producer.id.expiration.ms`: idempotent producers idle this long are
@@ -147,6 +150,7 @@ impl BrokerConfig {
             cleaner_backoff_ms: 15_000,
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9644))),
             offsets_topic_partitions: engine::group::OFFSETS_TOPIC_PARTITIONS_DEFAULT,
+            offsets_topic_replication_factor: 3,
             segment_write_mode: SegmentWriteMode::Buffered,
             producer_id_expiration_ms: engine::txn::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
             quorum: QuorumSettings::default(),

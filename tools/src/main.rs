@@ -200,6 +200,14 @@ struct ServeArgs {
         default_value_t = 50
     )]
     offsets_topic_num_partitions: u32,
+    /// offsets.topic.replication.factor: replicas of __consumer_offsets
+    /// (fewer when fewer brokers are live as it is made)
+    #[arg(
+        long,
+        env = "GREGOR_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        default_value_t = 3
+    )]
+    offsets_topic_replication_factor: u32,
     /// producer.id.expiration.ms: idempotent producers idle this long are forgotten
     #[arg(
         long,
@@ -357,6 +365,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         bail!("--offsets-topic-num-partitions must be at least 1");
     }
     config.offsets_topic_partitions = args.offsets_topic_num_partitions;
+    config.offsets_topic_replication_factor = args.offsets_topic_replication_factor.max(1);
     if args.producer_id_expiration_ms < 1 {
         bail!("--producer-id-expiration-ms must be at least 1");
     }

@@ -114,6 +114,20 @@ impl Coordinator {
         self.debug_check(record.group_id());
     }
 
+    /// This coordinator no longer owns the groups `leaving` names (their
+    /// `__consumer_offsets` partition got another leader): they are
+    /// forgotten here, and their members' waiting requests are answered
+    /// NOT_COORDINATOR. Returns how many groups left, and the answers.
+    pub fn unload(&mut self, mut leaving: impl FnMut(&str) -> bool) -> (usize, Effects) {
+        let mut effects = Effects::default();
+        let gone: Vec<String> = self.groups.keys().filter(|g| leaving(g)).cloned().collect();
+        for group_id in &gone {
+            let mut group = self.groups.remove(group_id).expect("listed");
+            group.abandon_waiting(codes::NOT_COORDINATOR, &mut effects);
+        }
+        (gone.len(), effects)
+    }
+
     /// DeleteGroups: only groups without members. The tombstones of their
     /// offsets win over the commits still in flight.
     pub fn delete_group(&mut self, group_id: &str) -> (ErrorCode, Effects) {

@@ -169,6 +169,7 @@ pub async fn run_shard(
     }
     glommio::spawn_local(groups.clone().run_ticker()).detach();
     glommio::spawn_local(shard.clone().run_isr_checks()).detach();
+    glommio::spawn_local(groups.clone().follow_offsets_leadership()).detach();
     if let Some(lifecycle) = &lifecycle {
         step("waiting for the metadata quorum to count this broker live");
         lifecycle.wait_unfenced(&stop).await;

@@ -4,11 +4,14 @@
 //! everything else reads them (routing, configs, partition lookups).
 
 use std::cell::{Ref, RefCell};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use engine::group::OFFSETS_TOPIC;
 use engine::log::LogConfig;
 use engine::metadata::{ClusterImage, MetadataRecord, TopicConfig, TopicImage};
 use engine::protocol::ErrorCode;
+use futures::channel::oneshot;
 use tracing::{error, info, warn};
 
 use crate::clock::now_ms;
@@ -33,6 +36,11 @@ pub struct Backend {
     pub fsync_latency: Rc<RefCell<Histogram>>,
     /// This shard's fetch sessions for the partitions it follows.
     fetchers: ReplicaFetchers,
+    /// Replicated `__consumer_offsets` partitions whose role was set since
+    /// the group host last looked: index -> leads (bounded by the
+    /// partition count), and the group host's wake-up.
+    offsets_roles: RefCell<BTreeMap<i32, bool>>,
+    offsets_roles_waiter: RefCell<Option<oneshot::Sender<()>>>,
 }
 
 impl Backend {
@@ -46,6 +54,8 @@ impl Backend {
             partitions: RefCell::new(OwnedPartitions::default()),
             fsync_latency: Rc::new(RefCell::new(Histogram::default())),
             fetchers: ReplicaFetchers::new(node_id),
+            offsets_roles: RefCell::new(BTreeMap::new()),
+            offsets_roles_waiter: RefCell::new(None),
         }
     }
 
@@ -202,9 +212,11 @@ impl Backend {
                     now_ms(),
                 )
                 .await;
+            self.note_offsets_role(partition, true);
             return;
         }
         partition.become_follower(image_partition.leader, epoch);
+        self.note_offsets_role(partition, false);
         let target = leader_broker.and_then(|(shard, broker)| {
             let port = broker.replication_port(shard)?;
             Some((
@@ -221,6 +233,36 @@ impl Backend {
                 epoch,
             ),
             _ => self.fetchers.unfollow(&partition.topic, partition.index),
+        }
+    }
+
+    /// Tells the group host that a replicated `__consumer_offsets`
+    /// partition here leads (load its groups) or follows (unload them).
+    fn note_offsets_role(&self, partition: &Partition, leads: bool) {
+        if partition.topic != OFFSETS_TOPIC {
+            return;
+        }
+        self.offsets_roles
+            .borrow_mut()
+            .insert(partition.index, leads);
+        if let Some(waiter) = self.offsets_roles_waiter.borrow_mut().take() {
+            let _ = waiter.send(());
+        }
+    }
+
+    /// Waits until an offsets partition's role was set, then takes what
+    /// was set (index -> leads).
+    pub async fn offsets_role_changes(&self) -> BTreeMap<i32, bool> {
+        loop {
+            let changes = std::mem::take(&mut *self.offsets_roles.borrow_mut());
+            if !changes.is_empty() {
+                return changes;
+            }
+            let (sender, receiver) = oneshot::channel();
+            *self.offsets_roles_waiter.borrow_mut() = Some(sender);
+            if receiver.await.is_err() {
+                return BTreeMap::new();
+            }
         }
     }
 

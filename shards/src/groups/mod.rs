@@ -8,7 +8,7 @@
 //! this one.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ use crate::mesh::groups::{
     PartitionErrors, SyncGroup,
 };
 use crate::mesh::{Call, Reply};
+use crate::partition::Partition;
 use crate::stop::StopFlag;
 
 /// Shortest time between two runs of the group timers (sessions, rebalance
@@ -43,6 +44,9 @@ const GROUP_TICK_MS_MAX: i64 = 1_000;
 /// Bound on group operations that bring the next run forward while the
 /// ticker waits; past it the ticker just runs.
 const TICKER_WAKES_MAX: usize = 100_000;
+/// How long an offset commit waits for its record to reach the ISR
+/// (Kafka's `offsets.commit.timeout.ms`).
+const OFFSET_COMMIT_TIMEOUT_MS: u64 = 5_000;
 /// Read size while loading a `__consumer_offsets` partition.
 const LOAD_READ_BYTES: usize = 1 << 20;
 
@@ -51,6 +55,11 @@ pub struct GroupHost {
     parked: RefCell<HashMap<RequestToken, oneshot::Sender<Completion>>>,
     next_token: Cell<RequestToken>,
     loading: Cell<bool>,
+    /// Offsets partitions whose groups are loading after this shard became
+    /// their leader: group ops wait (COORDINATOR_LOAD_IN_PROGRESS).
+    partitions_loading: Cell<usize>,
+    /// The replicated offsets partitions this shard leads and has loaded.
+    loaded_partitions: RefCell<BTreeSet<i32>>,
     /// Set while the ticker sleeps: the next group operation wakes it, to
     /// start ticking (a shard with no groups takes no timer) or to bring
     /// the next run forward.
@@ -69,6 +78,8 @@ impl GroupHost {
             next_token: Cell::new(1),
             ticker_parked: RefCell::new(None),
             loading: Cell::new(true),
+            partitions_loading: Cell::new(0),
+            loaded_partitions: RefCell::new(BTreeSet::new()),
         }
     }
 
@@ -117,6 +128,16 @@ pub fn coordinator_route(backend: &Backend, group_id: &str) -> Result<(i32, usiz
             _ => codes::COORDINATOR_NOT_AVAILABLE,
         })?;
     Ok((partition, owner))
+}
+
+/// The `__consumer_offsets` partition that holds `group_id`'s records.
+pub fn coordinator_partition(backend: &Backend, group_id: &str) -> Option<i32> {
+    let image = backend.image();
+    let topic = image.topic(OFFSETS_TOPIC)?;
+    Some(offsets_partition_for(
+        group_id,
+        topic.partition_count() as u32,
+    ))
 }
 
 /// The broker that coordinates `group_id`: the leader of its
@@ -180,9 +201,11 @@ impl GroupHost {
             waits.push((partition, written));
         }
         for (partition, written) in waits {
-            written.await.unwrap_or(Err(codes::UNKNOWN_SERVER_ERROR))?;
-            if durable && !partition.sync_durable().await {
-                return Err(codes::KAFKA_STORAGE_ERROR);
+            let appended = written.await.unwrap_or(Err(codes::UNKNOWN_SERVER_ERROR))?;
+            if durable {
+                partition
+                    .wait_acks_all(appended.base_offset, OFFSET_COMMIT_TIMEOUT_MS)
+                    .await?;
             }
         }
         Ok(())
@@ -226,7 +249,7 @@ impl GroupHost {
     /// Before any operation: refuses while loading, and wakes the ticker to
     /// look at the deadlines again.
     fn begin_op(&self) -> Result<(), ErrorCode> {
-        if self.loading.get() {
+        if self.loading.get() || self.partitions_loading.get() > 0 {
             return Err(codes::COORDINATOR_LOAD_IN_PROGRESS);
         }
         if let Some(ticker) = self.ticker_parked.borrow_mut().take() {
@@ -396,58 +419,20 @@ impl GroupHost {
         })
     }
 
-    /// Replays the owned `__consumer_offsets` partitions into the coordinator.
+    /// Replays the `__consumer_offsets` partitions this shard leads into
+    /// the coordinator (at start).
     pub async fn load(self: &Rc<Self>) {
         let owned: Vec<_> = self
             .backend
             .owned_partitions()
             .into_iter()
-            .filter(|p| p.topic == OFFSETS_TOPIC)
+            .filter(|p| p.topic == OFFSETS_TOPIC && p.is_leader())
             .collect();
-        let now = now_ms();
         let mut records = 0usize;
         for partition in owned {
-            let mut offset = partition.log_start_offset();
-            // Each round advances past at least one batch or stops.
-            for _round in 0..10_000_000u64 {
-                if offset >= partition.high_watermark_offset() {
-                    break;
-                }
-                let batches = match partition.read_bytes(offset, LOAD_READ_BYTES).await {
-                    Ok(batches) if !batches.is_empty() => batches,
-                    Ok(_) => break,
-                    Err(code) => {
-                        warn!(
-                            partition = partition.index,
-                            code, "cannot load group records"
-                        );
-                        break;
-                    }
-                };
-                let mut position = 0usize;
-                while position < batches.len() {
-                    let Ok(header) = BatchHeader::parse(&batches[position..]) else {
-                        break;
-                    };
-                    let end = position + header.total_bytes();
-                    if end > batches.len() {
-                        break;
-                    }
-                    if let Ok(batch_records) = decode_records(&batches[position..end]) {
-                        let mut coordinator = self.coordinator.borrow_mut();
-                        for record in batch_records {
-                            let Some(key) = record.key else { continue };
-                            if let Some(decoded) =
-                                GroupLogRecord::decode(&key, record.value.as_deref())
-                            {
-                                coordinator.apply(&decoded, now);
-                                records += 1;
-                            }
-                        }
-                    }
-                    offset = header.next_offset();
-                    position = end;
-                }
+            records += self.load_partition(&partition).await;
+            if partition.is_replicated() {
+                self.loaded_partitions.borrow_mut().insert(partition.index);
             }
         }
         self.loading.set(false);
@@ -457,6 +442,100 @@ impl GroupHost {
                 shard = self.backend.shard_id,
                 groups, records, "loaded consumer groups"
             );
+        }
+    }
+
+    /// Replays one offsets partition, to its log end (a new leader's high
+    /// watermark may still be catching up with what its ISR acknowledged).
+    /// Returns the records applied.
+    async fn load_partition(&self, partition: &Partition) -> usize {
+        let now = now_ms();
+        let mut records = 0usize;
+        let mut offset = partition.log_start_offset();
+        // Each round advances past at least one batch or stops.
+        for _round in 0..10_000_000u64 {
+            if offset >= partition.log_end_offset() {
+                break;
+            }
+            let batches = match partition.read_bytes(offset, LOAD_READ_BYTES, true).await {
+                Ok(batches) if !batches.is_empty() => batches,
+                Ok(_) => break,
+                Err(code) => {
+                    warn!(
+                        partition = partition.index,
+                        code, "cannot load group records"
+                    );
+                    break;
+                }
+            };
+            let mut position = 0usize;
+            while position < batches.len() {
+                let Ok(header) = BatchHeader::parse(&batches[position..]) else {
+                    break;
+                };
+                let end = position + header.total_bytes();
+                if end > batches.len() {
+                    break;
+                }
+                if let Ok(batch_records) = decode_records(&batches[position..end]) {
+                    let mut coordinator = self.coordinator.borrow_mut();
+                    for record in batch_records {
+                        let Some(key) = record.key else { continue };
+                        if let Some(decoded) = GroupLogRecord::decode(&key, record.value.as_deref())
+                        {
+                            coordinator.apply(&decoded, now);
+                            records += 1;
+                        }
+                    }
+                }
+                offset = header.next_offset();
+                position = end;
+            }
+        }
+        records
+    }
+
+    /// Follows leadership of the replicated offsets partitions: a shard
+    /// that becomes a partition's leader loads its groups (and coordinates
+    /// them); one that stops leading it forgets them, answering their
+    /// waiting requests NOT_COORDINATOR so clients find the new leader.
+    pub async fn follow_offsets_leadership(self: Rc<Self>) {
+        while !self.stop.is_raised() {
+            let changes = self.backend.offsets_role_changes().await;
+            for (index, leads) in changes {
+                let loaded = self.loaded_partitions.borrow().contains(&index);
+                if leads && !loaded {
+                    let Some(partition) = self.backend.partition(OFFSETS_TOPIC, index) else {
+                        continue;
+                    };
+                    self.partitions_loading
+                        .set(self.partitions_loading.get() + 1);
+                    let records = self.load_partition(&partition).await;
+                    self.partitions_loading
+                        .set(self.partitions_loading.get() - 1);
+                    self.loaded_partitions.borrow_mut().insert(index);
+                    info!(
+                        shard = self.backend.shard_id,
+                        partition = index,
+                        records,
+                        "leading an offsets partition: its groups loaded"
+                    );
+                } else if !leads && loaded {
+                    self.loaded_partitions.borrow_mut().remove(&index);
+                    let backend = &self.backend;
+                    let (groups, mut effects) = self
+                        .coordinator
+                        .borrow_mut()
+                        .unload(|group_id| coordinator_partition(backend, group_id) == Some(index));
+                    self.complete(&mut effects);
+                    info!(
+                        shard = self.backend.shard_id,
+                        partition = index,
+                        groups,
+                        "an offsets partition moved to another leader: its groups unloaded"
+                    );
+                }
+            }
         }
     }
 

@@ -294,7 +294,7 @@ fn broker_configs(config: &BrokerConfig) -> Vec<(String, String, i8, i8)> {
         ("num.partitions", c.default_partitions.to_string(), Some(d.default_partitions.to_string()), INT),
         ("default.replication.factor", c.default_replication_factor.to_string(), Some(d.default_replication_factor.to_string()), SHORT),
         ("offsets.topic.num.partitions", c.offsets_topic_partitions.to_string(), Some(d.offsets_topic_partitions.to_string()), INT),
-        ("offsets.topic.replication.factor", "1".into(), Some("1".into()), SHORT),
+        ("offsets.topic.replication.factor", c.offsets_topic_replication_factor.to_string(), Some(d.offsets_topic_replication_factor.to_string()), SHORT),
         ("socket.request.max.bytes", c.request_bytes_max.to_string(), Some(d.request_bytes_max.to_string()), INT),
         ("connections.max.idle.ms", c.connection_idle_ms_max.to_string(), Some(d.connection_idle_ms_max.to_string()), LONG),
         ("log.retention.check.interval.ms", c.retention_check_interval_ms.to_string(), Some(d.retention_check_interval_ms.to_string()), LONG),

@@ -138,8 +138,13 @@ async fn create_offsets_topic(shard: &Rc<Shard>) {
     let spec = TopicSpec {
         name: OFFSETS_TOPIC.to_string(),
         partitions: shard.config.offsets_topic_partitions as i32,
-        // One replica until group coordinators follow partition leadership.
-        replication_factor: 1,
+        // Kafka refuses when fewer brokers are live; a fresh cluster whose
+        // brokers are still registering gets what is there.
+        replication_factor: shard
+            .config
+            .offsets_topic_replication_factor
+            .clamp(1, shard.image().live_brokers().count().max(1) as u32)
+            as i16,
         configs: vec![("cleanup.policy".into(), "compact".into())],
         validate_only: false,
     };

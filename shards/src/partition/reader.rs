@@ -161,8 +161,13 @@ impl Partition {
 
     /// The same batches as [`Partition::read`], copied into memory, for the
     /// broker's own readers (group state loading).
-    pub async fn read_bytes(&self, offset: i64, max_bytes: usize) -> Result<Bytes, ErrorCode> {
-        let Some(planned) = self.plan_fetch(offset, max_bytes, false).await? else {
+    pub async fn read_bytes(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        to_log_end: bool,
+    ) -> Result<Bytes, ErrorCode> {
+        let Some(planned) = self.plan_fetch(offset, max_bytes, to_log_end).await? else {
             return Ok(Bytes::new());
         };
         let bytes = planned

@@ -227,6 +227,30 @@ impl Partition {
         }
     }
 
+    /// acks=all for an append at `base_offset`: the ISR's high watermark
+    /// passes it (several replicas), or the next fdatasync covers it (one).
+    pub async fn wait_acks_all(
+        self: &Rc<Self>,
+        base_offset: i64,
+        timeout_ms: u64,
+    ) -> Result<(), ErrorCode> {
+        if self.is_replicated() {
+            // The high watermark moves only to whole writes, so passing the
+            // base offset means passing the whole append.
+            self.wait_high_watermark(base_offset + 1, timeout_ms).await
+        } else if self.sync_durable().await {
+            Ok(())
+        } else {
+            Err(codes::KAFKA_STORAGE_ERROR)
+        }
+    }
+
+    /// The offset after the last batch written (followers and loaders read
+    /// up to it).
+    pub fn log_end_offset(&self) -> i64 {
+        self.written_end.get()
+    }
+
     /// The writer finished a write ending at `next_offset`, at `position`
     /// of the active segment.
     pub(super) fn on_written(self: &Rc<Self>, next_offset: i64, position: u64) {

@@ -243,18 +243,10 @@ impl Shard {
             let Ok(appended) = &outcome else {
                 return outcome;
             };
-            if acks != -1 {
-                return outcome;
-            }
-            if owned.is_replicated() {
-                // On the leader's disk and its ISR's: the high watermark
-                // moves only to whole writes, so passing the base offset
-                // means passing the whole append.
+            if acks == -1 {
                 owned
-                    .wait_high_watermark(appended.base_offset + 1, timeout_ms)
+                    .wait_acks_all(appended.base_offset, timeout_ms)
                     .await?;
-            } else if !owned.sync_durable().await {
-                return Err(codes::KAFKA_STORAGE_ERROR);
             }
             outcome
         }

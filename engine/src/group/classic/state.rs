@@ -81,6 +81,25 @@ pub struct Group {
 }
 
 impl Group {
+    /// The group moves to another coordinator: the requests its members
+    /// wait on are answered with `error` (clients find the new one).
+    pub(in crate::group) fn abandon_waiting(&mut self, error: ErrorCode, effects: &mut Effects) {
+        for (member_id, member) in &mut self.members {
+            if let Some(token) = member.awaiting_join.take() {
+                let result = crate::group::JoinResult::error(error, member_id);
+                effects
+                    .completions
+                    .push((token, crate::group::Completion::Join(result)));
+            }
+            if let Some(token) = member.awaiting_sync.take() {
+                let result = crate::group::SyncResult::error(error);
+                effects
+                    .completions
+                    .push((token, crate::group::Completion::Sync(result)));
+            }
+        }
+    }
+
     pub(in crate::group) fn new(group_id: &str, now_ms: i64) -> Group {
         Group {
             group_id: group_id.to_string(),
