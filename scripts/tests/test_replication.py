@@ -9,6 +9,7 @@ import time
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
+import helpers
 from helpers import consume_confluent, make_records, produce_confluent, segment_paths, verify_log
 
 
@@ -33,11 +34,7 @@ def partition_state(bootstrap: str, topic: str) -> dict[int, tuple[int, list[int
 
 
 def wait_until(what: str, check, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(0.1)
+    helpers.wait_until(check, timeout_s, what)
 
 
 def replica_bytes(broker, topic: str, partition: int) -> bytes:

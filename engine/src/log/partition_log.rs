@@ -205,20 +205,9 @@ impl PartitionLog {
             headers.push(header);
         }
         let last_offset = next - 1;
-        let active = self.active();
         let bytes = record_set.len();
-        let roll_first = !active.is_empty()
-            && (active.size_bytes + bytes as u64 > self.config.segment_bytes_max
-                || active
-                    .first_append_ms
-                    .is_some_and(|first| now_ms - first >= self.config.segment_ms)
-                || !active.can_hold_offset(last_offset)
-                || active.size_bytes + bytes as u64 > u32::MAX as u64);
-        let (segment_base_offset, position) = if roll_first {
-            (base_offset, 0)
-        } else {
-            (active.base_offset, active.size_bytes)
-        };
+        let (roll_first, segment_base_offset, position) =
+            self.placement(bytes, last_offset, now_ms);
         Ok(AppendPlan {
             base_offset,
             last_offset,
@@ -250,22 +239,11 @@ impl PartitionLog {
         let last_offset = last.header.last_offset();
         let headers: Vec<_> = spans.iter().map(|s| s.header).collect();
         let max_timestamp_ms = headers.iter().map(|h| h.max_timestamp).max().unwrap_or(-1);
-        let active = self.active();
         let bytes = record_set.len();
-        // A leader's segments may be larger than ours (another
-        // `segment.bytes`): a set that does not fit opens a segment here.
-        let roll_first = !active.is_empty()
-            && (active.size_bytes + bytes as u64 > self.config.segment_bytes_max
-                || active
-                    .first_append_ms
-                    .is_some_and(|first| now_ms - first >= self.config.segment_ms)
-                || !active.can_hold_offset(last_offset)
-                || active.size_bytes + bytes as u64 > u32::MAX as u64);
-        let (segment_base_offset, position) = if roll_first {
-            (self.next_offset(), 0)
-        } else {
-            (active.base_offset, active.size_bytes)
-        };
+        // Segments roll by this replica's own configs: a leader's may be
+        // larger (another `segment.bytes`).
+        let (roll_first, segment_base_offset, position) =
+            self.placement(bytes, last_offset, now_ms);
         Ok(AppendPlan {
             base_offset,
             last_offset,
@@ -327,6 +305,25 @@ impl PartitionLog {
         removed
     }
 
+    /// Where `bytes` ending at `last_offset` go: whether the active segment
+    /// rolls first (it is full, too old, or its 32-bit offsets or positions
+    /// would overflow), and the segment base and position they land at.
+    fn placement(&self, bytes: usize, last_offset: i64, now_ms: i64) -> (bool, i64, u64) {
+        let active = self.active();
+        let roll_first = !active.is_empty()
+            && (active.size_bytes + bytes as u64 > self.config.segment_bytes_max
+                || active
+                    .first_append_ms
+                    .is_some_and(|first| now_ms - first >= self.config.segment_ms)
+                || !active.can_hold_offset(last_offset)
+                || active.size_bytes + bytes as u64 > u32::MAX as u64);
+        if roll_first {
+            (true, self.next_offset(), 0)
+        } else {
+            (false, active.base_offset, active.size_bytes)
+        }
+    }
+
     /// Starts a new, empty active segment at the log end offset.
     pub fn roll(&mut self) -> i64 {
         let base = self.next_offset();
@@ -340,7 +337,8 @@ impl PartitionLog {
 
     /// Records a planned append after its bytes were written.
     pub fn commit_append(&mut self, plan: &AppendPlan, now_ms: i64) {
-        assert_eq!(plan.base_offset, self.next_offset(), "appends are serial");
+        // Serial; a follower's copy may skip offsets compaction removed.
+        assert!(plan.base_offset >= self.next_offset(), "appends are serial");
         let interval = self.config.index_interval_bytes;
         let active = self.segments.values_mut().next_back().expect("never empty");
         assert_eq!(active.base_offset, plan.segment_base_offset);

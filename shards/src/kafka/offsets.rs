@@ -7,7 +7,7 @@ use engine::protocol as codes;
 
 use super::dispatch::RequestContext;
 
-use crate::mesh::data::{DeleteRecords, ListOffset, ListedOffset};
+use crate::mesh::data::{DeleteRecords, FindEpochEnd, ListOffset, ListedOffset};
 
 pub async fn list_offsets(
     ctx: RequestContext,
@@ -55,8 +55,10 @@ pub async fn list_offsets(
     response
 }
 
-/// Leader epochs are always 0 on a single node: epoch 0 ends at the high
-/// watermark; a later epoch is unknown (UNDEFINED offsets, as Kafka answers).
+/// Where each requested leader epoch ends, from the partition leader's
+/// epoch cache (a partition that always had one replica has one epoch, which
+/// ends at its high watermark); an epoch later than the leader's is unknown
+/// (UNDEFINED offsets, as Kafka answers).
 pub async fn offset_for_leader_epoch(
     ctx: RequestContext,
     request: km::OffsetForLeaderEpochRequest,
@@ -79,19 +81,15 @@ pub async fn offset_for_leader_epoch(
                 match shard.route(&name, p.partition) {
                     Err(code) => entry.error_code = code,
                     Ok(owner) => {
-                        let op = ListOffset {
+                        let op = FindEpochEnd {
                             topic: name.clone(),
                             partition: p.partition,
-                            timestamp_ms: -1,
+                            leader_epoch: p.leader_epoch,
                         };
                         match shard.call(owner, op).await {
-                            Ok(end) if p.leader_epoch <= leader_epoch => {
-                                entry.leader_epoch = leader_epoch;
-                                entry.end_offset = end.offset;
-                            }
-                            Ok(_) => {
-                                entry.leader_epoch = -1;
-                                entry.end_offset = -1;
+                            Ok(end) => {
+                                entry.leader_epoch = end.epoch;
+                                entry.end_offset = end.end_offset;
                             }
                             Err(code) => entry.error_code = code,
                         }

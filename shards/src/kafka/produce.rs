@@ -112,9 +112,11 @@ async fn produce(
             pending.push((name.clone(), index, outcome));
         }
     }
+    let shard = shard.clone();
     async move {
         let mut response = km::ProduceResponse::default();
         let mut topics: Vec<km::produce_response::TopicProduceResponse> = Vec::new();
+        let mut leaders_named: Vec<i32> = Vec::new();
         for (name, index, outcome) in pending {
             let mut p = km::produce_response::PartitionProduceResponse::default().with_index(index);
             match outcome.await {
@@ -127,6 +129,18 @@ async fn produce(
                 Err(code) => {
                     p.error_code = code;
                     p.base_offset = -1;
+                    if code == codes::NOT_LEADER_OR_FOLLOWER && version >= 10 {
+                        // KIP-951: name the leader, so the client need not
+                        // refresh its metadata first.
+                        if let Some(leader) = leader_hint(&shard, &name, index) {
+                            p.current_leader = km::produce_response::LeaderIdAndEpoch::default()
+                                .with_leader_id(km::BrokerId(leader.0))
+                                .with_leader_epoch(leader.1);
+                            if !leaders_named.contains(&leader.0) {
+                                leaders_named.push(leader.0);
+                            }
+                        }
+                    }
                     let refused = rejections
                         .iter()
                         .find(|(t, i, _)| *t == name && *i == index);
@@ -156,9 +170,29 @@ async fn produce(
             }
         }
         response.responses = topics;
+        let image = shard.image();
+        for id in leaders_named {
+            if let Some(broker) = image.broker(id) {
+                let registration = &broker.registration;
+                response.node_endpoints.push(
+                    km::produce_response::NodeEndpoint::default()
+                        .with_node_id(km::BrokerId(id))
+                        .with_host(registration.host.clone().into())
+                        .with_port(i32::from(registration.port))
+                        .with_rack(registration.rack.clone().map(Into::into)),
+                );
+            }
+        }
+        drop(image);
         (acks != 0).then_some(response)
     }
     .boxed_local()
+}
+
+/// The partition's leader and epoch as this broker's image has them.
+fn leader_hint(shard: &Shard, topic: &str, partition: i32) -> Option<(i32, i32)> {
+    let found = shard.backend.partition_image(topic, partition)?;
+    (found.leader >= 0).then_some((found.leader, found.leader_epoch))
 }
 
 fn ready_err<T: 'static>(code: ErrorCode) -> LocalBoxFuture<'static, Result<T, ErrorCode>> {

@@ -16,7 +16,23 @@ subsystem!(Data, DataRequest, DataReply {
     EndWait => (),
     ListOffset => Result<ListedOffset, ErrorCode>,
     DeleteRecords => Result<i64, ErrorCode>,
+    FindEpochEnd => Result<EpochEnd, ErrorCode>,
 });
+
+/// OffsetForLeaderEpoch for one partition: where `leader_epoch` ends in
+/// the leader's log (the largest epoch not above it, and its end offset).
+#[derive(Debug)]
+pub struct FindEpochEnd {
+    pub topic: String,
+    pub partition: i32,
+    pub leader_epoch: i32,
+}
+
+impl FindEpochEnd {
+    fn undelivered_reply(&self) -> Result<EpochEnd, ErrorCode> {
+        Err(codes::UNKNOWN_SERVER_ERROR)
+    }
+}
 
 /// Append a producer's record set to a partition the target shard owns.
 #[derive(Debug)]

@@ -102,6 +102,30 @@ impl Partition {
         self.leader_epoch.get()
     }
 
+    /// Where `requested` ends in this log (OffsetForLeaderEpoch): from the
+    /// epoch cache; a partition that always had one replica has one epoch
+    /// (its leader's), which ends at the high watermark.
+    pub fn epoch_end(&self, requested: i32) -> EpochEnd {
+        let replication = self.replication.borrow();
+        if replication.epochs.latest_epoch().is_none() {
+            let epoch = self.leader_epoch.get();
+            return if requested <= epoch {
+                EpochEnd {
+                    epoch,
+                    end_offset: self.high_watermark.get(),
+                }
+            } else {
+                EpochEnd {
+                    epoch: -1,
+                    end_offset: -1,
+                }
+            };
+        }
+        replication
+            .epochs
+            .end_offset_for(requested, self.written_end.get())
+    }
+
     /// The log end a follower fetches from, and the epoch of its last batch.
     pub fn fetch_position(&self) -> (i64, i32) {
         let latest = self.replication.borrow().epochs.latest_epoch();

@@ -25,7 +25,7 @@ use crate::groups::GroupHost;
 use crate::io::splice::SpliceRing;
 use crate::mesh::admin::AdminRequest;
 use crate::mesh::data::{
-    Append, DataRequest, DeleteRecords, EndWait, ListOffset, ListedOffset, Read,
+    Append, DataRequest, DeleteRecords, EndWait, FindEpochEnd, ListOffset, ListedOffset, Read,
 };
 use crate::mesh::metadata::{ApplyMetadata, MetadataRequest};
 use crate::mesh::metrics::{LogDirSizes, MetricsRequest, PartitionSize, TakeSnapshot};
@@ -178,6 +178,13 @@ impl Shard {
                 ListOffset::wrap_reply(listed)
             }
             .boxed_local(),
+            Request::Data(DataRequest::FindEpochEnd(op)) => {
+                let found = match self.backend.partition(&op.topic, op.partition) {
+                    Some(p) if p.is_leader() => Ok(p.epoch_end(op.leader_epoch)),
+                    _ => Err(codes::NOT_LEADER_OR_FOLLOWER),
+                };
+                async move { FindEpochEnd::wrap_reply(found) }.boxed_local()
+            }
             Request::Data(DataRequest::DeleteRecords(op)) => async move {
                 let deleted = match self.backend.partition(&op.topic, op.partition) {
                     Some(p) => p.delete_records(op.offset).await,
