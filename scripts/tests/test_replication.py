@@ -278,3 +278,31 @@ def test_group_commits_survive_a_coordinator_kill(cluster_factory):
     assert len(rest) == 250
     assert set(first).isdisjoint(rest)
     assert sorted(first + rest) == sorted(r.key for r in records)
+
+
+def test_acks_all_needs_min_insync_replicas(cluster_factory):
+    """With min.insync.replicas 3 and one of three brokers dead, acks=all is
+    refused (NOT_ENOUGH_REPLICAS, nothing appended) while acks=1 still
+    appends; a follower refuses produces (NOT_LEADER_OR_FOLLOWER)."""
+    from helpers import API_PRODUCE, RawConnection, encode_record_batch, parse_produce_response, produce_request_body
+
+    brokers = cluster_factory(3, *FAULT_ARGS)
+    bootstrap = ",".join(b.bootstrap for b in brokers)
+    create_replicated(bootstrap, "strict", 1, 3, {"min.insync.replicas": "3"})
+    wait_for_full_isr(bootstrap, "strict", 3)
+    leader_id = partition_state(bootstrap, "strict")[0][0]
+    leader = next(b for b in brokers if b.node_id == leader_id)
+    followers = [b for b in brokers if b is not leader]
+
+    def produce(broker, acks: int) -> int:
+        batch = encode_record_batch([(b"k", b"v", [])], base_timestamp=int(time.time() * 1000))
+        with RawConnection(broker.bootstrap) as conn:
+            body = produce_request_body(8, "strict", 0, batch, acks=acks, timeout_ms=5_000)
+            return parse_produce_response(conn.request(API_PRODUCE, 8, body), 8)[0].error_code
+
+    assert produce(leader, -1) == 0
+    assert produce(followers[0], -1) == 6  # NOT_LEADER_OR_FOLLOWER
+    followers[1].kill9()
+    wait_until("the dead follower leaves the ISR", lambda: len(partition_state(bootstrap, "strict")[0][2]) == 2)
+    assert produce(leader, -1) == 19  # NOT_ENOUGH_REPLICAS
+    assert produce(leader, 1) == 0

@@ -192,7 +192,6 @@ impl PartitionLog {
         let base_offset = self.next_offset();
         let mut next = base_offset;
         let mut headers = Vec::with_capacity(spans.len());
-        let mut max_timestamp_ms = -1;
         for span in spans {
             let batch = &mut record_set[span.range.clone()];
             patch_base_offset(batch, next);
@@ -201,23 +200,9 @@ impl PartitionLog {
             header.base_offset = next;
             header.partition_leader_epoch = leader_epoch;
             next = header.next_offset();
-            max_timestamp_ms = max_timestamp_ms.max(header.max_timestamp);
             headers.push(header);
         }
-        let last_offset = next - 1;
-        let bytes = record_set.len();
-        let (roll_first, segment_base_offset, position) =
-            self.placement(bytes, last_offset, now_ms);
-        Ok(AppendPlan {
-            base_offset,
-            last_offset,
-            max_timestamp_ms,
-            roll_first,
-            segment_base_offset,
-            position,
-            bytes,
-            headers,
-        })
+        Ok(self.placed(headers, record_set.len(), now_ms))
     }
 
     /// Plans the append of a record set a follower copied from its leader:
@@ -229,31 +214,16 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<AppendPlan, AppendError> {
         let spans = validate_replica_record_set(record_set, self.next_offset())?;
-        let (Some(first), Some(last)) = (spans.first(), spans.last()) else {
+        if spans.is_empty() {
             return Err(AppendError::Corrupt(BatchError::Truncated {
                 available: 0,
                 needed: crate::record::BATCH_HEADER_BYTES,
             }));
-        };
-        let base_offset = first.header.base_offset;
-        let last_offset = last.header.last_offset();
-        let headers: Vec<_> = spans.iter().map(|s| s.header).collect();
-        let max_timestamp_ms = headers.iter().map(|h| h.max_timestamp).max().unwrap_or(-1);
-        let bytes = record_set.len();
+        }
         // Segments roll by this replica's own configs: a leader's may be
         // larger (another `segment.bytes`).
-        let (roll_first, segment_base_offset, position) =
-            self.placement(bytes, last_offset, now_ms);
-        Ok(AppendPlan {
-            base_offset,
-            last_offset,
-            max_timestamp_ms,
-            roll_first,
-            segment_base_offset,
-            position,
-            bytes,
-            headers,
-        })
+        let headers = spans.iter().map(|s| s.header).collect();
+        Ok(self.placed(headers, record_set.len(), now_ms))
     }
 
     /// The segments a truncation to `offset` removes whole (they start at
@@ -305,10 +275,20 @@ impl PartitionLog {
         removed
     }
 
-    /// Where `bytes` ending at `last_offset` go: whether the active segment
-    /// rolls first (it is full, too old, or its 32-bit offsets or positions
-    /// would overflow), and the segment base and position they land at.
-    fn placement(&self, bytes: usize, last_offset: i64, now_ms: i64) -> (bool, i64, u64) {
+    /// The plan for `bytes` of batches (`headers`, at least one): whether the active segment rolls first (it is full, too old, or its
+    /// 32-bit offsets or positions would overflow), and the segment base and
+    /// position they land at.
+    fn placed(
+        &self,
+        headers: Vec<crate::record::BatchHeader>,
+        bytes: usize,
+        now_ms: i64,
+    ) -> AppendPlan {
+        let (Some(first), Some(last)) = (headers.first(), headers.last()) else {
+            unreachable!("a validated record set has a batch");
+        };
+        let (base_offset, last_offset) = (first.base_offset, last.last_offset());
+        let max_timestamp_ms = headers.iter().map(|h| h.max_timestamp).max().unwrap_or(-1);
         let active = self.active();
         let roll_first = !active.is_empty()
             && (active.size_bytes + bytes as u64 > self.config.segment_bytes_max
@@ -317,10 +297,20 @@ impl PartitionLog {
                     .is_some_and(|first| now_ms - first >= self.config.segment_ms)
                 || !active.can_hold_offset(last_offset)
                 || active.size_bytes + bytes as u64 > u32::MAX as u64);
-        if roll_first {
-            (true, self.next_offset(), 0)
+        let (segment_base_offset, position) = if roll_first {
+            (self.next_offset(), 0)
         } else {
-            (false, active.base_offset, active.size_bytes)
+            (active.base_offset, active.size_bytes)
+        };
+        AppendPlan {
+            base_offset,
+            last_offset,
+            max_timestamp_ms,
+            roll_first,
+            segment_base_offset,
+            position,
+            bytes,
+            headers,
         }
     }
 

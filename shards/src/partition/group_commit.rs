@@ -51,7 +51,7 @@ impl Partition {
                 break;
             }
             let started = std::time::Instant::now();
-            let durable_end = self.written_end.get();
+            let mark = self.sync_mark();
             let result = self.sync().await;
             self.group_commit
                 .fsync_latency
@@ -59,7 +59,7 @@ impl Partition {
                 .observe(started.elapsed().as_secs_f64());
             let ok = match result {
                 Ok(()) => {
-                    self.on_synced(durable_end);
+                    self.on_synced(mark);
                     true
                 }
                 Err(e) => {

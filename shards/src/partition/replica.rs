@@ -64,6 +64,15 @@ pub(super) struct Replication {
     epochs: EpochCache,
     /// The cache changed since it was last written to its file.
     epochs_dirty: bool,
+    /// Truncations so far (see `SyncMark`).
+    truncations: u64,
+}
+
+/// What one fdatasync covers.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SyncMark {
+    durable_end: i64,
+    truncations: u64,
 }
 
 impl Replication {
@@ -75,6 +84,7 @@ impl Replication {
             hw_waiters: Vec::new(),
             epochs: EpochCache::default(),
             epochs_dirty: false,
+            truncations: 0,
         }
     }
 }
@@ -310,12 +320,27 @@ impl Partition {
         }
     }
 
-    /// An fdatasync covered everything written up to `durable_end`.
-    pub(super) fn on_synced(&self, durable_end: i64) {
-        let moved = match &mut self.replication.borrow_mut().role {
-            Role::Leader(state) => state.on_durable(durable_end),
+    /// What an fdatasync starting now will cover: the written log end, as
+    /// of the log's current truncation.
+    pub(super) fn sync_mark(&self) -> SyncMark {
+        SyncMark {
+            durable_end: self.written_end.get(),
+            truncations: self.replication.borrow().truncations,
+        }
+    }
+
+    /// An fdatasync covered what `mark` says. One that started before a
+    /// truncation says nothing about the log since.
+    pub(super) fn on_synced(&self, mark: SyncMark) {
+        let mut replication = self.replication.borrow_mut();
+        if replication.truncations != mark.truncations {
+            return;
+        }
+        let moved = match &mut replication.role {
+            Role::Leader(state) => state.on_durable(mark.durable_end.min(self.written_end.get())),
             _ => None,
         };
+        drop(replication);
         if let Some(high_watermark) = moved {
             self.advance_visible(high_watermark);
         }
@@ -494,6 +519,7 @@ impl Partition {
     /// high watermark forget what is gone.
     pub(super) fn truncated_replication(&self, offset: i64) {
         let mut replication = self.replication.borrow_mut();
+        replication.truncations += 1;
         replication
             .write_ends
             .retain(|end| end.next_offset <= offset);
