@@ -193,7 +193,13 @@ impl Segment {
     pub fn truncate_at(&mut self, position: u64, next_offset: i64) {
         assert!(position <= self.size_bytes, "truncation must not grow");
         assert!(next_offset >= self.base_offset && next_offset <= self.next_offset);
-        assert_eq!(position == 0, next_offset == self.base_offset);
+        // Cut to nothing, the segment ends at its base (its first batch may
+        // have started later: compaction removed what was before it).
+        let next_offset = if position == 0 {
+            self.base_offset
+        } else {
+            next_offset
+        };
         self.offset_index.truncate_to_position(position as u32);
         self.time_index
             .truncate_to_relative_offset(self.relative_offset(next_offset));

@@ -34,7 +34,10 @@ impl Partition {
 
     async fn truncate_holding_writer(&self, offset: i64) -> io::Result<i64> {
         let end = self.written_end.get();
-        if offset >= end {
+        if offset >= end || self.is_leader() {
+            // Nothing to cut, or this replica was made leader since its
+            // fetch said to truncate: a leader's log is the truth and only
+            // grows.
             return Ok(end);
         }
         self.finish_direct().await?;
