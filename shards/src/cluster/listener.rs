@@ -19,6 +19,10 @@ use crate::controller::QuorumDriver;
 
 /// Replies queued for one connection's writer.
 const REPLIES_QUEUED_MAX: usize = 256;
+/// Forwarded requests one connection may have in flight; past it the
+/// listener stops reading that connection until one is answered (TCP then
+/// pushes back on the peer, whose own queue refuses what does not fit).
+const REQUESTS_IN_FLIGHT_MAX: u64 = 256;
 
 /// Serves requests forwarded by peers (the controller, when it leads).
 pub trait ControllerService {
@@ -64,6 +68,7 @@ async fn serve_peer(
         }
     });
     let replies = Rc::new(replies);
+    let in_flight = Rc::new(glommio::sync::Semaphore::new(REQUESTS_IN_FLIGHT_MAX));
     loop {
         let frame = match read_frame(&mut reader).await {
             Ok(frame) => frame,
@@ -88,8 +93,12 @@ async fn serve_peer(
                         break;
                     }
                 };
+                let Ok(permit) = in_flight.acquire_static_permit(1).await else {
+                    break;
+                };
                 let (service, replies) = (service.clone(), replies.clone());
                 glommio::spawn_local(async move {
+                    let _permit = permit;
                     let reply = service.serve_forwarded(request).await;
                     let frame =
                         encode_frame(FrameKind::Reply, frame.correlation, &encode_reply(&reply));
