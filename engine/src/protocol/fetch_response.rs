@@ -23,6 +23,9 @@ pub struct FetchPartitionHead {
     /// v12+: a follower's log diverged; (epoch, end offset) on the leader
     /// (tagged field 0).
     pub diverging_epoch: Option<(i32, i64)>,
+    /// v12+: this broker is not the leader (or the request's epoch is
+    /// stale); (leader id, leader epoch) as it knows them (tagged field 1).
+    pub current_leader: Option<(i32, i32)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,17 +100,20 @@ pub fn encode_fetch_frame(
             write_len(&mut w, flexible, p.records_bytes as usize);
             gaps.push(w.buf.len());
             records_total += p.records_bytes as u64;
-            match (flexible, p.diverging_epoch) {
-                (true, Some((epoch, end_offset))) => {
-                    // One tagged field: tag 0, the EpochEndOffset struct
-                    // (epoch, end offset, its own empty tagged fields).
-                    w.uvarint(1).uvarint(0).uvarint(4 + 8 + 1);
+            if flexible {
+                let tags = p.diverging_epoch.is_some() as u32 + p.current_leader.is_some() as u32;
+                w.uvarint(tags); // partition tagged fields, in tag order
+                if let Some((epoch, end_offset)) = p.diverging_epoch {
+                    // Tag 0, the EpochEndOffset struct (epoch, end offset,
+                    // its own empty tagged fields).
+                    w.uvarint(0).uvarint(4 + 8 + 1);
                     w.i32(epoch).i64(end_offset).uvarint(0);
                 }
-                (true, None) => {
-                    w.uvarint(0); // partition tagged fields
+                if let Some((leader_id, leader_epoch)) = p.current_leader {
+                    // Tag 1, LeaderIdAndEpoch (id, epoch, empty tags).
+                    w.uvarint(1).uvarint(4 + 4 + 1);
+                    w.i32(leader_id).i32(leader_epoch).uvarint(0);
                 }
-                (false, _) => {}
             }
         }
         if flexible {
@@ -162,6 +168,11 @@ mod tests {
                         .with_epoch(epoch)
                         .with_end_offset(end_offset);
                 }
+                if let Some((leader_id, leader_epoch)) = p.current_leader {
+                    data.current_leader = km::fetch_response::LeaderIdAndEpoch::default()
+                        .with_leader_id(km::BrokerId(leader_id))
+                        .with_leader_epoch(leader_epoch);
+                }
                 out.partitions.push(data);
             }
             response.responses.push(out);
@@ -215,6 +226,7 @@ mod tests {
                         log_start_offset: if version >= 5 { start } else { -1 },
                         records_bytes: bytes.len() as u32,
                         diverging_epoch: (version >= 12 && hw % 3 == 0).then_some(((error as i32).max(0), lso)),
+                        current_leader: (version >= 12 && lso % 2 == 0).then_some((index, error as i32)),
                     });
                     records.push(Bytes::from(bytes));
                 }

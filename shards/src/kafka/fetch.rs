@@ -14,6 +14,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 
 use super::dispatch::{decode, RequestContext, RequestError, Started};
+use super::response::leader_hint;
 use crate::io::splice::{OutFrame, OutPart};
 use crate::mesh::data::{found_record_bytes, EndWait, FetchWait, PartitionRead, Read, ReadOutcome};
 use crate::shard::Shard;
@@ -182,6 +183,7 @@ async fn fetch(ctx: RequestContext, request: km::FetchRequest) -> OutFrame {
             log_start_offset: -1,
             records_bytes: 0,
             diverging_epoch: None,
+            current_leader: None,
         };
         match result {
             Ok(outcome) => {
@@ -200,7 +202,15 @@ async fn fetch(ctx: RequestContext, request: km::FetchRequest) -> OutFrame {
                     }
                 }
             }
-            Err(code) => head.error_code = code,
+            Err(code) => {
+                head.error_code = code;
+                if matches!(
+                    code,
+                    codes::NOT_LEADER_OR_FOLLOWER | codes::FENCED_LEADER_EPOCH
+                ) {
+                    head.current_leader = leader_hint(shard, &slot.topic, slot.partition);
+                }
+            }
         }
         match topics.last_mut() {
             Some(last) if *last.name == *slot.topic => last.partitions.push(head),

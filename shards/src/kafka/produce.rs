@@ -14,7 +14,7 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
 use super::dispatch::{decode, RequestContext, RequestError, Started};
-use super::response::{respond, topic_name};
+use super::response::{leader_hint, respond, topic_name};
 use super::topics::auto_create;
 use crate::mesh::data::Append;
 use crate::shard::Shard;
@@ -190,11 +190,6 @@ async fn produce(
 }
 
 /// The partition's leader and epoch as this broker's image has them.
-fn leader_hint(shard: &Shard, topic: &str, partition: i32) -> Option<(i32, i32)> {
-    let found = shard.backend.partition_image(topic, partition)?;
-    (found.leader >= 0).then_some((found.leader, found.leader_epoch))
-}
-
 fn ready_err<T: 'static>(code: ErrorCode) -> LocalBoxFuture<'static, Result<T, ErrorCode>> {
     async move { Err(code) }.boxed_local()
 }

@@ -7,6 +7,7 @@ use engine::protocol::kafka_protocol::protocol::{Encodable, HeaderVersion, StrBy
 use tracing::warn;
 
 use super::dispatch::Response;
+use crate::shard::Shard;
 
 pub const CLUSTER_ID: &str = "gregor-single-node";
 /// Authorized-operation bitfields (bit = Kafka AclOperation code) reported
@@ -55,4 +56,11 @@ pub fn str_bytes(s: &str) -> StrBytes {
 
 pub fn topic_name(s: &str) -> km::TopicName {
     km::TopicName(str_bytes(s))
+}
+
+/// The partition's leader and leader epoch as this broker's metadata has
+/// them, for the KIP-951 / KIP-595 hints in Produce and Fetch errors.
+pub fn leader_hint(shard: &Shard, topic: &str, partition: i32) -> Option<(i32, i32)> {
+    let found = shard.backend.partition_image(topic, partition)?;
+    (found.leader >= 0).then_some((found.leader, found.leader_epoch))
 }
