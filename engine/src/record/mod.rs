@@ -18,5 +18,5 @@ pub use codec::{
 pub(crate) use records::read_varint;
 pub use records::{decode_records, first_record_at_or_after, Record};
 
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -240,3 +240,6 @@ impl Partition {
         self.write_latency.borrow()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,6 +10,8 @@ use futures::channel::oneshot;
 use tracing::{info, warn};
 
 use super::Partition;
+use crate::clock::now_ms;
+use crate::disk::producer_snapshots::recover_producer_states;
 use crate::disk::segment_files::remove_segment_files;
 
 /// Bound on batch headers read to find one batch boundary.
@@ -75,8 +77,22 @@ impl Partition {
         self.written_end.set(log_end);
         self.truncated_replication(log_end);
         self.persist_epochs().await;
+        self.rebuild_producer_states().await?;
         info!(topic = %self.topic, partition = self.index, from = end, to = log_end, segments_removed = removed.len(), "truncated to the leader's log");
         Ok(log_end)
+    }
+
+    /// The idempotent producers' state of the cut log: what the cut batches
+    /// recorded must go, or this replica, once leader, would answer a
+    /// retried batch as a duplicate at an offset it no longer has. Rebuilt
+    /// as at open (newest snapshot at or below the log end, then replay);
+    /// truncation is rare, so the replay's cost does not matter.
+    async fn rebuild_producer_states(&self) -> io::Result<()> {
+        let log = self.log.borrow().clone();
+        let files = self.files.borrow().clone();
+        let rebuilt = recover_producer_states(&self.dir, &log, &files, now_ms()).await?;
+        *self.producers.borrow_mut() = rebuilt;
+        Ok(())
     }
 
     /// The batch boundary at or before `offset` in the segment at

@@ -1,0 +1,121 @@
+//! A partition driven directly on a glommio executor, over files in a
+//! scratch directory: the parts of its life no single engine test covers.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use engine::log::LogConfig;
+use engine::record::testing::{encode_batch, BatchSpec, TestRecord};
+use engine::record::BatchHeader;
+use engine::txn::{BatchIdentity, ProducerStates, SequenceVerdict};
+use glommio::{LocalExecutorBuilder, Placement};
+
+use super::{OpenedLog, Partition};
+use crate::disk::direct_appender::SegmentWriteMode;
+use crate::disk::segment_files::create_partition;
+
+/// A fresh scratch directory, removed when dropped.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new(name: &str) -> ScratchDir {
+        let dir = std::env::temp_dir().join(format!("gregor-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        ScratchDir(dir)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn on_executor<F, Fut>(test: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(test)
+        .expect("executor")
+        .join()
+        .expect("test body");
+}
+
+async fn new_partition(dir: PathBuf) -> Rc<Partition> {
+    let (log, files) = create_partition(&dir, LogConfig::default())
+        .await
+        .expect("create");
+    let opened = OpenedLog {
+        log,
+        files,
+        producers: ProducerStates::default(),
+    };
+    Partition::new(
+        "t".into(),
+        0,
+        dir,
+        opened,
+        SegmentWriteMode::Buffered,
+        Rc::new(RefCell::new(Default::default())),
+    )
+}
+
+/// An idempotent producer's batch of `count` records, as a leader wrote it.
+fn producer_batch(base_offset: i64, base_sequence: i32, count: usize) -> Vec<u8> {
+    encode_batch(&BatchSpec {
+        base_offset,
+        leader_epoch: 1,
+        producer_id: 7,
+        producer_epoch: 0,
+        base_sequence,
+        records: (0..count)
+            .map(|i| TestRecord::value(vec![i as u8; 10]))
+            .collect(),
+        ..Default::default()
+    })
+}
+
+fn identity(batch: &[u8]) -> BatchIdentity {
+    BatchIdentity::of(&BatchHeader::parse(batch).expect("header")).expect("idempotent")
+}
+
+#[test]
+fn a_follower_truncation_forgets_the_cut_batches_producer_state() {
+    let scratch = ScratchDir::new("truncation-producers");
+    let dir = scratch.0.clone();
+    on_executor(move || async move {
+        let partition = new_partition(dir).await;
+        partition.become_follower(2, 1);
+        let first = producer_batch(0, 0, 2);
+        let second = producer_batch(2, 2, 2);
+        for batch in [&first, &second] {
+            let appended = partition
+                .enqueue_from_leader(Bytes::copy_from_slice(batch))
+                .await
+                .expect("answered");
+            assert!(appended.is_ok(), "{appended:?}");
+        }
+        assert_eq!(
+            partition.producers.borrow().check(&identity(&second)),
+            SequenceVerdict::Duplicate { base_offset: 2 }
+        );
+
+        let log_end = partition.truncate_log(2).await.expect("truncate");
+
+        assert_eq!(log_end, 2);
+        // The cut batch is new again (a retry of it must be appended, not
+        // answered with an offset this log no longer has); the kept one is
+        // still a duplicate.
+        let producers = partition.producers.borrow();
+        assert_eq!(producers.check(&identity(&second)), SequenceVerdict::Append);
+        assert_eq!(
+            producers.check(&identity(&first)),
+            SequenceVerdict::Duplicate { base_offset: 0 }
+        );
+    });
+}
