@@ -4,11 +4,13 @@
 //! protocol is `disk::compaction_swap`). Runs in the low-priority
 //! maintenance queue and yields between segments.
 
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
 
 use engine::log::{compact_segment, scan_into_segment, OffsetMap, Segment};
 use engine::metadata::TopicConfig;
+use futures::channel::oneshot;
 use glommio::io::OpenOptions;
 use tracing::info;
 
@@ -17,6 +19,7 @@ use crate::disk::compaction_swap::{
     commit_swap, finish_swap, path_with, read_cleaner_checkpoint, swap_into_place,
     write_cleaner_checkpoint, write_swap_info,
 };
+use crate::disk::durable::off_shard;
 use crate::disk::segment_files::{
     remove_segment_files, to_io, write_all_at, write_segment_indexes,
 };
@@ -25,6 +28,50 @@ use crate::disk::segment_files::{
 const CLEAN_PASS_BYTES_MAX: u64 = 256 << 20;
 /// Most distinct keys one pass tracks.
 const OFFSET_MAP_BYTES_MAX: usize = 128 << 20;
+
+/// Keeps a cleaning pass and a follower's truncation apart. A pass reads
+/// segments, then swaps its output in for them; a truncation that cut
+/// those segments meanwhile would see them come back. So a pass that a
+/// truncation started after gives up before it commits, and a truncation
+/// waits while a pass commits (a few fsyncs).
+#[derive(Default)]
+pub(super) struct CompactionFence {
+    truncations: Cell<u64>,
+    committing: Cell<bool>,
+    waiters: RefCell<Vec<oneshot::Sender<()>>>,
+}
+
+impl CompactionFence {
+    pub(super) fn generation(&self) -> u64 {
+        self.truncations.get()
+    }
+
+    /// A truncation is about to change the log.
+    pub(super) async fn begin_truncation(&self) {
+        while self.committing.get() {
+            let (sender, receiver) = oneshot::channel();
+            self.waiters.borrow_mut().push(sender);
+            let _ = receiver.await;
+        }
+        self.truncations.set(self.truncations.get() + 1);
+    }
+
+    /// Whether a pass that began at `generation` may commit; if so, no
+    /// truncation starts until `end_commit`.
+    pub(super) fn begin_commit(&self, generation: u64) -> bool {
+        assert!(!self.committing.get(), "one cleaning pass at a time");
+        let clear = self.truncations.get() == generation;
+        self.committing.set(clear);
+        clear
+    }
+
+    pub(super) fn end_commit(&self) {
+        self.committing.set(false);
+        for waiter in self.waiters.borrow_mut().drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+}
 
 impl Partition {
     /// One cleaning pass if the dirty ratio (or max.compaction.lag.ms) says
@@ -37,17 +84,25 @@ impl Partition {
         if self.closed.get() {
             return Ok(None);
         }
+        let generation = self.compaction_fence.generation();
         let checkpoint = read_cleaner_checkpoint(&self.dir).await;
         // The cleanable range: closed segments old enough for
         // min.compaction.lag.ms, as a prefix, within the pass bound.
         let (range, dirty_bytes, total_bytes, oldest_dirty_ms) = {
             let log = self.log.borrow();
             let active_base = log.active().base_offset;
+            // Only below the high watermark: a follower's records above it
+            // may yet be cut by a truncation (Kafka cleans below the last
+            // stable offset for the same reason).
+            let high_watermark = self.high_watermark.get();
             let mut range = Vec::new();
             let mut total = 0u64;
             let mut dirty = 0u64;
             let mut oldest_dirty_ms = i64::MAX;
-            for segment in log.segments().take_while(|s| s.base_offset != active_base) {
+            for segment in log
+                .segments()
+                .take_while(|s| s.base_offset != active_base && s.next_offset <= high_watermark)
+            {
                 let lagging = segment.max_timestamp_ms >= 0
                     && now_ms - segment.max_timestamp_ms < config.min_compaction_lag_ms;
                 if lagging || total + segment.size_bytes > CLEAN_PASS_BYTES_MAX && !range.is_empty()
@@ -113,20 +168,25 @@ impl Partition {
         let bases: Vec<i64> = range.iter().map(|(b, _)| *b).collect();
         let before: u64 = range.iter().map(|(_, s)| s).sum();
         let after = output.len() as u64;
-        self.swap_in(base, end, &bases, output).await?;
+        if !self.swap_in(base, end, &bases, output, generation).await? {
+            info!(topic = %self.topic, partition = self.index, "a truncation ran during the cleaning pass; its output is dropped");
+            return Ok(None);
+        }
         write_cleaner_checkpoint(&self.dir, end).await?;
         info!(topic = %self.topic, partition = self.index, segments = bases.len(), bytes_before = before, bytes_after = after, records_kept = kept, records_removed = removed, "compacted");
         Ok(Some((before, after)))
     }
 
-    /// Steps 1–4 of the swap protocol, then the in-memory switch.
+    /// Steps 1–4 of the swap protocol, then the in-memory switch. False
+    /// (nothing swapped) if a truncation began since `generation`.
     async fn swap_in(
         &self,
         base: i64,
         end: i64,
         old_bases: &[i64],
         bytes: Vec<u8>,
-    ) -> io::Result<()> {
+        generation: u64,
+    ) -> io::Result<bool> {
         let mut segment = Segment::new(base);
         let outcome = scan_into_segment(
             &bytes,
@@ -153,6 +213,22 @@ impl Partition {
         }
         file.fdatasync().await.map_err(to_io)?;
         file.close().await.map_err(to_io)?;
+        if !self.compaction_fence.begin_commit(generation) {
+            off_shard(move || std::fs::remove_file(cleaned_path)).await?;
+            return Ok(false);
+        }
+        let committed = self.commit_swap_in(base, end, old_bases, segment).await;
+        self.compaction_fence.end_commit();
+        committed.map(|()| true)
+    }
+
+    async fn commit_swap_in(
+        &self,
+        base: i64,
+        end: i64,
+        old_bases: &[i64],
+        segment: Segment,
+    ) -> io::Result<()> {
         write_swap_info(&self.dir, base, end).await?;
         commit_swap(&self.dir, base).await?;
         // Committed: from here a crash finishes the swap at recovery.

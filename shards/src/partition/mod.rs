@@ -34,6 +34,7 @@ use crate::disk::durable::off_shard;
 use crate::disk::producer_snapshots::write_producer_snapshot;
 use crate::disk::segment_files::{sync_dir, write_clean_checkpoint, SegmentFiles};
 use crate::metrics::{Histogram, TopicCounters};
+use compaction::CompactionFence;
 use group_commit::GroupCommit;
 use replica::Replication;
 use writer::QueuedAppend;
@@ -81,6 +82,8 @@ pub struct Partition {
     direct: RefCell<Option<Rc<DirectAppender>>>,
     /// Idempotent producers' epochs and last batches (see `writer.rs`).
     producers: RefCell<ProducerStates>,
+    /// Keeps cleaning passes and truncations apart (`compaction.rs`).
+    compaction_fence: CompactionFence,
 }
 
 /// A partition's log as opened (or created) from its directory.
@@ -132,6 +135,7 @@ impl Partition {
             write_mode,
             direct: RefCell::new(None),
             producers: RefCell::new(producers),
+            compaction_fence: CompactionFence::default(),
         })
     }
 

@@ -1,7 +1,7 @@
 //! A partition driven directly on a glommio executor, over files in a
 //! scratch directory: the parts of its life no single engine test covers.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -12,6 +12,7 @@ use engine::record::BatchHeader;
 use engine::txn::{BatchIdentity, ProducerStates, SequenceVerdict};
 use glommio::{LocalExecutorBuilder, Placement};
 
+use super::compaction::CompactionFence;
 use super::{OpenedLog, Partition};
 use crate::disk::direct_appender::SegmentWriteMode;
 use crate::disk::segment_files::create_partition;
@@ -117,5 +118,32 @@ fn a_follower_truncation_forgets_the_cut_batches_producer_state() {
             producers.check(&identity(&first)),
             SequenceVerdict::Duplicate { base_offset: 0 }
         );
+    });
+}
+
+#[test]
+fn a_cleaning_pass_gives_up_after_a_truncation_and_a_truncation_waits_for_a_commit() {
+    on_executor(|| async {
+        let fence = Rc::new(CompactionFence::default());
+        let pass = fence.generation();
+        fence.begin_truncation().await;
+        assert!(!fence.begin_commit(pass), "the pass read a log since cut");
+
+        let pass = fence.generation();
+        assert!(fence.begin_commit(pass));
+        let truncated = Rc::new(Cell::new(false));
+        let truncation = glommio::spawn_local({
+            let (fence, truncated) = (fence.clone(), truncated.clone());
+            async move {
+                fence.begin_truncation().await;
+                truncated.set(true);
+            }
+        });
+        glommio::executor().yield_now().await;
+        assert!(!truncated.get(), "a truncation began during a commit");
+        fence.end_commit();
+        truncation.await;
+        assert!(truncated.get());
+        assert_ne!(fence.generation(), pass);
     });
 }

@@ -42,6 +42,7 @@ impl Partition {
             // grows.
             return Ok(end);
         }
+        self.compaction_fence.begin_truncation().await;
         self.finish_direct().await?;
         let (_, cut) = self.log.borrow().plan_truncation(offset);
         let (offset, position) = match cut {
