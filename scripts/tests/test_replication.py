@@ -306,3 +306,39 @@ def test_acks_all_needs_min_insync_replicas(cluster_factory):
     wait_until("the dead follower leaves the ISR", lambda: len(partition_state(bootstrap, "strict")[0][2]) == 2)
     assert produce(leader, -1) == 19  # NOT_ENOUGH_REPLICAS
     assert produce(leader, 1) == 0
+
+
+def test_group_admin_answers_through_every_broker(cluster_factory):
+    """List, describe and offsets of a group with a live member answer the
+    same through each broker of three (the admin client finds the group's
+    coordinator, the leader of its offsets partition, from any of them)."""
+    from confluent_kafka import Consumer, ConsumerGroupTopicPartitions
+    from confluent_kafka.admin import AdminClient
+
+    brokers = cluster_factory(3, *FAULT_ARGS, shards=2)
+    bootstrap = ",".join(b.bootstrap for b in brokers)
+    create_replicated(bootstrap, "described", 2, 3, {})
+    records = make_records(20, seed=9)
+    produce_confluent(bootstrap, "described", records)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "described-group", "auto.offset.reset": "earliest"})
+    try:
+        consumer.subscribe(["described"])
+        got = 0
+        deadline = time.monotonic() + 60
+        while got < len(records) and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                got += 1
+        assert got == len(records)
+        consumer.commit(asynchronous=False)
+        for broker in brokers:
+            admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+            listed = admin.list_consumer_groups().result(timeout=30)
+            assert "described-group" in [g.group_id for g in listed.valid], broker.node_id
+            described = admin.describe_consumer_groups(["described-group"])["described-group"].result(timeout=30)
+            assert len(described.members) == 1, broker.node_id
+            offsets = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions("described-group")])
+            committed = offsets["described-group"].result(timeout=30).topic_partitions
+            assert sum(tp.offset for tp in committed) == len(records), broker.node_id
+    finally:
+        consumer.close()
