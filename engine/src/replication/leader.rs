@@ -57,9 +57,9 @@ pub struct LeaderState {
 
 impl LeaderState {
     /// Becomes leader of `leader_epoch` with a log that ends at
-    /// `log_end_offset` (all of it durable: a new leader's log was synced
-    /// at start-up or by its follower fetcher) and the high watermark it
-    /// knew as a follower.
+    /// `log_end_offset`, of which what lies below `durable_end_offset` is
+    /// on its disk (a follower's last appends may still be syncing), and
+    /// the high watermark it knew as a follower.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         leader: ReplicaId,
@@ -68,11 +68,13 @@ impl LeaderState {
         isr: BTreeSet<ReplicaId>,
         min_insync_replicas: usize,
         log_end_offset: i64,
+        durable_end_offset: i64,
         high_watermark: i64,
         now_ms: i64,
     ) -> LeaderState {
         assert!(isr.contains(&leader), "the leader is in its own ISR");
         assert!(high_watermark <= log_end_offset);
+        assert!(durable_end_offset <= log_end_offset);
         let followers = replicas
             .iter()
             .filter(|&&r| r != leader)
@@ -99,7 +101,7 @@ impl LeaderState {
             pending: None,
             followers,
             log_end_offset,
-            durable_end_offset: log_end_offset,
+            durable_end_offset,
             high_watermark,
         }
     }
@@ -252,7 +254,7 @@ mod tests {
     }
 
     fn leader(isr: &[ReplicaId], min_isr: usize) -> LeaderState {
-        LeaderState::new(1, 5, &[1, 2, 3], set(isr), min_isr, 100, 100, 0)
+        LeaderState::new(1, 5, &[1, 2, 3], set(isr), min_isr, 100, 100, 100, 0)
     }
 
     #[test]
@@ -273,6 +275,15 @@ mod tests {
         state.on_follower_fetch(3, 200, 40).unwrap();
         assert_eq!(state.high_watermark(), 150);
         assert_eq!(state.on_durable(180), Some(180));
+    }
+
+    #[test]
+    fn a_new_leader_counts_only_its_synced_log() {
+        // Its last 30 records came from the old leader and are not synced.
+        let mut state = LeaderState::new(1, 6, &[1, 2, 3], set(&[1, 2, 3]), 1, 130, 100, 90, 0);
+        state.on_follower_fetch(2, 130, 1).unwrap();
+        assert_eq!(state.on_follower_fetch(3, 130, 1).unwrap(), Some(100));
+        assert_eq!(state.on_durable(130), Some(130));
     }
 
     #[test]

@@ -194,9 +194,8 @@ impl ReplicationSim {
             broker.known_epoch = epoch;
             broker.leading = None;
             if id == leader {
-                // A new leader's log is durable (followers sync before
-                // they fetch; see `fetch`).
-                broker.durable = broker.log.len();
+                // A new leader's last appends as a follower may not be
+                // synced yet: only what is counts for the high watermark.
                 broker.leading = Some(LeaderState::new(
                     id,
                     epoch,
@@ -204,6 +203,7 @@ impl ReplicationSim {
                     isr.clone(),
                     MIN_INSYNC,
                     broker.log_end(),
+                    broker.durable as i64,
                     broker.high_watermark,
                     now_ms,
                 ));
@@ -259,11 +259,20 @@ impl ReplicationSim {
         if follower == leader {
             return;
         }
+        {
+            let f = &self.brokers[&follower];
+            let l = &self.brokers[&leader];
+            if !f.alive || !l.alive || f.leading.is_some() || f.known_epoch != self.controller.epoch
+            {
+                return;
+            }
+        }
+        // What the last fetch appended is synced before this one (a crash
+        // before it loses those appends).
+        let f = self.brokers.get_mut(&follower).expect("f");
+        f.durable = f.log.len();
         let f = &self.brokers[&follower];
         let l = &self.brokers[&leader];
-        if !f.alive || !l.alive || f.leading.is_some() || f.known_epoch != self.controller.epoch {
-            return;
-        }
         // The leader serves only fetches of its epoch.
         if l.leading.as_ref().map(LeaderState::leader_epoch) != Some(f.known_epoch) {
             return;
@@ -301,8 +310,7 @@ impl ReplicationSim {
                 for record in records {
                     f.append(record);
                 }
-                // A follower syncs what it appended before it fetches again.
-                f.durable = f.log.len();
+                // Synced at the start of its next fetch, not yet.
                 f.high_watermark = f.high_watermark.max(leader_hw.min(f.log_end()));
                 self.acknowledge();
             }

@@ -123,7 +123,7 @@ impl Partition {
             high_watermark: Cell::new(high_watermark),
             written_end: Cell::new(high_watermark),
             leader_epoch: Cell::new(0),
-            replication: RefCell::new(Replication::solo()),
+            replication: RefCell::new(Replication::solo(high_watermark)),
             written_position: Cell::new(written_position),
             data_waiters: RefCell::new(Vec::new()),
             failed: Cell::new(false),

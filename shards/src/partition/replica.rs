@@ -66,6 +66,9 @@ pub(super) struct Replication {
     epochs_dirty: bool,
     /// Truncations so far (see `SyncMark`).
     truncations: u64,
+    /// The log end the last fdatasync covered (the log as opened counts as
+    /// synced): all a new leader may count as on its own disk.
+    synced_end: i64,
 }
 
 /// What one fdatasync covers.
@@ -76,7 +79,7 @@ pub(super) struct SyncMark {
 }
 
 impl Replication {
-    pub(super) fn solo() -> Replication {
+    pub(super) fn solo(synced_end: i64) -> Replication {
         Replication {
             role: Role::Solo,
             write_ends: VecDeque::new(),
@@ -85,6 +88,7 @@ impl Replication {
             epochs: EpochCache::default(),
             epochs_dirty: false,
             truncations: 0,
+            synced_end,
         }
     }
 }
@@ -145,7 +149,7 @@ impl Partition {
     /// Becomes the leader of `leader_epoch` (or takes a new ISR in it).
     /// A single replica stays `Solo`.
     pub async fn become_leader(
-        &self,
+        self: &Rc<Self>,
         node_id: i32,
         leader_epoch: i32,
         replicas: &[i32],
@@ -168,6 +172,7 @@ impl Partition {
                 _ => {
                     let written_end = self.written_end.get();
                     let high_watermark = self.high_watermark.get().min(written_end);
+                    let synced_end = replication.synced_end.min(written_end);
                     let state = LeaderState::new(
                         node_id,
                         leader_epoch,
@@ -175,6 +180,7 @@ impl Partition {
                         isr,
                         min_insync_replicas,
                         written_end,
+                        synced_end,
                         high_watermark,
                         now_ms,
                     );
@@ -192,6 +198,19 @@ impl Partition {
         };
         if let Some(high_watermark) = moved {
             self.advance_visible(high_watermark);
+        }
+        let unsynced_tail = {
+            let replication = self.replication.borrow();
+            replication.synced_end < self.written_end.get()
+        };
+        if unsynced_tail {
+            // Its last appends as a follower count once on its disk; sync
+            // now rather than at the next produce.
+            let partition = self.clone();
+            glommio::spawn_local(async move {
+                partition.sync_durable().await;
+            })
+            .detach();
         }
         self.fail_waiters_if_too_few();
         self.persist_epochs().await;
@@ -336,8 +355,10 @@ impl Partition {
         if replication.truncations != mark.truncations {
             return;
         }
+        let durable_end = mark.durable_end.min(self.written_end.get());
+        replication.synced_end = replication.synced_end.max(durable_end);
         let moved = match &mut replication.role {
-            Role::Leader(state) => state.on_durable(mark.durable_end.min(self.written_end.get())),
+            Role::Leader(state) => state.on_durable(durable_end),
             _ => None,
         };
         drop(replication);
@@ -520,6 +541,7 @@ impl Partition {
     pub(super) fn truncated_replication(&self, offset: i64) {
         let mut replication = self.replication.borrow_mut();
         replication.truncations += 1;
+        replication.synced_end = replication.synced_end.min(offset);
         replication
             .write_ends
             .retain(|end| end.next_offset <= offset);
