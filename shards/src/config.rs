@@ -4,6 +4,12 @@ use std::path::PathBuf;
 use engine::group::GroupConfig;
 use engine::metadata::TopicDefaults;
 
+use crate::limits::DescriptorBudget;
+
+/// The descriptor limit a config assumes until the broker reads the real
+/// one at start (Linux's usual soft limit).
+const DESCRIPTOR_LIMIT_ASSUMED: u64 = 1024;
+
 /// Everything a broker needs to start. Built by `gregor serve` from flags and
 /// `GREGOR_*` variables.
 #[derive(Debug, Clone)]
@@ -42,6 +48,9 @@ pub struct BrokerConfig {
     pub cleaner_backoff_ms: u64,
     /// `connections.max.idle.ms`: connections silent this long are closed.
     pub connection_idle_ms_max: u64,
+    /// How the descriptor limit is spent (set at start from the raised
+    /// `RLIMIT_NOFILE`; see `limits.rs`).
+    pub descriptors: DescriptorBudget,
     /// `offsets.topic.num.partitions`
     pub offsets_topic_partitions: u32,
     /// `offsets.topic.replication.factor` (at most the live brokers when the
@@ -146,6 +155,7 @@ impl BrokerConfig {
             shard_request_bytes_max: 256 << 20,
             groups: GroupConfig::default(),
             connection_idle_ms_max: 600_000,
+            descriptors: DescriptorBudget::plan(DESCRIPTOR_LIMIT_ASSUMED, shard_count),
             retention_check_interval_ms: 300_000,
             cleaner_backoff_ms: 15_000,
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9644))),

@@ -13,7 +13,7 @@
 //! | L3 | `shard` |
 //! | L2 | `controller`, `groups`, `partition` |
 //! | L1 | `mesh`, `disk` |
-//! | L0 | `io`, `config`, `clock`, `stop`, `metrics` |
+//! | L0 | `io`, `config`, `clock`, `stop`, `metrics`, `limits` |
 
 mod broker;
 mod clock;
@@ -24,6 +24,7 @@ mod disk;
 mod groups;
 mod io;
 mod kafka;
+mod limits;
 mod mesh;
 mod metrics;
 mod net;

@@ -15,6 +15,7 @@ mod signals;
 
 use crate::config::BrokerConfig;
 use crate::controller::bootstrap_metadata;
+use crate::limits::{raise_descriptor_limit, DescriptorBudget};
 use crate::mesh::{build_mesh, MESH_QUEUE_CAPACITY};
 use crate::stop::StopFlag;
 use shard_thread::{run_shard, StartReport};
@@ -116,6 +117,7 @@ fn probe_port(listen: std::net::SocketAddr) -> Result<(), BrokerError> {
 
 pub fn run(mut config: BrokerConfig) -> Result<(), BrokerError> {
     assert!(config.shard_count > 0);
+    config = with_descriptor_budget(config);
     // glommio opens directories through io_uring without a directory
     // descriptor, so a relative path fails there with EBADF (the README's
     // `gregor serve` uses ./gregor-data): make it absolute once, here.
@@ -280,4 +282,32 @@ pub fn run(mut config: BrokerConfig) -> Result<(), BrokerError> {
     }
     std::thread::sleep(Duration::from_millis(1));
     Ok(())
+}
+
+/// Raises the descriptor limit and splits it (`limits.rs`), saying how.
+fn with_descriptor_budget(mut config: BrokerConfig) -> BrokerConfig {
+    let limit = match raise_descriptor_limit() {
+        Ok((before, after)) => {
+            if after > before {
+                info!(
+                    from = before,
+                    to = after,
+                    "raised the open-file limit (RLIMIT_NOFILE) to its hard limit"
+                );
+            }
+            after
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot read or raise the open-file limit; assuming 1024");
+            1024
+        }
+    };
+    config.descriptors = DescriptorBudget::plan(limit, config.shard_count);
+    info!(
+        open_file_limit = limit,
+        segment_files_per_shard = config.descriptors.segment_files_per_shard,
+        connections_per_shard = config.descriptors.connections_per_shard,
+        "descriptor budget"
+    );
+    config
 }

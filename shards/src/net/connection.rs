@@ -74,6 +74,19 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
+                let open = shard.metrics.connections.get();
+                let budget = shard.config.descriptors.connections_per_shard;
+                if open as usize >= budget {
+                    // Past its share of descriptors: refuse this one, keep
+                    // the rest (partitions and connections) working.
+                    let peer = stream
+                        .peer_addr()
+                        .map(|a| a.to_string())
+                        .unwrap_or_default();
+                    warn!(shard = shard.id, %peer, open, budget, "closing a new connection: this shard's connection budget (from the open-file limit) is spent");
+                    drop(stream);
+                    continue;
+                }
                 let shard = shard.clone();
                 glommio::spawn_local(async move { serve(shard, stream).await }).detach();
             }
