@@ -57,6 +57,8 @@ class Broker:
         self.shards = shards
         self.extra_args = [str(a) for a in extra_args]
         self.proc: subprocess.Popen | None = None
+        # RLIMIT_NOFILE (soft and hard) to start the process with, if set.
+        self.open_file_limit: int | None = None
         self.starts = 0
         # True while the harness believes the process should be running; a
         # process that exits on its own meanwhile has crashed.
@@ -115,11 +117,17 @@ class Broker:
                 # Own process group: Ctrl-C on pytest does not hit the broker
                 # before the harness stops it.
                 start_new_session=True,
+                preexec_fn=self._limit_open_files if self.open_file_limit else None,
             )
         _live_brokers.add(self)
         self.expected_running = True
         if wait:
             self.wait_ready(timeout_s)
+
+    def _limit_open_files(self) -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_file_limit, self.open_file_limit))
 
     def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s

@@ -202,6 +202,12 @@ def test_partitions_spread_over_brokers_and_a_dead_broker_is_fenced(cluster_fact
     survivors = ",".join(b.bootstrap for b in brokers[:2])
     wait_until("broker 3 is fenced", lambda: live_broker_ids(survivors) == {1, 2})
     orphaned = {p for p, leader in leaders.items() if leader == 3}
+    # A shard applies an entry's records one by one (FenceBroker, then each
+    # PartitionChange), so a Metadata answer may fall between them: wait.
+    wait_until(
+        "broker 3's partitions have no leader",
+        lambda: {p for p, leader in partition_leaders(survivors, "spread").items() if leader == -1} == orphaned,
+    )
     assert {p for p, leader in partition_leaders(survivors, "spread").items() if leader == -1} == orphaned
 
     # Back, it registers again, is unfenced and leads its partitions again

@@ -51,6 +51,9 @@ pub struct BrokerConfig {
     /// How the descriptor limit is spent (set at start from the raised
     /// `RLIMIT_NOFILE`; see `limits.rs`).
     pub descriptors: DescriptorBudget,
+    /// A segment file unused this long is closed (reopened on the next
+    /// read or write), so idle partitions hold no descriptor.
+    pub segment_file_idle_ms: u64,
     /// `offsets.topic.num.partitions`
     pub offsets_topic_partitions: u32,
     /// `offsets.topic.replication.factor` (at most the live brokers when the
@@ -156,6 +159,7 @@ impl BrokerConfig {
             groups: GroupConfig::default(),
             connection_idle_ms_max: 600_000,
             descriptors: DescriptorBudget::plan(DESCRIPTOR_LIMIT_ASSUMED, shard_count),
+            segment_file_idle_ms: 60_000,
             retention_check_interval_ms: 300_000,
             cleaner_backoff_ms: 15_000,
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9644))),

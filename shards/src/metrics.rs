@@ -92,6 +92,16 @@ pub struct MetricsSnapshot {
     pub request_memory_bytes: u64,
     pub groups: u64,
     pub partitions: Vec<PartitionGauges>,
+    /// Segment files open now, and the shard's budget for them.
+    pub segment_files_open: u64,
+    pub segment_files_budget: u64,
+    pub segment_file_reopens: u64,
+    pub segment_file_evictions: u64,
+    pub segment_file_idle_closes: u64,
+    pub segment_file_over_budget_opens: u64,
+    /// Partitions placed on the shard that do not serve (files not created,
+    /// or damaged at open).
+    pub offline_partitions: u64,
 }
 
 fn escape_label(value: &str) -> String {
@@ -215,7 +225,7 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
             );
         }
     }
-    let gauges: [Series<MetricsSnapshot, f64>; 4] = [
+    let gauges: [Series<MetricsSnapshot, f64>; 11] = [
         (
             "gregor_connections",
             "Open client connections, by shard.",
@@ -235,6 +245,41 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
             "gregor_consumer_groups",
             "Consumer groups coordinated, by shard.",
             |s| s.groups as f64,
+        ),
+        (
+            "gregor_partitions_offline",
+            "Partitions placed on the shard that do not serve: produce and fetch get KAFKA_STORAGE_ERROR.",
+            |s| s.offline_partitions as f64,
+        ),
+        (
+            "gregor_segment_files_open",
+            "Segment files open now (idle partitions hold none), by shard.",
+            |s| s.segment_files_open as f64,
+        ),
+        (
+            "gregor_segment_files_budget",
+            "Segment files a shard keeps open at most (from the open-file limit).",
+            |s| s.segment_files_budget as f64,
+        ),
+        (
+            "gregor_segment_file_reopens_total",
+            "Segment files opened again on demand after being closed, by shard.",
+            |s| s.segment_file_reopens as f64,
+        ),
+        (
+            "gregor_segment_file_evictions_total",
+            "Segment files closed to make room under the budget, by shard.",
+            |s| s.segment_file_evictions as f64,
+        ),
+        (
+            "gregor_segment_file_idle_closes_total",
+            "Segment files closed after the quiet period, by shard.",
+            |s| s.segment_file_idle_closes as f64,
+        ),
+        (
+            "gregor_segment_file_over_budget_opens_total",
+            "Opens past the budget because every open file was in use, by shard.",
+            |s| s.segment_file_over_budget_opens as f64,
         ),
     ];
     for (name, help, get) in gauges {

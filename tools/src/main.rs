@@ -148,6 +148,11 @@ struct ServeArgs {
     /// log.cleaner.backoff.ms: how often compaction looks for work
     #[arg(long, env = "GREGOR_CLEANER_BACKOFF_MS", default_value_t = 15_000)]
     cleaner_backoff_ms: u64,
+    /// A segment file unused this long is closed and reopened on demand, so
+    /// idle partitions hold no file descriptor (checked at each maintenance
+    /// tick, every --cleaner-backoff-ms at most)
+    #[arg(long, env = "GREGOR_SEGMENT_FILE_IDLE_MS", default_value_t = 60_000)]
+    segment_file_idle_ms: u64,
     /// log.retention.check.interval.ms
     #[arg(
         long,
@@ -325,6 +330,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.connection_idle_ms_max = args.connections_max_idle_ms;
     config.retention_check_interval_ms = args.retention_check_interval_ms.max(10);
     config.cleaner_backoff_ms = args.cleaner_backoff_ms.max(10);
+    config.segment_file_idle_ms = args.segment_file_idle_ms;
     config.segment_write_mode = args.segment_writes;
     config.metrics_listen = match args.metrics.as_deref() {
         Some("off") | Some("") => None,

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use engine::group::OFFSETS_TOPIC;
 use engine::log::LogConfig;
 use engine::metadata::{ClusterImage, MetadataRecord, TopicConfig, TopicImage};
-use engine::protocol::ErrorCode;
+use engine::protocol::{self as codes, ErrorCode};
 use futures::channel::oneshot;
 use tracing::{error, info, warn};
 
@@ -23,7 +23,7 @@ use crate::disk::segment_files::{create_partition, partition_dir};
 use crate::mesh::data::PartitionRead;
 use crate::mesh::routing::{owner_shard, route_in};
 use crate::metrics::Histogram;
-use crate::partition::{OpenedLog, OwnedPartitions, Partition};
+use crate::partition::{FileBudget, OpenedLog, OwnedPartitions, Partition};
 use engine::txn::ProducerStates;
 
 pub struct Backend {
@@ -34,6 +34,12 @@ pub struct Backend {
     partitions: RefCell<OwnedPartitions>,
     /// fdatasync latencies of every partition of the shard.
     pub fsync_latency: Rc<RefCell<Histogram>>,
+    /// This shard's budget of open segment files.
+    pub file_budget: Rc<FileBudget>,
+    /// Partitions placed here whose files could not be created (out of
+    /// descriptors or disk): offline, retried each maintenance tick.
+    /// Bounded by the image's partitions. (topic, index) -> why.
+    unopened: RefCell<BTreeMap<(String, i32), String>>,
     /// This shard's fetch sessions for the partitions it follows.
     fetchers: ReplicaFetchers,
     /// Replicated `__consumer_offsets` partitions whose role was set since
@@ -46,6 +52,7 @@ pub struct Backend {
 impl Backend {
     pub fn new(shard_id: usize, config: Rc<BrokerConfig>, image: ClusterImage) -> Backend {
         let node_id = config.node_id;
+        let file_budget = FileBudget::new(config.descriptors.segment_files_per_shard);
         Backend {
             shard_id,
             shard_count: config.shard_count,
@@ -53,6 +60,8 @@ impl Backend {
             image: RefCell::new(image),
             partitions: RefCell::new(OwnedPartitions::default()),
             fsync_latency: Rc::new(RefCell::new(Histogram::default())),
+            file_budget,
+            unopened: RefCell::new(BTreeMap::new()),
             fetchers: ReplicaFetchers::new(node_id),
             offsets_roles: RefCell::new(BTreeMap::new()),
             offsets_roles_waiter: RefCell::new(None),
@@ -169,6 +178,7 @@ impl Backend {
             opened,
             self.config.segment_write_mode,
             self.fsync_latency.clone(),
+            self.file_budget.clone(),
         );
         self.partitions.borrow_mut().insert(partition.clone());
         partition
@@ -312,22 +322,89 @@ impl Backend {
             if !self.has_replica_here(topic, index) {
                 continue;
             }
-            let dir = partition_dir(&self.config.data_dir, topic, index);
-            match create_partition(&dir, self.log_config(topic)).await {
-                Ok((log, files)) => {
-                    let opened = OpenedLog {
-                        log,
-                        files,
-                        producers: ProducerStates::default(),
-                    };
-                    let partition = self.install(topic, index, dir, opened);
-                    self.settle_role(&partition).await;
+            self.create_partition_here(topic, index).await;
+        }
+    }
+
+    /// Creates one placed partition's files and serves it; if that fails,
+    /// the partition is offline here (KAFKA_STORAGE_ERROR) until a retry
+    /// succeeds. True if it serves.
+    async fn create_partition_here(&self, topic: &str, index: i32) -> bool {
+        let dir = partition_dir(&self.config.data_dir, topic, index);
+        let _room = self.file_budget.make_room().await;
+        match create_partition(&dir, self.log_config(topic)).await {
+            Ok((log, files)) => {
+                let opened = OpenedLog {
+                    log,
+                    files,
+                    producers: ProducerStates::default(),
+                };
+                let partition = self.install(topic, index, dir, opened);
+                self.settle_role(&partition).await;
+                if self
+                    .unopened
+                    .borrow_mut()
+                    .remove(&(topic.to_string(), index))
+                    .is_some()
+                {
+                    info!(topic = %topic, partition = index, "partition created on retry; it serves again");
                 }
-                Err(e) => {
-                    error!(topic = %topic, partition = index, error = %e, "cannot create partition")
+                true
+            }
+            Err(e) => {
+                let known = self
+                    .unopened
+                    .borrow_mut()
+                    .insert((topic.to_string(), index), e.to_string())
+                    .is_some();
+                if !known {
+                    error!(topic = %topic, partition = index, error = %e, "cannot create partition: it is offline (produce and fetch get KAFKA_STORAGE_ERROR) and is retried every maintenance tick");
                 }
+                false
             }
         }
+    }
+
+    /// Retries the partitions whose creation failed (maintenance tick).
+    pub async fn retry_unopened(&self) {
+        let pending: Vec<(String, i32)> = self.unopened.borrow().keys().cloned().collect();
+        for (topic, index) in pending {
+            if !self.has_replica_here(&topic, index) || self.partition(&topic, index).is_some() {
+                self.unopened.borrow_mut().remove(&(topic, index));
+                continue;
+            }
+            if !self.create_partition_here(&topic, index).await {
+                // Still short of the resource: the others would fail too.
+                return;
+            }
+        }
+    }
+
+    /// What a request for a partition this shard does not serve gets:
+    /// KAFKA_STORAGE_ERROR if it is placed here but its files could not be
+    /// created, else NOT_LEADER_OR_FOLLOWER (not here, or not yet).
+    pub fn absent_partition_error(&self, topic: &str, partition: i32) -> ErrorCode {
+        if self
+            .unopened
+            .borrow()
+            .contains_key(&(topic.to_string(), partition))
+        {
+            codes::KAFKA_STORAGE_ERROR
+        } else {
+            codes::NOT_LEADER_OR_FOLLOWER
+        }
+    }
+
+    /// Partitions placed here that do not serve: files not created, or
+    /// found damaged at open.
+    pub fn offline_partition_count(&self) -> usize {
+        let damaged = self
+            .partitions
+            .borrow()
+            .values()
+            .filter(|p| p.is_offline())
+            .count();
+        self.unopened.borrow().len() + damaged
     }
 
     pub async fn apply(&self, record: &MetadataRecord) {
@@ -411,6 +488,9 @@ impl Backend {
             | MetadataRecord::UnregisterBroker { .. }
             | MetadataRecord::BrokerEpochSeen { .. } => {}
             MetadataRecord::DeleteTopic { name } => {
+                self.unopened
+                    .borrow_mut()
+                    .retain(|(topic, _), _| topic != name);
                 let owned = self.partitions.borrow_mut().remove_topic(name);
                 for partition in owned {
                     self.fetchers.unfollow(name, partition.index);
@@ -433,6 +513,9 @@ impl Backend {
                     continue;
                 }
                 let dir = partition_dir(&self.config.data_dir, &topic.name, index);
+                // Room for its active segment; recovery may open more, and
+                // the budget closes the oldest again once it is installed.
+                let room = self.file_budget.make_room().await;
                 let (opened, report) = if dir.exists() {
                     let (log, files, report) =
                         open_partition(&dir, self.log_config(&topic.name), clean).await?;
@@ -458,6 +541,7 @@ impl Backend {
                     (opened, Default::default())
                 };
                 let partition = self.install(&topic.name, index, dir, opened);
+                drop(room);
                 if let Some(reason) = &report.offline_reason {
                     partition.set_offline(reason);
                 } else if topic.partitions[index as usize].replicas.len() > 1 {

@@ -8,10 +8,14 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use engine::log::{parse_segment_file_name, segment_file_stem, PartitionLog};
 use engine::record::BatchHeader;
 use engine::txn::ProducerStates;
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use glommio::io::BufferedFile;
 use tracing::{info, warn};
 
 use super::durable::{off_shard, write_file_durably};
@@ -53,12 +57,31 @@ pub async fn write_producer_snapshot(dir: &Path, offset: i64, snapshot: Vec<u8>)
     .await
 }
 
+/// Where a replay gets a segment's file: the files recovery just opened,
+/// or a partition that opens them on demand. None: no file (skipped).
+pub trait SegmentFileSource {
+    fn file_of(
+        &self,
+        segment_base_offset: i64,
+    ) -> LocalBoxFuture<'_, io::Result<Option<Rc<BufferedFile>>>>;
+}
+
+impl SegmentFileSource for SegmentFiles {
+    fn file_of(
+        &self,
+        segment_base_offset: i64,
+    ) -> LocalBoxFuture<'_, io::Result<Option<Rc<BufferedFile>>>> {
+        let file = self.get(&segment_base_offset).cloned();
+        async move { Ok(file) }.boxed_local()
+    }
+}
+
 /// The producer state of a just-opened partition: the newest valid
 /// snapshot at or below the log end, plus the batches after it.
 pub async fn recover_producer_states(
     dir: &Path,
     log: &PartitionLog,
-    files: &SegmentFiles,
+    files: &dyn SegmentFileSource,
     now_ms: i64,
 ) -> io::Result<ProducerStates> {
     let log_end = log.next_offset();
@@ -90,7 +113,7 @@ pub async fn recover_producer_states(
         if segment.next_offset <= start || segment.size_bytes == 0 {
             continue;
         }
-        let Some(file) = files.get(&segment.base_offset) else {
+        let Some(file) = files.file_of(segment.base_offset).await? else {
             continue;
         };
         let mut position = 0u64;

@@ -39,6 +39,16 @@ pub async fn open_segment_file(dir: &Path, base_offset: i64) -> io::Result<Buffe
         .map_err(to_io)
 }
 
+/// Opens an existing segment's file again (it was closed while idle).
+pub async fn open_existing_segment_file(dir: &Path, base_offset: i64) -> io::Result<BufferedFile> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .buffered_open(segment_path(dir, base_offset, "log"))
+        .await
+        .map_err(to_io)
+}
+
 /// Makes directory entries (new files, removals) durable.
 pub async fn sync_dir(dir: &Path) -> io::Result<()> {
     let directory = Directory::open(dir).await.map_err(to_io)?;

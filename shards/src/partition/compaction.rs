@@ -130,8 +130,12 @@ impl Partition {
         let mut contents = Vec::with_capacity(range.len());
         let mut map = OffsetMap::new();
         for &(base, size) in &range {
-            let file = self.files.borrow().get(&base).cloned();
-            let Some(file) = file else { return Ok(None) };
+            let file = match self.segment_file(base).await {
+                Ok(file) => file,
+                // Retention removed it meanwhile: clean another time.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
             let bytes = file.read_at(0, size as usize).await.map_err(to_io)?;
             if bytes.len() as u64 != size {
                 return Err(io::Error::other("short read of a closed segment"));
@@ -241,13 +245,10 @@ impl Partition {
             .buffered_open(path_with(&self.dir, base, "swap"))
             .await
             .map_err(to_io)?;
-        {
-            let mut files = self.files.borrow_mut();
-            for old in old_bases {
-                files.remove(old);
-            }
-            files.insert(base, Rc::new(swapped));
+        for old in old_bases {
+            self.forget_file(*old);
         }
+        self.register_file(base, Rc::new(swapped));
         self.log
             .borrow_mut()
             .replace_segments(old_bases, segment.clone());

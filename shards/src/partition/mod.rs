@@ -4,6 +4,7 @@
 //! offset lookups), the watch (long-poll wake-ups), retention and compaction.
 
 mod compaction;
+mod file_budget;
 mod group_commit;
 mod reader;
 mod replica;
@@ -19,7 +20,7 @@ pub use replica::FollowerFetch;
 pub use watch::DataSignal;
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::path::PathBuf;
 use std::rc::{Rc, Weak};
@@ -35,6 +36,8 @@ use crate::disk::producer_snapshots::write_producer_snapshot;
 use crate::disk::segment_files::{sync_dir, write_clean_checkpoint, SegmentFiles};
 use crate::metrics::{Histogram, TopicCounters};
 use compaction::CompactionFence;
+pub use file_budget::FileBudget;
+use file_budget::OpenSegment;
 use group_commit::GroupCommit;
 use replica::Replication;
 use writer::QueuedAppend;
@@ -44,7 +47,13 @@ pub struct Partition {
     pub index: i32,
     dir: PathBuf,
     log: RefCell<PartitionLog>,
-    files: RefCell<SegmentFiles>,
+    /// The segment files open now (a subset of the log's segments; see
+    /// `file_budget.rs`), by segment base offset.
+    files: RefCell<BTreeMap<i64, OpenSegment>>,
+    /// The shard's budget of open segment files.
+    file_budget: Rc<FileBudget>,
+    /// This partition, for the budget's entries.
+    me: Weak<Partition>,
     queue: RefCell<VecDeque<QueuedAppend>>,
     queued_bytes: Cell<usize>,
     writer_running: Cell<bool>,
@@ -101,6 +110,7 @@ impl Partition {
         opened: OpenedLog,
         write_mode: SegmentWriteMode,
         fsync_latency: Rc<RefCell<Histogram>>,
+        file_budget: Rc<FileBudget>,
     ) -> Rc<Partition> {
         let OpenedLog {
             log,
@@ -109,13 +119,14 @@ impl Partition {
         } = opened;
         let high_watermark = log.next_offset();
         let written_position = log.active().size_bytes;
-        assert!(files.contains_key(&log.active().base_offset));
-        Rc::new(Partition {
+        let partition = Rc::new_cyclic(|me| Partition {
             topic,
             index,
             dir,
             log: RefCell::new(log),
-            files: RefCell::new(files),
+            files: RefCell::new(BTreeMap::new()),
+            file_budget: file_budget.clone(),
+            me: me.clone(),
             queue: RefCell::new(VecDeque::new()),
             queued_bytes: Cell::new(0),
             writer_running: Cell::new(false),
@@ -136,12 +147,24 @@ impl Partition {
             direct: RefCell::new(None),
             producers: RefCell::new(producers),
             compaction_fence: CompactionFence::default(),
-        })
+        });
+        // What recovery or creation opened counts against the budget like
+        // any other open file, and the oldest go if it is over.
+        for (base, file) in files {
+            partition.register_file(base, file);
+        }
+        file_budget.trim();
+        partition
     }
 
     /// Takes the partition offline for good (until a restart finds it
     /// repaired): every produce, fetch and offset lookup gets
     /// KAFKA_STORAGE_ERROR, and maintenance leaves its files alone.
+    /// Whether `set_offline` took it offline.
+    pub fn is_offline(&self) -> bool {
+        self.offline.get()
+    }
+
     pub fn set_offline(&self, reason: &str) {
         error!(topic = %self.topic, partition = self.index, %reason, "partition offline: produce and fetch get KAFKA_STORAGE_ERROR");
         self.offline.set(true);
@@ -167,13 +190,9 @@ impl Partition {
         self.failed.set(true);
     }
 
-    fn active_file(&self) -> Rc<glommio::io::BufferedFile> {
+    async fn active_file(&self) -> io::Result<Rc<glommio::io::BufferedFile>> {
         let base = self.log.borrow().active().base_offset;
-        self.files
-            .borrow()
-            .get(&base)
-            .expect("active segment has a file")
-            .clone()
+        self.segment_file(base).await
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -222,10 +241,7 @@ impl Partition {
     /// Topic deletion: drain and remove the directory.
     pub async fn delete(&self) -> io::Result<()> {
         self.quiesce().await;
-        let files: Vec<_> = std::mem::take(&mut *self.files.borrow_mut())
-            .into_values()
-            .collect();
-        drop(files);
+        self.forget_files();
         let dir = self.dir.clone();
         off_shard(move || std::fs::remove_dir_all(dir)).await?;
         if let Some(parent) = self.dir.parent() {

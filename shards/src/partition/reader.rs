@@ -250,22 +250,21 @@ impl Partition {
                     None => return Ok(None),
                 }
             }
-            let file = self
-                .files
-                .borrow()
-                .get(&start.segment_base_offset)
-                .cloned()
-                .ok_or(PlanError::SegmentReplaced)?;
+            let file = match self.segment_file(start.segment_base_offset).await {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(PlanError::SegmentReplaced)
+                }
+                Err(e) => return Err(self.storage_error("cannot open a segment file", &e).into()),
+            };
             let window_bytes = ((limit - position) as usize).min(HEADER_SCAN_WINDOW_BYTES);
             let window = file
                 .read_at(position, window_bytes)
                 .await
                 .map_err(|e| self.storage_error("segment read failed", &e))?;
             let same_file = self
-                .files
-                .borrow()
-                .get(&start.segment_base_offset)
-                .is_some_and(|current| Rc::ptr_eq(current, &file));
+                .open_file(start.segment_base_offset)
+                .is_some_and(|current| Rc::ptr_eq(&current, &file));
             if !same_file {
                 return Err(PlanError::SegmentReplaced);
             }
@@ -360,11 +359,9 @@ impl Partition {
             return Ok((-1, -1));
         };
         let file = self
-            .files
-            .borrow()
-            .get(&start.segment_base_offset)
-            .cloned()
-            .ok_or(codes::UNKNOWN_SERVER_ERROR)?;
+            .segment_file(start.segment_base_offset)
+            .await
+            .map_err(|e| self.storage_error("cannot open a segment file", &e))?;
         let limit = self.readable_limit(start.segment_base_offset, start.segment_bytes, false);
         let mut position = start.position;
         // Walk batch headers; decode only the batch that reaches the target.

@@ -34,7 +34,7 @@ impl Partition {
         let bytes: u64 = removed.iter().map(|s| s.size_bytes).sum();
         write_log_start_offset(&self.dir, log_start_offset).await?;
         for segment in &removed {
-            self.files.borrow_mut().remove(&segment.base_offset);
+            self.forget_file(segment.base_offset);
             remove_segment_files(&self.dir, segment.base_offset).await?;
         }
         info!(topic = %self.topic, partition = self.index, segments = removed.len(), bytes, log_start_offset, "retention deleted segments");

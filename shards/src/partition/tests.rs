@@ -13,7 +13,7 @@ use engine::txn::{BatchIdentity, ProducerStates, SequenceVerdict};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use super::compaction::CompactionFence;
-use super::{OpenedLog, Partition};
+use super::{FileBudget, OpenedLog, Partition};
 use crate::disk::direct_appender::SegmentWriteMode;
 use crate::disk::segment_files::create_partition;
 
@@ -48,6 +48,10 @@ where
 }
 
 async fn new_partition(dir: PathBuf) -> Rc<Partition> {
+    new_partition_within(dir, FileBudget::new(16)).await
+}
+
+async fn new_partition_within(dir: PathBuf, budget: Rc<FileBudget>) -> Rc<Partition> {
     let (log, files) = create_partition(&dir, LogConfig::default())
         .await
         .expect("create");
@@ -63,6 +67,7 @@ async fn new_partition(dir: PathBuf) -> Rc<Partition> {
         opened,
         SegmentWriteMode::Buffered,
         Rc::new(RefCell::new(Default::default())),
+        budget,
     )
 }
 
@@ -145,5 +150,64 @@ fn a_cleaning_pass_gives_up_after_a_truncation_and_a_truncation_waits_for_a_comm
         truncation.await;
         assert!(truncated.get());
         assert_ne!(fence.generation(), pass);
+    });
+}
+
+#[test]
+fn partitions_share_a_file_budget_and_reopen_closed_files_on_demand() {
+    let scratch = ScratchDir::new("file-budget");
+    let dir = scratch.0.clone();
+    on_executor(move || async move {
+        let budget = FileBudget::new(1);
+        let first = new_partition_within(dir.join("a-0"), budget.clone()).await;
+        let second = new_partition_within(dir.join("b-0"), budget.clone()).await;
+        assert_eq!(
+            budget.open_files(),
+            1,
+            "creating the second closed the first's file"
+        );
+        let batch = |value: u8| {
+            Bytes::from(encode_batch(&BatchSpec {
+                records: vec![TestRecord::value(vec![value; 100])],
+                ..Default::default()
+            }))
+        };
+        for round in 0..3u8 {
+            for (i, partition) in [&first, &second].into_iter().enumerate() {
+                let appended = partition
+                    .enqueue(batch(round * 2 + i as u8))
+                    .await
+                    .expect("answered");
+                assert_eq!(appended.map(|a| a.base_offset), Ok(round as i64));
+                assert!(budget.open_files() <= 1);
+            }
+        }
+        for (i, partition) in [&first, &second].into_iter().enumerate() {
+            let bytes = partition.read_bytes(0, 1 << 20, false).await.expect("read");
+            let mut position = 0;
+            for round in 0..3u8 {
+                let header = BatchHeader::parse(&bytes[position..]).expect("a batch");
+                assert_eq!(header.base_offset, round as i64);
+                let end = position + header.total_bytes();
+                let value = round * 2 + i as u8;
+                let batch = &bytes[position..end];
+                assert!(
+                    batch.windows(100).any(|w| w == [value; 100]),
+                    "batch {round} of {i}"
+                );
+                position = end;
+            }
+            assert!(budget.open_files() <= 1);
+        }
+        let counters = budget.counters();
+        assert!(
+            counters.reopens >= 6 && counters.evictions >= 6,
+            "{counters:?}"
+        );
+        // Idle files close; the next read opens again.
+        assert_eq!(budget.close_idle(crate::clock::now_ms() + 1, 0), 1);
+        assert_eq!(budget.open_files(), 0);
+        assert!(first.read_bytes(0, 1 << 20, false).await.is_ok());
+        assert_eq!(budget.open_files(), 1);
     });
 }

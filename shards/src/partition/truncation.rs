@@ -51,7 +51,7 @@ impl Partition {
         };
         let removed = self.log.borrow_mut().truncate_to(offset, position);
         for segment in &removed {
-            self.files.borrow_mut().remove(&segment.base_offset);
+            self.forget_file(segment.base_offset);
             remove_segment_files(&self.dir, segment.base_offset).await?;
         }
         let (active_base, active_size, log_end) = {
@@ -62,12 +62,7 @@ impl Partition {
                 log.next_offset(),
             )
         };
-        let file = self
-            .files
-            .borrow()
-            .get(&active_base)
-            .cloned()
-            .ok_or_else(|| io::Error::other("the active segment has no file"))?;
+        let file = self.segment_file(active_base).await?;
         file.truncate(active_size)
             .await
             .map_err(|e| io::Error::other(e.to_string()))?;
@@ -90,8 +85,7 @@ impl Partition {
     /// truncation is rare, so the replay's cost does not matter.
     async fn rebuild_producer_states(&self) -> io::Result<()> {
         let log = self.log.borrow().clone();
-        let files = self.files.borrow().clone();
-        let rebuilt = recover_producer_states(&self.dir, &log, &files, now_ms()).await?;
+        let rebuilt = recover_producer_states(&self.dir, &log, self, now_ms()).await?;
         *self.producers.borrow_mut() = rebuilt;
         Ok(())
     }
@@ -119,12 +113,7 @@ impl Partition {
         if offset <= segment_base_offset {
             return Ok((segment_base_offset, 0));
         }
-        let file = self
-            .files
-            .borrow()
-            .get(&segment_base_offset)
-            .cloned()
-            .ok_or_else(|| io::Error::other("the segment to cut has no file"))?;
+        let file = self.segment_file(segment_base_offset).await?;
         for _ in 0..HEADER_READS_MAX {
             if position + BATCH_HEADER_BYTES as u64 > size {
                 break;

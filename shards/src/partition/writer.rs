@@ -281,9 +281,24 @@ impl Partition {
             }
             return;
         }
+        let file = match self.active_file().await {
+            Ok(file) => file,
+            Err(e) => {
+                // Nothing reached the file: hand the planned offsets out
+                // again, as after a failed write, and refuse these appends.
+                let mark = pending.mark.take().expect("a pending write has a mark");
+                self.producers.borrow_mut().roll_back();
+                self.log.borrow_mut().roll_back_to(mark);
+                pending.bytes.clear();
+                error!(topic = %self.topic, partition = self.index, error = %e, "cannot open the active segment file; appends refused with KAFKA_STORAGE_ERROR until it opens");
+                for (reply, _) in pending.replies.drain(..) {
+                    let _ = reply.send(Err(codes::KAFKA_STORAGE_ERROR));
+                }
+                return;
+            }
+        };
         let bytes = std::mem::take(&mut pending.bytes);
         let length = bytes.len() as u64;
-        let file = self.active_file();
         let started = std::time::Instant::now();
         let result = match self.write_mode {
             SegmentWriteMode::Buffered => write_all_at(&file, bytes, pending.position).await,
@@ -336,7 +351,7 @@ impl Partition {
         let appender = match current {
             Some(appender) => appender,
             None => {
-                let file = self.active_file();
+                let file = self.active_file().await?;
                 let opened = DirectAppender::open(&self.dir, base, &file, position).await?;
                 let appender = Rc::new(opened);
                 *self.direct.borrow_mut() = Some(appender.clone());
@@ -392,7 +407,7 @@ impl Partition {
     /// one. Called by the writer with nothing in flight.
     pub(super) async fn roll(&self) -> io::Result<()> {
         self.finish_direct().await?;
-        let old = self.active_file();
+        let old = self.active_file().await?;
         if let Err(e) = old.fdatasync().await {
             // After a failed sync the page cache no longer says what is on
             // disk: stop writing rather than guess.
@@ -407,9 +422,11 @@ impl Partition {
         // only the segment after it.
         let snapshot = self.producers.borrow().encode_snapshot(base);
         write_producer_snapshot(&self.dir, base, snapshot).await?;
+        let room = self.file_budget.make_room().await;
         let file = open_segment_file(&self.dir, base).await?;
         sync_dir(&self.dir).await?;
-        self.files.borrow_mut().insert(base, Rc::new(file));
+        self.register_file(base, Rc::new(file));
+        drop(room);
         let rolled = self.log.borrow_mut().roll();
         assert_eq!(rolled, base);
         self.written_position.set(0);
@@ -418,7 +435,7 @@ impl Partition {
 
     /// fdatasync of the active segment: covers every write made before it.
     pub async fn sync(&self) -> io::Result<()> {
-        let file = self.active_file();
+        let file = self.active_file().await?;
         file.fdatasync()
             .await
             .map_err(|e| io::Error::other(e.to_string()))

@@ -43,7 +43,9 @@ impl Shard {
         let now = now_ms();
         for (i, (read, owner)) in reads.iter().zip(owned).enumerate() {
             let outcome = match owner {
-                None => Some(Err(codes::NOT_LEADER_OR_FOLLOWER)),
+                None => Some(Err(self
+                    .backend
+                    .absent_partition_error(&read.topic, read.partition))),
                 Some(p) => match check_reader(&p, read, replica_id, now) {
                     Some(answer) => Some(answer),
                     None => {

@@ -50,6 +50,12 @@ impl Shard {
                 }
                 glommio::executor().yield_if_needed().await;
             }
+            self.backend.retry_unopened().await;
+            // Idle partitions give their descriptors back.
+            let idle_ms = self.config.segment_file_idle_ms;
+            self.backend
+                .file_budget
+                .close_idle(now_ms(), i64::try_from(idle_ms).unwrap_or(i64::MAX));
         }
     }
 }

@@ -20,8 +20,17 @@ impl Shard {
             t.fetch_bytes += c.fetch_bytes;
             t.fetch_records += c.fetch_records;
         }
+        let files = &self.backend.file_budget;
+        let file_counters = files.counters();
         MetricsSnapshot {
             shard: self.id,
+            segment_files_open: files.open_files() as u64,
+            offline_partitions: self.backend.offline_partition_count() as u64,
+            segment_files_budget: files.limit() as u64,
+            segment_file_reopens: file_counters.reopens,
+            segment_file_evictions: file_counters.evictions,
+            segment_file_idle_closes: file_counters.idle_closes,
+            segment_file_over_budget_opens: file_counters.over_budget_opens,
             topics,
             requests: self.metrics.requests.borrow().clone(),
             fsync: self.backend.fsync_latency.borrow().clone(),

@@ -173,7 +173,7 @@ impl Shard {
                                 timestamp_ms,
                             })
                     }
-                    None => Err(codes::NOT_LEADER_OR_FOLLOWER),
+                    None => Err(self.backend.absent_partition_error(&op.topic, op.partition)),
                 };
                 ListOffset::wrap_reply(listed)
             }
@@ -188,7 +188,7 @@ impl Shard {
             Request::Data(DataRequest::DeleteRecords(op)) => async move {
                 let deleted = match self.backend.partition(&op.topic, op.partition) {
                     Some(p) => p.delete_records(op.offset).await,
-                    None => Err(codes::NOT_LEADER_OR_FOLLOWER),
+                    None => Err(self.backend.absent_partition_error(&op.topic, op.partition)),
                 };
                 DeleteRecords::wrap_reply(deleted)
             }
@@ -235,7 +235,8 @@ impl Shard {
         op: Append,
     ) -> LocalBoxFuture<'static, Result<crate::mesh::data::AppendOutcome, ErrorCode>> {
         let Some(owned) = self.backend.partition(&op.topic, op.partition) else {
-            return async { Err(codes::NOT_LEADER_OR_FOLLOWER) }.boxed_local();
+            let code = self.backend.absent_partition_error(&op.topic, op.partition);
+            return async move { Err(code) }.boxed_local();
         };
         let acks = op.acks;
         if acks == -1 {
