@@ -542,6 +542,9 @@ impl Backend {
                 };
                 let partition = self.install(&topic.name, index, dir, opened);
                 drop(room);
+                if report.checkpoint_used {
+                    partition.set_checkpoint_current();
+                }
                 if let Some(reason) = &report.offline_reason {
                     partition.set_offline(reason);
                 } else if topic.partitions[index as usize].replicas.len() > 1 {

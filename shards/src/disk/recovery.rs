@@ -34,10 +34,9 @@ fn read_checkpoint(dir: &Path) -> Option<ActiveCheckpoint> {
     let path = dir.join(CHECKPOINT_FILE);
     let text = match std::fs::read(&path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            warn!(dir = %dir.display(), "no active-segment checkpoint after a clean stop; scanning the active segment");
-            return None;
-        }
+        // Said by the caller if the active segment is not empty (an empty
+        // partition is closed without one).
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
         Err(e) => {
             warn!(file = %path.display(), error = %e, "cannot read the checkpoint; scanning the active segment");
             return None;
@@ -72,6 +71,9 @@ pub struct RecoveryReport {
     /// Set when a segment is damaged with valid batches after the damage:
     /// the partition must not be served (see `open_partition`).
     pub offline_reason: Option<String>,
+    /// The active segment was restored from the clean-stop checkpoint (so
+    /// that file still describes it).
+    pub checkpoint_used: bool,
 }
 
 /// Searches the file from `from` for a valid batch with a base offset of at
@@ -240,8 +242,6 @@ pub async fn open_partition(
         return Ok((log, files, report));
     }
     let checkpoint = if clean { read_checkpoint(dir) } else { None };
-    // The checkpoint is good for one restart only.
-    let _ = std::fs::remove_file(dir.join(CHECKPOINT_FILE));
     let mut files = SegmentFiles::new();
     let mut segments = Vec::with_capacity(bases.len());
     for (i, &base) in bases.iter().enumerate() {
@@ -249,6 +249,9 @@ pub async fn open_partition(
         let size = file.file_size().await.map_err(to_io)?;
         let is_active = i + 1 == bases.len();
         let path = segment_path(dir, base, "log");
+        if is_active && clean && checkpoint.is_none() && size > 0 {
+            warn!(dir = %dir.display(), "no active-segment checkpoint after a clean stop; scanning the active segment");
+        }
         let restored = if is_active {
             checkpoint.and_then(|cp| {
                 if cp.base_offset != base || cp.size_bytes != size {
@@ -280,6 +283,9 @@ pub async fn open_partition(
             }
             restored
         };
+        if is_active {
+            report.checkpoint_used = restored.is_some();
+        }
         let segment = match restored {
             Some(segment) => segment,
             None => {
@@ -300,6 +306,12 @@ pub async fn open_partition(
         };
         files.insert(base, Rc::new(file));
         segments.push(segment);
+    }
+    if !report.checkpoint_used {
+        // A checkpoint stays only while it describes the active segment:
+        // the partition's clean close may then skip rewriting it (see
+        // `Partition::close`). One that did not serve this start is stale.
+        let _ = std::fs::remove_file(dir.join(CHECKPOINT_FILE));
     }
     if report.scanned_segments > 0 {
         info!(dir = %dir.display(), scanned_segments = report.scanned_segments, truncated_bytes = report.truncated_bytes, offline = report.offline_reason.is_some(), "recovered partition");

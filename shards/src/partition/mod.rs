@@ -93,6 +93,11 @@ pub struct Partition {
     producers: RefCell<ProducerStates>,
     /// Keeps cleaning passes and truncations apart (`compaction.rs`).
     compaction_fence: CompactionFence,
+    /// The active segment's checkpoint file (and indexes) on disk still
+    /// describe it: set at open when recovery used them, cleared by any
+    /// write, roll or truncation. A clean close then has nothing to write,
+    /// which keeps the stop of 100k idle partitions quick.
+    checkpoint_current: Cell<bool>,
 }
 
 /// A partition's log as opened (or created) from its directory.
@@ -147,6 +152,7 @@ impl Partition {
             direct: RefCell::new(None),
             producers: RefCell::new(producers),
             compaction_fence: CompactionFence::default(),
+            checkpoint_current: Cell::new(false),
         });
         // What recovery or creation opened counts against the budget like
         // any other open file, and the oldest go if it is over.
@@ -160,6 +166,11 @@ impl Partition {
     /// Takes the partition offline for good (until a restart finds it
     /// repaired): every produce, fetch and offset lookup gets
     /// KAFKA_STORAGE_ERROR, and maintenance leaves its files alone.
+    /// Recovery restored the active segment from its clean-stop checkpoint.
+    pub fn set_checkpoint_current(&self) {
+        self.checkpoint_current.set(true);
+    }
+
     /// Whether `set_offline` took it offline.
     pub fn is_offline(&self) -> bool {
         self.offline.get()
@@ -219,6 +230,16 @@ impl Partition {
         }
         if self.failed.get() {
             return Err(io::Error::other("partition failed earlier"));
+        }
+        let untouched = {
+            let log = self.log.borrow();
+            let empty = log.active().size_bytes == 0 && log.segments().count() == 1;
+            self.checkpoint_current.get() || (empty && self.producers.borrow().is_empty())
+        };
+        if untouched {
+            // Nothing written since the checkpoint on disk (or nothing at
+            // all): what the next start reads is already there.
+            return Ok(());
         }
         self.finish_direct().await?;
         self.sync().await?;

@@ -43,6 +43,7 @@ impl Partition {
             return Ok(end);
         }
         self.compaction_fence.begin_truncation().await;
+        self.checkpoint_current.set(false);
         self.finish_direct().await?;
         let (_, cut) = self.log.borrow().plan_truncation(offset);
         let (offset, position) = match cut {

@@ -299,6 +299,7 @@ impl Partition {
         };
         let bytes = std::mem::take(&mut pending.bytes);
         let length = bytes.len() as u64;
+        self.checkpoint_current.set(false);
         let started = std::time::Instant::now();
         let result = match self.write_mode {
             SegmentWriteMode::Buffered => write_all_at(&file, bytes, pending.position).await,
@@ -406,6 +407,7 @@ impl Partition {
     /// Closes the active segment durably (data, then indexes) and starts a new
     /// one. Called by the writer with nothing in flight.
     pub(super) async fn roll(&self) -> io::Result<()> {
+        self.checkpoint_current.set(false);
         self.finish_direct().await?;
         let old = self.active_file().await?;
         if let Err(e) = old.fdatasync().await {
