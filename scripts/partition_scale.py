@@ -202,7 +202,9 @@ def main() -> None:
         say("hot_consume_mb_s", got * 1024 / (time.monotonic() - started) / 1e6, "MB/s (1 KiB, 4 hot partitions)")
         consumer.close()
         del consumer, admin
+        started = time.monotonic()
         g.stop(signal.SIGTERM)
+        say("clean_stop_s", time.monotonic() - started, "s")
         say("start_after_clean_stop_s", g.start(), "s")
         say("descriptors_after_restart", descriptors(g.proc.pid), "")
         g.stop(signal.SIGKILL)

@@ -24,6 +24,8 @@ use crate::disk::segment_files::open_existing_segment_file;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
+/// Idle files closed between two yields to other tasks.
+const IDLE_CLOSES_BETWEEN_YIELDS: usize = 64;
 /// Least-recently-used entries looked at for one eviction.
 const EVICTION_SCAN_MAX: usize = 256;
 /// How long an open waits for a file to be let go before it goes past the
@@ -172,12 +174,7 @@ impl FileBudget {
             .map(|(stamp, e)| (*stamp, e.partition.clone(), e.segment_base_offset))
             .collect();
         for (stamp, partition, base) in candidates {
-            let closed = match partition.upgrade() {
-                Some(partition) => partition.close_file_if_unused(base, stamp),
-                None => true,
-            };
-            if closed {
-                self.open.borrow_mut().remove(&stamp);
+            if self.try_close(stamp, &partition, base) {
                 let mut counters = self.counters.get();
                 counters.evictions += 1;
                 self.counters.set(counters);
@@ -187,9 +184,24 @@ impl FileBudget {
         false
     }
 
+    /// Closes one entry's file if nobody holds it (or its partition is
+    /// gone) and drops the entry. True if it did.
+    fn try_close(&self, stamp: u64, partition: &Weak<Partition>, segment_base_offset: i64) -> bool {
+        let closed = match partition.upgrade() {
+            Some(partition) => partition.close_file_if_unused(segment_base_offset, stamp),
+            None => true,
+        };
+        if closed {
+            self.open.borrow_mut().remove(&stamp);
+        }
+        closed
+    }
+
     /// Closes every file unused since `now_ms - quiet_ms` that nobody
-    /// holds. Returns how many.
-    pub fn close_idle(&self, now_ms: i64, quiet_ms: i64) -> usize {
+    /// holds, yielding between small groups (after a mass creation that is
+    /// thousands at once, and produce and fetch come first). Returns how
+    /// many.
+    pub async fn close_idle(&self, now_ms: i64, quiet_ms: i64) -> usize {
         let cutoff = now_ms.saturating_sub(quiet_ms);
         let idle: Vec<(u64, Weak<Partition>, i64)> = self
             .open
@@ -199,14 +211,12 @@ impl FileBudget {
             .map(|(stamp, e)| (*stamp, e.partition.clone(), e.segment_base_offset))
             .collect();
         let mut closed = 0;
-        for (stamp, partition, base) in idle {
-            let done = match partition.upgrade() {
-                Some(partition) => partition.close_file_if_unused(base, stamp),
-                None => true,
-            };
-            if done {
-                self.open.borrow_mut().remove(&stamp);
+        for (i, (stamp, partition, base)) in idle.into_iter().enumerate() {
+            if self.try_close(stamp, &partition, base) {
                 closed += 1;
+            }
+            if i % IDLE_CLOSES_BETWEEN_YIELDS == IDLE_CLOSES_BETWEEN_YIELDS - 1 {
+                glommio::executor().yield_if_needed().await;
             }
         }
         let mut counters = self.counters.get();
