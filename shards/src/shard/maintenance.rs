@@ -4,6 +4,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use engine::metadata::TopicConfig;
 use tracing::error;
 
 use super::Shard;
@@ -28,8 +29,18 @@ impl Shard {
             if retention_due {
                 since_retention_ms = 0;
             }
+            // Partitions come grouped by topic: one effective config per
+            // topic, not per partition (100k partitions per tick).
+            let mut topic_config: Option<(String, TopicConfig)> = None;
             for partition in self.backend.owned_partitions() {
-                let config = self.backend.topic_config(&partition.topic);
+                let config = match &topic_config {
+                    Some((topic, config)) if *topic == partition.topic => config.clone(),
+                    _ => {
+                        let config = self.backend.topic_config(&partition.topic);
+                        topic_config = Some((partition.topic.clone(), config.clone()));
+                        config
+                    }
+                };
                 let now = now_ms();
                 if let Err(e) = partition.roll_if_idle_expired(now).await {
                     error!(topic = %partition.topic, partition = partition.index, error = %e, "roll failed");
