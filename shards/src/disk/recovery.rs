@@ -252,8 +252,12 @@ pub async fn open_partition(
         if is_active && clean && checkpoint.is_none() && size > 0 {
             warn!(dir = %dir.display(), "no active-segment checkpoint after a clean stop; scanning the active segment");
         }
-        let restored = if is_active {
-            checkpoint.and_then(|cp| {
+        let restored = if is_active && size == 0 {
+            // Nothing to trust or scan: an empty partition closes without a
+            // checkpoint.
+            Some(Segment::new(base))
+        } else if is_active {
+            let restored = checkpoint.and_then(|cp| {
                 if cp.base_offset != base || cp.size_bytes != size {
                     warn!(file = %path.display(), checkpoint_base_offset = cp.base_offset, checkpoint_size_bytes = cp.size_bytes, size_bytes = size, "checkpoint does not match the active segment; scanning it");
                     return None;
@@ -270,7 +274,9 @@ pub async fn open_partition(
                     oi,
                     ti,
                 ))
-            })
+            });
+            report.checkpoint_used = restored.is_some();
+            restored
         } else {
             let next = bases[i + 1];
             let restored = read_indexes(dir, base, size.max(1)).and_then(|(oi, ti)| {
@@ -283,9 +289,6 @@ pub async fn open_partition(
             }
             restored
         };
-        if is_active {
-            report.checkpoint_used = restored.is_some();
-        }
         let segment = match restored {
             Some(segment) => segment,
             None => {
