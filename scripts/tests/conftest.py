@@ -38,11 +38,44 @@ def default_gregor_bin() -> Path:
     return target / "release" / "gregor"
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+# Ports the harness hands out come from below the kernel's ephemeral range
+# (32768-60999 by default), so no client's outgoing connection can take one
+# between the check and the broker's bind, and each is handed out once per
+# run. A broker also listens on ports derived from its Kafka port (replica
+# fetches on +10+shard in a cluster), so a port is chosen with those free too.
+_PORT_RANGE = (12_000, 32_000)
+_ports_handed_out: set[int] = set()
+
+# Offsets from a broker's Kafka port that it may listen on: the port itself
+# and one replication port per shard (up to 8 shards).
+BROKER_PORT_OFFSETS = (0, *range(10, 18))
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port(offsets: tuple[int, ...] = (0,)) -> int:
+    """A TCP port P on 127.0.0.1 such that P + every offset is free right
+    now, outside the ephemeral range and not handed out before in this run."""
+    import random
+
+    rng = random.Random()
+    top = _PORT_RANGE[1] - max(offsets)
+    for _ in range(10_000):
+        port = rng.randrange(_PORT_RANGE[0], top)
+        wanted = [port + offset for offset in offsets]
+        if any(p in _ports_handed_out for p in wanted):
+            continue
+        if all(_bindable(p) for p in wanted):
+            _ports_handed_out.update(wanted)
+            return port
+    raise RuntimeError(f"no free port set {offsets} in {_PORT_RANGE}")
 
 
 class Broker:
@@ -53,7 +86,7 @@ class Broker:
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.log_path = workdir / "gregor.log"  # beside (not inside) the data dir
-        self.port = free_port()
+        self.port = free_port(BROKER_PORT_OFFSETS)
         self.shards = shards
         self.extra_args = [str(a) for a in extra_args]
         self.proc: subprocess.Popen | None = None

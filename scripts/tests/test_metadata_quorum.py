@@ -12,6 +12,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from conftest import free_port
 from helpers import consume_confluent, make_records, produce_confluent, verify_log, watermarks
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -261,17 +262,14 @@ def test_a_consumer_group_works_across_brokers(cluster_factory):
 
 
 def test_gregor_dev_runs_a_local_cluster_until_ctrl_c(gregor_bin, tmp_path):
-    import random
     import signal
     import subprocess
 
-    # Kafka ports base, base+100, base+200; controllers +1; metrics +552:
-    # a base whose ports are all free now.
-    base = next(
-        b
-        for b in (random.randrange(20_000, 40_000, 1_000) + 92 for _ in range(50))
-        if all(_port_free(b + 100 * i + offset) for i in range(3) for offset in (0, 1, 552))
-    )
+    # Kafka ports base, base+100, base+200; controllers +1; replica fetches
+    # +10; metrics +552: a base whose ports are all free now, below the
+    # kernel's ephemeral range so no client connection takes one meanwhile.
+    offsets = tuple(100 * i + offset for i in range(3) for offset in (0, 1, 10, 552))
+    base = free_port(offsets)
     dev = subprocess.Popen(
         [str(gregor_bin), "dev", "--brokers", "3", "--port", str(base), "--dir", str(tmp_path / "dev")],
         stdout=subprocess.PIPE,
@@ -302,17 +300,6 @@ def test_gregor_dev_runs_a_local_cluster_until_ctrl_c(gregor_bin, tmp_path):
     for node in (1, 2, 3):
         log = (tmp_path / "dev" / f"node-{node}.log").read_text()
         assert "clean shutdown" in log, log[-2000:]
-
-
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 def _quietly(check):
