@@ -33,11 +33,17 @@ apt_install() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
 }
 
-phase "1/5 system packages (kcat)"
+phase "1/5 system packages (kcat, libfaketime)"
 if command -v kcat >/dev/null 2>&1; then
     echo "kcat present: $(command -v kcat)"
 else
     apt_install kcat
+fi
+# libfaketime steps a broker's wall clock in test_clock_steps.py.
+if [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || [ "$(dpkg-query -W -f='${Status}' libfaketime 2>/dev/null)" = "install ok installed" ]; then
+    echo "libfaketime present"
+else
+    apt_install libfaketime
 fi
 
 phase "2/5 python test environment (.venv)"

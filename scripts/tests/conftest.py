@@ -92,6 +92,8 @@ class Broker:
         self.proc: subprocess.Popen | None = None
         # RLIMIT_NOFILE (soft and hard) to start the process with, if set.
         self.open_file_limit: int | None = None
+        # Extra environment variables for the process.
+        self.extra_env: dict[str, str] = {}
         self.starts = 0
         # True while the harness believes the process should be running; a
         # process that exits on its own meanwhile has crashed.
@@ -137,6 +139,7 @@ class Broker:
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
         env.setdefault("RUST_BACKTRACE", "1")
+        env.update(self.extra_env)
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== harness: start #{self.starts}: {shlex.join(cmd)}\n".encode())
             log.flush()

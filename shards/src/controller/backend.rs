@@ -219,7 +219,7 @@ impl Backend {
                     &image_partition.replicas,
                     &image_partition.isr,
                     min_isr,
-                    now_ms(),
+                    crate::clock::steady_ms(),
                 )
                 .await;
             self.note_offsets_role(partition, true);

@@ -16,7 +16,7 @@ use engine::protocol::{self as codes, ErrorCode};
 use tracing::{info, warn};
 
 use super::Controller;
-use crate::clock::now_ms;
+use crate::clock::steady_ms;
 use crate::stop::StopFlag;
 
 /// What the leading controller remembers of brokers (not in the image: a
@@ -49,7 +49,7 @@ impl Controller {
             .map(|b| b.broker_epoch)
             .ok_or(codes::UNKNOWN_SERVER_ERROR)?;
         let mut brokers = self.brokers.borrow_mut();
-        brokers.sessions.heartbeat(node_id, epoch, now_ms());
+        brokers.sessions.heartbeat(node_id, epoch, steady_ms());
         brokers
             .registered_at
             .insert(node_id, self.quorum.applied_index());
@@ -83,7 +83,9 @@ impl Controller {
         };
         let required = {
             let mut brokers = self.brokers.borrow_mut();
-            brokers.sessions.heartbeat(node_id, broker_epoch, now_ms());
+            brokers
+                .sessions
+                .heartbeat(node_id, broker_epoch, steady_ms());
             *brokers
                 .registered_at
                 .entry(node_id)
@@ -129,12 +131,12 @@ impl Controller {
                 let mut brokers = self.brokers.borrow_mut();
                 if brokers.term != view.term {
                     brokers.term = view.term;
-                    brokers.sessions.renew_all(&image, now_ms());
+                    brokers.sessions.renew_all(&image, steady_ms());
                     brokers.registered_at.clear();
                 }
                 brokers
                     .sessions
-                    .expired(&image, now_ms(), session_timeout_ms as i64)
+                    .expired(&image, steady_ms(), session_timeout_ms as i64)
             };
             for node_id in expired {
                 if let Err(error) = self.fence(node_id).await {

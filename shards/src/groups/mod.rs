@@ -24,7 +24,7 @@ use engine::record::{build_batch, decode_records, BatchCompression, BatchHeader,
 use futures::channel::oneshot;
 use tracing::{info, warn};
 
-use crate::clock::now_ms;
+use crate::clock::steady_ms;
 use crate::controller::Backend;
 use crate::mesh::groups::{
     join_error, sync_error, CommitOffsets, DeleteGroup, DeleteOffsets, DescribeGroup, FetchOffsets,
@@ -188,7 +188,7 @@ impl GroupHost {
                 NewRecord::keyed(key, value)
             });
         }
-        let now = now_ms();
+        let now = steady_ms();
         let mut waits = Vec::new();
         for (index, kvs) in by_partition {
             let partition = self
@@ -267,7 +267,7 @@ impl GroupHost {
         let effects = self
             .coordinator
             .borrow_mut()
-            .join(token, request, fresh, now_ms());
+            .join(token, request, fresh, steady_ms());
         self.apply_effects(effects);
         match receiver.await {
             Ok(Completion::Join(result)) => result,
@@ -280,7 +280,10 @@ impl GroupHost {
             return sync_error(code);
         }
         let (token, receiver) = self.park();
-        let effects = self.coordinator.borrow_mut().sync(token, request, now_ms());
+        let effects = self
+            .coordinator
+            .borrow_mut()
+            .sync(token, request, steady_ms());
         self.apply_effects(effects);
         match receiver.await {
             Ok(Completion::Sync(result)) => result,
@@ -297,7 +300,7 @@ impl GroupHost {
             op.generation_id,
             &op.member_id,
             op.group_instance_id.as_deref(),
-            now_ms(),
+            steady_ms(),
         )
     }
 
@@ -311,7 +314,7 @@ impl GroupHost {
         let (errors, effects) =
             self.coordinator
                 .borrow_mut()
-                .leave(&op.group_id, &members, now_ms());
+                .leave(&op.group_id, &members, steady_ms());
         self.apply_effects(effects);
         Ok(errors)
     }
@@ -345,7 +348,7 @@ impl GroupHost {
             Ok(()) => {
                 self.coordinator
                     .borrow_mut()
-                    .finish_commit(commit, &records, now_ms());
+                    .finish_commit(commit, &records, steady_ms());
                 Ok(vec![codes::NONE; count])
             }
             Err(code) => {
@@ -449,7 +452,7 @@ impl GroupHost {
     /// watermark may still be catching up with what its ISR acknowledged).
     /// Returns the records applied.
     async fn load_partition(&self, partition: &Partition) -> usize {
-        let now = now_ms();
+        let now = steady_ms();
         let mut records = 0usize;
         let mut offset = partition.log_start_offset();
         // Each round advances past at least one batch or stops.
@@ -544,7 +547,7 @@ impl GroupHost {
     /// without groups.
     fn tick_due_ms(&self) -> Option<i64> {
         let next = self.coordinator.borrow().next_deadline_ms()?;
-        let now = now_ms();
+        let now = steady_ms();
         Some(next.clamp(now + GROUP_TICK_MS, now + GROUP_TICK_MS_MAX))
     }
 
@@ -560,9 +563,9 @@ impl GroupHost {
                 continue;
             };
             for _wake in 0..TICKER_WAKES_MAX {
-                // Bounded by the longest tick too: now_ms is wall-clock time,
-                // which can jump back.
-                let wait_ms = (due_ms - now_ms()).min(GROUP_TICK_MS_MAX);
+                // Bounded by the longest tick too: a deadline far ahead
+                // (a long session) is looked at again within a second.
+                let wait_ms = (due_ms - steady_ms()).min(GROUP_TICK_MS_MAX);
                 if wait_ms <= 0 {
                     break;
                 }
@@ -584,7 +587,7 @@ impl GroupHost {
                     due_ms = due_ms.min(due);
                 }
             }
-            let effects = self.coordinator.borrow_mut().tick(now_ms());
+            let effects = self.coordinator.borrow_mut().tick(steady_ms());
             if !effects.completions.is_empty() || !effects.persist.is_empty() {
                 self.apply_effects(effects);
             }

@@ -12,7 +12,7 @@ use engine::protocol::{self as codes, ErrorCode};
 use super::dispatch::RequestContext;
 use super::response::str_bytes as s;
 use super::topics::create_via_controller;
-use crate::clock::now_ms;
+use crate::clock::steady_ms;
 use crate::groups::{coordinator_node, coordinator_route};
 use crate::mesh::admin::TopicSpec;
 use crate::mesh::groups::{
@@ -322,7 +322,7 @@ pub async fn offset_commit(
     let shard = &ctx.shard;
     let version = ctx.version;
     let group = request.group_id.0.to_string();
-    let now = now_ms();
+    let now = steady_ms();
     let mut offsets = Vec::new();
     for topic in &request.topics {
         for p in &topic.partitions {

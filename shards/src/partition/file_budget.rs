@@ -18,7 +18,7 @@ use glommio::io::BufferedFile;
 use tracing::warn;
 
 use super::Partition;
-use crate::clock::now_ms;
+use crate::clock::steady_ms;
 use crate::disk::producer_snapshots::SegmentFileSource;
 use crate::disk::segment_files::open_existing_segment_file;
 use futures::future::LocalBoxFuture;
@@ -283,9 +283,12 @@ impl Partition {
     fn use_open_file(&self, segment_base_offset: i64) -> Option<Rc<BufferedFile>> {
         let mut files = self.files.borrow_mut();
         let entry = files.get_mut(&segment_base_offset)?;
-        entry.stamp =
-            self.file_budget
-                .touch(&self.me, segment_base_offset, Some(entry.stamp), now_ms());
+        entry.stamp = self.file_budget.touch(
+            &self.me,
+            segment_base_offset,
+            Some(entry.stamp),
+            steady_ms(),
+        );
         Some(entry.file.clone())
     }
 
@@ -302,7 +305,7 @@ impl Partition {
     pub(super) fn register_file(&self, segment_base_offset: i64, file: Rc<BufferedFile>) {
         let stamp = self
             .file_budget
-            .touch(&self.me, segment_base_offset, None, now_ms());
+            .touch(&self.me, segment_base_offset, None, steady_ms());
         let replaced = self
             .files
             .borrow_mut()

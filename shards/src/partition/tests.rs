@@ -205,7 +205,7 @@ fn partitions_share_a_file_budget_and_reopen_closed_files_on_demand() {
             "{counters:?}"
         );
         // Idle files close; the next read opens again.
-        assert_eq!(budget.close_idle(crate::clock::now_ms() + 1, 0).await, 1);
+        assert_eq!(budget.close_idle(crate::clock::steady_ms() + 1, 0).await, 1);
         assert_eq!(budget.open_files(), 0);
         assert!(first.read_bytes(0, 1 << 20, false).await.is_ok());
         assert_eq!(budget.open_files(), 1);

@@ -11,7 +11,7 @@ use futures::channel::oneshot;
 use futures::future::{select, Either};
 
 use super::Shard;
-use crate::clock::now_ms;
+use crate::clock::steady_ms;
 use crate::mesh::data::{found_record_bytes, FetchWait, PartitionRead, ReadOutcome};
 use crate::partition::{DataSignal, FollowerFetch, Partition};
 
@@ -40,7 +40,7 @@ impl Shard {
         let mut outcomes = Vec::with_capacity(reads.len());
         let mut planned = Vec::new();
         let owned = self.backend.partitions_of(reads);
-        let now = now_ms();
+        let now = steady_ms();
         for (i, (read, owner)) in reads.iter().zip(owned).enumerate() {
             let outcome = match owner {
                 None => Some(Err(self

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tracing::debug;
 
 use super::Shard;
-use crate::clock::now_ms;
+use crate::clock::steady_ms;
 use crate::mesh::admin::AlterPartition;
 
 /// Kafka checks ISR membership every half `replica.lag.time.max.ms`; this
@@ -29,7 +29,7 @@ impl Shard {
                 if !partition.is_replicated() {
                     continue;
                 }
-                let Some((leader_epoch, isr)) = partition.isr_change_due(now_ms(), lag_max_ms)
+                let Some((leader_epoch, isr)) = partition.isr_change_due(steady_ms(), lag_max_ms)
                 else {
                     continue;
                 };

@@ -66,7 +66,10 @@ impl Shard {
             let idle_ms = self.config.segment_file_idle_ms;
             self.backend
                 .file_budget
-                .close_idle(now_ms(), i64::try_from(idle_ms).unwrap_or(i64::MAX))
+                .close_idle(
+                    crate::clock::steady_ms(),
+                    i64::try_from(idle_ms).unwrap_or(i64::MAX),
+                )
                 .await;
         }
     }
