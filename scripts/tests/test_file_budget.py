@@ -108,30 +108,97 @@ def _can_produce(bootstrap: str, records) -> bool:
         return False
 
 
-def test_a_partition_whose_files_cannot_be_created_is_offline_until_they_can(broker_factory):
-    """CreateTopics commits the topic, but one partition's directory cannot
-    be made (a file sits where it goes): that partition answers
-    KAFKA_STORAGE_ERROR (not a timeout), /metrics counts it
-    offline, and once the obstacle is gone the maintenance tick creates it
-    and it serves, without a restart."""
+def _produce_code(broker, topic: str, partition: int) -> int:
+    """Kafka's error code for one acks=all produce to (topic, partition)."""
     from helpers import API_PRODUCE, encode_record_batch, parse_produce_response, produce_request_body
 
+    batch = encode_record_batch([(b"k", b"v", [])], base_timestamp=int(time.time() * 1000))
+    with RawConnection(broker.bootstrap) as conn:
+        body = produce_request_body(8, topic, partition, batch, acks=-1, timeout_ms=5_000)
+        return parse_produce_response(conn.request(API_PRODUCE, 8, body), 8)[0].error_code
+
+
+KAFKA_STORAGE_ERROR = 56
+
+
+def test_create_topics_and_partitions_answer_an_error_for_partitions_that_cannot_be_created(broker_factory):
+    """One partition's directory cannot be made (a file sits where it goes):
+    CreateTopics answers KAFKA_STORAGE_ERROR naming it and creates nothing,
+    not even the partitions that could be made; once the obstacle is gone
+    the same request works. CreatePartitions cannot take partitions back:
+    it answers the error, and the partition is offline until it can be
+    created, without a restart."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import NewPartitions
+
     broker, metrics_port = start_limited(broker_factory)
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     blocker = broker.data_dir / "blocked-0"
     blocker.write_text("not a directory")
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    admin.create_topics([NewTopic("blocked", 2, 1)])["blocked"].result(timeout=30)
-
-    def produce(partition: int) -> int:
-        batch = encode_record_batch([(b"k", b"v", [])], base_timestamp=int(time.time() * 1000))
-        with RawConnection(broker.bootstrap) as conn:
-            body = produce_request_body(8, "blocked", partition, batch, acks=-1, timeout_ms=5_000)
-            return parse_produce_response(conn.request(API_PRODUCE, 8, body), 8)[0].error_code
-
-    wait_until(lambda: produce(1) == 0, timeout_s=30, what="the healthy partition serves")
-    assert produce(0) == 56  # KAFKA_STORAGE_ERROR
-    assert scrape_sum(metrics_port, "gregor_partitions_offline") == 1
-    assert "cannot create partition" in broker.log_path.read_text()
+    try:
+        admin.create_topics([NewTopic("blocked", 2, 1)])["blocked"].result(timeout=30)
+        raise AssertionError("CreateTopics succeeded although partition 0 could not be created")
+    except KafkaException as e:
+        error = e.args[0]
+        assert error.code() == KAFKA_STORAGE_ERROR, error
+        assert "partition(s) 0 could not be created" in error.str(), error.str()
+    assert "blocked" not in admin.list_topics(timeout=10).topics
+    assert not (broker.data_dir / "blocked-1").exists(), "a partition of the failed topic was left behind"
     blocker.unlink()
-    wait_until(lambda: produce(0) == 0, timeout_s=30, what="the partition serves once its directory can be made")
+    admin.create_topics([NewTopic("blocked", 2, 1)])["blocked"].result(timeout=30)
+    wait_until(lambda: _produce_code(broker, "blocked", 0) == 0, timeout_s=30, what="the created topic serves")
+
+    admin.create_topics([NewTopic("grow", 1, 1)])["grow"].result(timeout=30)
+    blocker = broker.data_dir / "grow-1"
+    blocker.write_text("not a directory")
+    try:
+        admin.create_partitions([NewPartitions("grow", 2)])["grow"].result(timeout=30)
+        raise AssertionError("CreatePartitions succeeded although partition 1 could not be created")
+    except KafkaException as e:
+        assert e.args[0].code() == KAFKA_STORAGE_ERROR, e.args[0]
+    assert _produce_code(broker, "grow", 1) == KAFKA_STORAGE_ERROR
+    assert scrape_sum(metrics_port, "gregor_partitions_offline") == 1
+    blocker.unlink()
+    wait_until(lambda: _produce_code(broker, "grow", 1) == 0, timeout_s=30,
+               what="the new partition serves once its directory can be made")
     assert scrape_sum(metrics_port, "gregor_partitions_offline") == 0
+
+
+def test_a_partition_that_cannot_be_opened_is_offline_until_it_can(broker_factory):
+    """At a restart one partition's directory cannot be opened: the broker
+    starts anyway; that partition answers KAFKA_STORAGE_ERROR at once, and
+    Metadata, `gregor topic describe` and /metrics show it offline; once
+    its directory is back it serves its old records again, without a
+    restart."""
+    from test_cli import gjson
+
+    broker, metrics_port = start_limited(broker_factory)
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("later", 2, 1)])["later"].result(timeout=30)
+    records = [Rec(key=b"k", value=f"before {p}".encode(), headers=()) for p in range(2)]
+    produce_confluent(broker.bootstrap, "later", records, partitions=[0, 1])
+    broker.stop()
+    moved = broker.workdir / "later-0.moved"
+    (broker.data_dir / "later-0").rename(moved)
+    (broker.data_dir / "later-0").write_text("not a directory")
+    broker.start()
+
+    assert _produce_code(broker, "later", 0) == KAFKA_STORAGE_ERROR
+    assert _produce_code(broker, "later", 1) == 0
+    assert scrape_sum(metrics_port, "gregor_partitions_offline") == 1
+    partitions = admin.list_topics("later", timeout=10).topics["later"].partitions
+    node = partitions[1].leader
+    # librdkafka shows no offline replicas; `gregor topic describe` below does.
+    assert partitions[0].leader == -1 and node not in partitions[0].isrs, partitions[0]
+    assert partitions[0].error is not None and partitions[0].error.code() == 5, partitions[0]  # LEADER_NOT_AVAILABLE
+    described = {p["partition"]: p for p in gjson(broker, "topic", "describe", "later")["partitions"]}
+    assert described[0]["offline_replicas"] == [node] and described[0]["leader"] == -1, described[0]
+    assert described[1]["offline_replicas"] == [], described[1]
+
+    (broker.data_dir / "later-0").unlink()
+    moved.rename(broker.data_dir / "later-0")
+    wait_until(lambda: _produce_code(broker, "later", 0) == 0, timeout_s=30,
+               what="the partition serves once its directory is back")
+    assert scrape_sum(metrics_port, "gregor_partitions_offline") == 0
+    consumed = consume_confluent(broker.bootstrap, "later", [0])
+    assert [c.value for c in consumed[0]] == [b"before 0", b"v"], consumed[0]

@@ -144,13 +144,7 @@ pub async fn run_shard(
         .detach();
     }
     step("opening partitions");
-    if let Err(e) = backend.open_partitions(clean).await {
-        let _ = ready.send(StartReport::Failed(format!(
-            "shard {id}: cannot open partitions: {e}"
-        )));
-        stop.raise();
-        return false;
-    }
+    backend.open_partitions(clean).await;
     step("loading consumer groups");
     groups.load().await;
     let maintenance_queue = glommio::executor().create_task_queue(

@@ -21,6 +21,7 @@ use crate::disk::producer_snapshots::recover_producer_states;
 use crate::disk::recovery::open_partition;
 use crate::disk::segment_files::{create_partition, partition_dir};
 use crate::mesh::data::PartitionRead;
+use crate::mesh::metadata::OfflinePartition;
 use crate::mesh::routing::{owner_shard, route_in};
 use crate::metrics::Histogram;
 use crate::partition::{FileBudget, OpenedLog, OwnedPartitions, Partition};
@@ -48,6 +49,10 @@ pub struct Backend {
     offsets_roles: RefCell<BTreeMap<i32, bool>>,
     offsets_roles_waiter: RefCell<Option<oneshot::Sender<()>>>,
 }
+
+/// How many partitions in a row may fail to open in one retry round before
+/// the round stops (the resource is still short).
+const RETRY_FAILURES_IN_A_ROW_MAX: usize = 8;
 
 impl Backend {
     pub fn new(shard_id: usize, config: Rc<BrokerConfig>, image: ClusterImage) -> Backend {
@@ -322,32 +327,26 @@ impl Backend {
             if !self.has_replica_here(topic, index) {
                 continue;
             }
-            self.create_partition_here(topic, index).await;
+            self.serve_partition_here(topic, index, false).await;
         }
     }
 
-    /// Creates one placed partition's files and serves it; if that fails,
-    /// the partition is offline here (KAFKA_STORAGE_ERROR) until a retry
-    /// succeeds. True if it serves.
-    async fn create_partition_here(&self, topic: &str, index: i32) -> bool {
-        let dir = partition_dir(&self.config.data_dir, topic, index);
-        let _room = self.file_budget.make_room().await;
-        match create_partition(&dir, self.log_config(topic)).await {
-            Ok((log, files)) => {
-                let opened = OpenedLog {
-                    log,
-                    files,
-                    producers: ProducerStates::default(),
-                };
-                let partition = self.install(topic, index, dir, opened);
-                self.settle_role(&partition).await;
+    /// Serves one placed partition: opens (and recovers) its directory if
+    /// there is one, else creates its files. If that fails (out of
+    /// descriptors or disk, a damaged directory), the partition is offline
+    /// here (KAFKA_STORAGE_ERROR) until a retry succeeds; its files are left
+    /// as they are. True if it serves. `clean`: the last stop was clean
+    /// (checkpoints can be trusted).
+    async fn serve_partition_here(&self, topic: &str, index: i32, clean: bool) -> bool {
+        match self.open_or_create(topic, index, clean).await {
+            Ok(()) => {
                 if self
                     .unopened
                     .borrow_mut()
                     .remove(&(topic.to_string(), index))
                     .is_some()
                 {
-                    info!(topic = %topic, partition = index, "partition created on retry; it serves again");
+                    info!(topic = %topic, partition = index, "partition opened on retry; it serves again");
                 }
                 true
             }
@@ -358,24 +357,82 @@ impl Backend {
                     .insert((topic.to_string(), index), e.to_string())
                     .is_some();
                 if !known {
-                    error!(topic = %topic, partition = index, error = %e, "cannot create partition: it is offline (produce and fetch get KAFKA_STORAGE_ERROR) and is retried every maintenance tick");
+                    error!(topic = %topic, partition = index, error = %e, "cannot open or create partition: it is offline (produce and fetch get KAFKA_STORAGE_ERROR) and is retried every maintenance tick");
                 }
                 false
             }
         }
     }
 
+    async fn open_or_create(&self, topic: &str, index: i32, clean: bool) -> std::io::Result<()> {
+        let dir = partition_dir(&self.config.data_dir, topic, index);
+        // Room for its active segment; recovery may open more, and the
+        // budget closes the oldest again once it is installed.
+        let room = self.file_budget.make_room().await;
+        let (opened, report) = if std::fs::symlink_metadata(&dir).is_ok() {
+            let (log, files, report) = open_partition(&dir, self.log_config(topic), clean).await?;
+            let producers = if report.offline_reason.is_some() {
+                // Not served: its log is not read.
+                ProducerStates::default()
+            } else {
+                recover_producer_states(&dir, &log, &files, now_ms()).await?
+            };
+            let opened = OpenedLog {
+                log,
+                files,
+                producers,
+            };
+            (opened, report)
+        } else {
+            let (log, files) = create_partition(&dir, self.log_config(topic)).await?;
+            let opened = OpenedLog {
+                log,
+                files,
+                producers: ProducerStates::default(),
+            };
+            (opened, Default::default())
+        };
+        let partition = self.install(topic, index, dir, opened);
+        drop(room);
+        if report.checkpoint_used {
+            partition.set_checkpoint_current();
+        }
+        let replicated = {
+            let image = self.image.borrow();
+            u32::try_from(index)
+                .ok()
+                .and_then(|p| image.topic(topic)?.partition(p))
+                .is_some_and(|p| p.replicas.len() > 1)
+        };
+        if let Some(reason) = &report.offline_reason {
+            partition.set_offline(reason);
+        } else if replicated {
+            partition.load_epochs().await;
+            partition.hold_back_high_watermark();
+        }
+        self.settle_role(&partition).await;
+        Ok(())
+    }
+
     /// Retries the partitions whose creation failed (maintenance tick).
     pub async fn retry_unopened(&self) {
         let pending: Vec<(String, i32)> = self.unopened.borrow().keys().cloned().collect();
+        let mut failures_in_a_row = 0;
         for (topic, index) in pending {
             if !self.has_replica_here(&topic, index) || self.partition(&topic, index).is_some() {
                 self.unopened.borrow_mut().remove(&(topic, index));
                 continue;
             }
-            if !self.create_partition_here(&topic, index).await {
-                // Still short of the resource: the others would fail too.
-                return;
+            if self.serve_partition_here(&topic, index, false).await {
+                failures_in_a_row = 0;
+            } else {
+                // Many in a row: still short of the resource, the rest would
+                // fail too. A few: one broken directory, which must not keep
+                // the others offline.
+                failures_in_a_row += 1;
+                if failures_in_a_row == RETRY_FAILURES_IN_A_ROW_MAX {
+                    return;
+                }
             }
         }
     }
@@ -393,6 +450,55 @@ impl Backend {
         } else {
             codes::NOT_LEADER_OR_FOLLOWER
         }
+    }
+
+    /// Partitions placed here that do not serve (files not created, or found
+    /// damaged at open), among `topics` (None: all).
+    pub fn offline_here(&self, topics: Option<&[String]>) -> Vec<OfflinePartition> {
+        let wanted = |topic: &str| topics.is_none_or(|names| names.iter().any(|n| n == topic));
+        let mut offline: Vec<OfflinePartition> = self
+            .unopened
+            .borrow()
+            .iter()
+            .filter(|((topic, _), _)| wanted(topic))
+            .map(|((topic, partition), reason)| OfflinePartition {
+                topic: topic.clone(),
+                partition: *partition,
+                reason: reason.clone(),
+            })
+            .collect();
+        offline.extend(
+            self.partitions
+                .borrow()
+                .values()
+                .filter(|p| p.is_offline() && wanted(&p.topic))
+                .map(|p| OfflinePartition {
+                    topic: p.topic.clone(),
+                    partition: p.index,
+                    reason: "damaged at open (see the log)".to_string(),
+                }),
+        );
+        offline
+    }
+
+    /// Whether every partition of `topics` placed on this shard was created
+    /// (it serves) or failed (it is offline); false for a topic this shard
+    /// has not applied yet.
+    pub fn topics_settled(&self, topics: &[String]) -> bool {
+        let image = self.image.borrow();
+        topics.iter().all(|name| {
+            let Some(topic) = image.topic(name) else {
+                return false;
+            };
+            (0..topic.partition_count() as i32).all(|index| {
+                owner_shard(topic, index, self.shard_count) != Some(self.shard_id)
+                    || !topic
+                        .partition(index as u32)
+                        .is_some_and(|p| p.has_replica_on(self.config.node_id))
+                    || self.partition(name, index).is_some()
+                    || self.unopened.borrow().contains_key(&(name.clone(), index))
+            })
+        })
     }
 
     /// Partitions placed here that do not serve: files not created, or
@@ -503,7 +609,9 @@ impl Backend {
     }
 
     /// Opens (and if needed recovers) every partition placed on this shard.
-    pub async fn open_partitions(&self, clean: bool) -> std::io::Result<()> {
+    /// One that cannot be opened is offline (and retried), not a reason to
+    /// refuse to start: the others serve.
+    pub async fn open_partitions(&self, clean: bool) {
         let topics: Vec<TopicImage> = self.image.borrow().topics().cloned().collect();
         for topic in topics {
             for index in 0..topic.partition_count() as i32 {
@@ -512,49 +620,9 @@ impl Backend {
                 {
                     continue;
                 }
-                let dir = partition_dir(&self.config.data_dir, &topic.name, index);
-                // Room for its active segment; recovery may open more, and
-                // the budget closes the oldest again once it is installed.
-                let room = self.file_budget.make_room().await;
-                let (opened, report) = if dir.exists() {
-                    let (log, files, report) =
-                        open_partition(&dir, self.log_config(&topic.name), clean).await?;
-                    let producers = if report.offline_reason.is_some() {
-                        // Not served: its log is not read.
-                        ProducerStates::default()
-                    } else {
-                        recover_producer_states(&dir, &log, &files, now_ms()).await?
-                    };
-                    let opened = OpenedLog {
-                        log,
-                        files,
-                        producers,
-                    };
-                    (opened, report)
-                } else {
-                    let (log, files) = create_partition(&dir, self.log_config(&topic.name)).await?;
-                    let opened = OpenedLog {
-                        log,
-                        files,
-                        producers: ProducerStates::default(),
-                    };
-                    (opened, Default::default())
-                };
-                let partition = self.install(&topic.name, index, dir, opened);
-                drop(room);
-                if report.checkpoint_used {
-                    partition.set_checkpoint_current();
-                }
-                if let Some(reason) = &report.offline_reason {
-                    partition.set_offline(reason);
-                } else if topic.partitions[index as usize].replicas.len() > 1 {
-                    partition.load_epochs().await;
-                    partition.hold_back_high_watermark();
-                }
-                self.settle_role(&partition).await;
+                self.serve_partition_here(&topic.name, index, clean).await;
             }
         }
-        Ok(())
     }
 
     pub async fn close_partitions(&self) -> bool {

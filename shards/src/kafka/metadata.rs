@@ -8,7 +8,7 @@ use super::response::{str_bytes as s, topic_name};
 use super::response::{CLUSTER_AUTHORIZED_OPERATIONS, CLUSTER_ID, TOPIC_AUTHORIZED_OPERATIONS};
 use super::topics::auto_create;
 use crate::mesh::admin::DescribeQuorum;
-use crate::shard::Shard;
+use crate::shard::{OfflinePartitions, Shard};
 use engine::metadata::{BrokerRegistration, ClusterImage, PartitionImage, NO_LEADER};
 
 /// The brokers the quorum counts live, as they registered; this broker
@@ -43,27 +43,47 @@ struct PartitionView {
     offline: Vec<i32>,
 }
 
-fn partition_view(image: &ClusterImage, partition: &PartitionImage, node: i32) -> PartitionView {
-    if !partition.has_replicas() {
+/// `offline_here`: whether broker `node`'s own replica does not serve (its
+/// files could not be created or were damaged): it is listed offline, out of
+/// the ISR, and if it leads, the partition has no leader (as Kafka shows a
+/// partition whose leader's log dir failed).
+fn partition_view(
+    image: &ClusterImage,
+    partition: &PartitionImage,
+    node: i32,
+    offline_here: bool,
+) -> PartitionView {
+    let mut view = if !partition.has_replicas() {
         // A single node's partition from before the quorum.
-        return PartitionView {
+        PartitionView {
             leader: node,
             replicas: vec![node],
             isr: vec![node],
             offline: Vec::new(),
-        };
+        }
+    } else {
+        PartitionView {
+            leader: partition.leader,
+            replicas: partition.replicas.clone(),
+            isr: partition.isr.clone(),
+            offline: partition
+                .replicas
+                .iter()
+                .copied()
+                .filter(|&r| !image.is_live(r))
+                .collect(),
+        }
+    };
+    if offline_here {
+        if !view.offline.contains(&node) {
+            view.offline.push(node);
+        }
+        view.isr.retain(|&r| r != node);
+        if view.leader == node {
+            view.leader = NO_LEADER;
+        }
     }
-    PartitionView {
-        leader: partition.leader,
-        replicas: partition.replicas.clone(),
-        isr: partition.isr.clone(),
-        offline: partition
-            .replicas
-            .iter()
-            .copied()
-            .filter(|&r| !image.is_live(r))
-            .collect(),
-    }
+    view
 }
 
 fn broker_ids(ids: &[i32]) -> Vec<km::BrokerId> {
@@ -139,6 +159,16 @@ pub async fn metadata(ctx: RequestContext, request: km::MetadataRequest) -> km::
             names
         }
     };
+    // This broker's replicas that do not serve; rare, and asked of every
+    // shard (each knows only its own).
+    let offline_here = if names.is_empty() {
+        OfflinePartitions::new()
+    } else {
+        shard
+            .offline_partitions(None, false)
+            .await
+            .unwrap_or_default()
+    };
     for (name, error) in names {
         let mut topic = km::metadata_response::MetadataResponseTopic::default();
         topic.name = name.as_deref().map(topic_name);
@@ -165,7 +195,9 @@ pub async fn metadata(ctx: RequestContext, request: km::MetadataRequest) -> km::
                 .iter()
                 .enumerate()
                 .map(|(index, partition)| {
-                    let view = partition_view(&image, partition, node.0);
+                    let offline = !offline_here.is_empty()
+                        && offline_here.contains_key(&(found.name.clone(), index as i32));
+                    let view = partition_view(&image, partition, node.0, offline);
                     let mut p = km::metadata_response::MetadataResponsePartition::default()
                         .with_partition_index(index as i32)
                         .with_leader_id(km::BrokerId(view.leader))
@@ -234,6 +266,10 @@ pub async fn describe_topic_partitions(
     use km::describe_topic_partitions_response as r;
     let shard = &ctx.shard;
     let node = km::BrokerId(shard.config.node_id);
+    let offline_here = shard
+        .offline_partitions(None, false)
+        .await
+        .unwrap_or_default();
     let image = shard.image();
     let mut names: Vec<String> = if request.topics.is_empty() {
         image.topics().map(|t| t.name.clone()).collect()
@@ -284,7 +320,8 @@ pub async fn describe_topic_partitions(
         let count = found.partition_count() as i32;
         let mut index = first;
         while index < count && budget > 0 {
-            let view = partition_view(&image, &found.partitions[index as usize], node.0);
+            let offline = offline_here.contains_key(&(name.clone(), index));
+            let view = partition_view(&image, &found.partitions[index as usize], node.0, offline);
             let mut partition = r::DescribeTopicPartitionsResponsePartition::default()
                 .with_partition_index(index)
                 .with_leader_id(km::BrokerId(view.leader))

@@ -14,9 +14,92 @@ use crate::mesh::admin::{
 };
 use crate::shard::Shard;
 
-/// Creates topics through the controller (shard 0).
+/// Creates topics through the controller (shard 0). A topic some of whose
+/// partitions could not be created on this broker (out of descriptors or
+/// disk) is deleted again and answers KAFKA_STORAGE_ERROR naming them: a
+/// client is never told a topic exists whose partitions do not, and nothing
+/// half-made is left for a restart to bring back.
 pub async fn create_via_controller(shard: &Rc<Shard>, topics: Vec<TopicSpec>) -> Vec<TopicResult> {
-    shard.call(0, CreateTopics { topics }).await
+    let validate_only = topics.iter().all(|t| t.validate_only);
+    let mut results = shard.call(0, CreateTopics { topics }).await;
+    if validate_only {
+        return results;
+    }
+    let failed = failed_partitions(shard, &results, &BTreeMap::new()).await;
+    if failed.is_empty() {
+        return results;
+    }
+    let names: Vec<String> = failed.keys().cloned().collect();
+    let undone: BTreeMap<String, TopicResult> = shard
+        .call(0, DeleteTopics { names })
+        .await
+        .into_iter()
+        .map(|r| (r.name.clone(), r))
+        .collect();
+    for result in &mut results {
+        let Some(why) = failed.get(&result.name) else {
+            continue;
+        };
+        let undo = match undone.get(&result.name) {
+            Some(r) if r.error == codes::NONE => "the topic was deleted again".to_string(),
+            Some(r) => format!("deleting the topic again failed too (error {})", r.error),
+            None => "deleting the topic again got no answer".to_string(),
+        };
+        result.error = codes::KAFKA_STORAGE_ERROR;
+        result.message = Some(format!("{why}; {undo}"));
+    }
+    results
+}
+
+/// Of the topics (or new partitions) the controller reported created,
+/// those with partitions this broker could not create: topic -> message.
+/// `first_new`: per topic, its first new partition (0 when absent). A
+/// broker that does not settle in time reports that instead.
+async fn failed_partitions(
+    shard: &Rc<Shard>,
+    results: &[TopicResult],
+    first_new: &BTreeMap<String, i32>,
+) -> BTreeMap<String, String> {
+    let created: Vec<String> = results
+        .iter()
+        .filter(|r| r.error == codes::NONE)
+        .map(|r| r.name.clone())
+        .collect();
+    if created.is_empty() {
+        return BTreeMap::new();
+    }
+    let node_id = shard.config.node_id;
+    let offline = match shard.offline_partitions(Some(created.clone()), true).await {
+        Ok(offline) => offline,
+        Err(()) => {
+            return created
+                .into_iter()
+                .map(|name| {
+                    let why =
+                        format!("broker {node_id} did not finish creating the partitions in time");
+                    (name, why)
+                })
+                .collect();
+        }
+    };
+    let mut failed: BTreeMap<String, Vec<(i32, String)>> = BTreeMap::new();
+    for ((topic, partition), reason) in offline {
+        if partition >= first_new.get(&topic).copied().unwrap_or(0) {
+            failed.entry(topic).or_default().push((partition, reason));
+        }
+    }
+    failed
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let indexes: Vec<String> = partitions.iter().map(|(p, _)| p.to_string()).collect();
+            let why = format!(
+                "partition(s) {} could not be created on broker {node_id}: {}",
+                indexes.join(", "),
+                partitions[0].1
+            );
+            (topic, why)
+        })
+        .collect()
 }
 
 /// Auto-creates `name` with the broker defaults when allowed. Returns the
@@ -229,7 +312,30 @@ pub async fn create_partitions(
         });
     }
     if !wanted.is_empty() {
-        for result in shard.call(0, AddPartitions { topics: wanted }).await {
+        let validate_only = request.validate_only;
+        let first_new: BTreeMap<String, i32> = wanted
+            .iter()
+            .filter_map(|w| {
+                let count = shard.image().topic(&w.topic)?.partition_count();
+                Some((w.topic.clone(), count as i32))
+            })
+            .collect();
+        let mut results = shard.call(0, AddPartitions { topics: wanted }).await;
+        if !validate_only {
+            // New partitions cannot be taken back (Kafka has no way to
+            // shrink a topic): those that failed stay offline, are retried
+            // every maintenance tick, and the answer says so.
+            let failed = failed_partitions(shard, &results, &first_new).await;
+            for result in &mut results {
+                if let Some(why) = failed.get(&result.name) {
+                    result.error = codes::KAFKA_STORAGE_ERROR;
+                    result.message = Some(format!(
+                        "{why}; they are offline and are created as soon as the resource returns"
+                    ));
+                }
+            }
+        }
+        for result in results {
             response.results.push(
                 km::create_partitions_response::CreatePartitionsTopicResult::default()
                     .with_name(km::TopicName(s(&result.name)))

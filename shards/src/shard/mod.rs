@@ -7,6 +7,9 @@ mod fetch_parking;
 mod isr;
 mod maintenance;
 mod metrics_snapshot;
+mod offline;
+
+pub use offline::OfflinePartitions;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -27,7 +30,7 @@ use crate::mesh::admin::AdminRequest;
 use crate::mesh::data::{
     Append, DataRequest, DeleteRecords, EndWait, FindEpochEnd, ListOffset, ListedOffset, Read,
 };
-use crate::mesh::metadata::{ApplyMetadata, MetadataRequest};
+use crate::mesh::metadata::{ApplyMetadata, MetadataRequest, OfflineHere, OfflineReport};
 use crate::mesh::metrics::{LogDirSizes, MetricsRequest, PartitionSize, TakeSnapshot};
 use crate::mesh::{Call, Mesh, MeshMessage, Reply, Request};
 use crate::metrics::ShardMetrics;
@@ -206,6 +209,17 @@ impl Shard {
             Request::Metadata(MetadataRequest::ApplyMetadata(op)) => async move {
                 self.backend.apply(&op.record).await;
                 ApplyMetadata::wrap_reply(())
+            }
+            .boxed_local(),
+            Request::Metadata(MetadataRequest::OfflineHere(op)) => async move {
+                let settled = match (&op.topics, op.settle) {
+                    (Some(topics), true) => self.wait_settled(topics).await,
+                    _ => true,
+                };
+                OfflineHere::wrap_reply(OfflineReport {
+                    settled,
+                    partitions: self.backend.offline_here(op.topics.as_deref()),
+                })
             }
             .boxed_local(),
             Request::Metrics(MetricsRequest::TakeSnapshot(_)) => {

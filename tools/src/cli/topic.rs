@@ -191,6 +191,7 @@ fn describe(client: &mut Client, json: bool, name: &str) -> anyhow::Result<()> {
                     "leader_epoch": p.leader_epoch,
                     "replicas": p.replicas,
                     "isr": p.isr,
+                    "offline_replicas": p.offline,
                     "log_start_offset": low,
                     "high_watermark": high,
                 })
@@ -226,6 +227,7 @@ fn describe(client: &mut Client, json: bool, name: &str) -> anyhow::Result<()> {
                     p.leader_epoch.to_string(),
                     ids(&p.replicas),
                     ids(&p.isr),
+                    ids(&p.offline),
                     low.to_string(),
                     high.to_string(),
                 ]
@@ -238,6 +240,7 @@ fn describe(client: &mut Client, json: bool, name: &str) -> anyhow::Result<()> {
                 "epoch",
                 "replicas",
                 "isr",
+                "offline",
                 "log-start",
                 "high-watermark",
             ],

@@ -70,6 +70,8 @@ pub struct PartitionInfo {
     pub leader_epoch: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
+    /// Replicas that do not serve (broker down, or its files failed).
+    pub offline: Vec<i32>,
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +194,7 @@ impl Client {
                             leader_epoch: p.leader_epoch,
                             replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
                             isr: p.isr_nodes.iter().map(|b| b.0).collect(),
+                            offline: p.offline_replicas.iter().map(|b| b.0).collect(),
                         })
                         .collect();
                     ps.sort_by_key(|p| p.partition);
@@ -277,8 +280,15 @@ impl Client {
     }
 
     /// (earliest, latest) offsets of every partition of `topic`.
+    /// (log start, high watermark) of every partition with a leader; an
+    /// offline partition (no leader) shows (-1, -1).
     pub fn watermarks(&mut self, topic: &TopicInfo) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
-        let parts: Vec<i32> = topic.partitions.iter().map(|p| p.partition).collect();
+        let parts: Vec<i32> = topic
+            .partitions
+            .iter()
+            .filter(|p| p.leader >= 0)
+            .map(|p| p.partition)
+            .collect();
         let earliest = self.list_offsets(
             topic,
             &parts
