@@ -95,6 +95,8 @@ pub struct MetricsSnapshot {
     /// Segment files open now, and the shard's budget for them.
     pub segment_files_open: u64,
     pub segment_files_budget: u64,
+    /// Segment descriptors duplicated for responses not yet sent.
+    pub segment_slices_in_flight: u64,
     pub segment_file_reopens: u64,
     pub segment_file_evictions: u64,
     pub segment_file_idle_closes: u64,
@@ -225,7 +227,7 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
             );
         }
     }
-    let gauges: [Series<MetricsSnapshot, f64>; 11] = [
+    let gauges: [Series<MetricsSnapshot, f64>; 12] = [
         (
             "gregor_connections",
             "Open client connections, by shard.",
@@ -260,6 +262,11 @@ pub fn render(snapshots: &[MetricsSnapshot]) -> String {
             "gregor_segment_files_budget",
             "Segment files a shard keeps open at most (from the open-file limit).",
             |s| s.segment_files_budget as f64,
+        ),
+        (
+            "gregor_segment_slices_in_flight",
+            "Segment descriptors duplicated for fetch responses not yet sent, by owning shard (bounded by its connection budget; at the bound a fetch sends those partitions nothing that time).",
+            |s| s.segment_slices_in_flight as f64,
         ),
         (
             "gregor_segment_file_reopens_total",

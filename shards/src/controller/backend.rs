@@ -57,7 +57,12 @@ const RETRY_FAILURES_IN_A_ROW_MAX: usize = 8;
 impl Backend {
     pub fn new(shard_id: usize, config: Rc<BrokerConfig>, image: ClusterImage) -> Backend {
         let node_id = config.node_id;
-        let file_budget = FileBudget::new(config.descriptors.segment_files_per_shard);
+        // A connection's share has a second descriptor for the segment a
+        // response splices: together, the bound on this shard's slices.
+        let file_budget = FileBudget::new(
+            config.descriptors.segment_files_per_shard,
+            config.descriptors.connections_per_shard,
+        );
         Backend {
             shard_id,
             shard_count: config.shard_count,

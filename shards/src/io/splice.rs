@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use futures::channel::oneshot;
 use glommio::io::BufferedFile;
@@ -46,23 +48,71 @@ impl From<Vec<u8>> for OutFrame {
 }
 
 /// A file range to send; the descriptor is the sender's own (a dup), so the
-/// owning shard may close or delete the segment meanwhile.
+/// owning shard may close or delete the segment meanwhile. It counts against
+/// the owning shard's [`SliceDescriptors`] until it drops, wherever that is.
 #[derive(Debug)]
 pub struct FileSlice {
     pub fd: OwnedFd,
     pub position: u64,
     pub len: u64,
+    _held: SliceHeld,
 }
 
-/// Duplicates a descriptor for a [`FileSlice`].
-pub fn dup_fd(fd: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: fcntl on a descriptor we were lent; the result is a new one we own.
-    let duplicate = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if duplicate < 0 {
-        return Err(io::Error::last_os_error());
+/// A shard's bound on the segment descriptors it has duplicated for
+/// responses not yet sent (a Fetch of many partitions takes one each). The
+/// count is shared with the connection shards that drop the slices: an
+/// atomic counter, no lock.
+#[derive(Debug, Clone)]
+pub struct SliceDescriptors {
+    in_use: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+#[derive(Debug)]
+struct SliceHeld(Arc<AtomicUsize>);
+
+impl Drop for SliceHeld {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
-    // SAFETY: `duplicate` is a fresh descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(duplicate) })
+}
+
+impl SliceDescriptors {
+    pub fn new(limit: usize) -> SliceDescriptors {
+        assert!(limit > 0);
+        SliceDescriptors {
+            in_use: Arc::new(AtomicUsize::new(0)),
+            limit,
+        }
+    }
+
+    /// Duplicated descriptors not yet dropped.
+    pub fn in_use(&self) -> usize {
+        self.in_use.load(Ordering::Acquire)
+    }
+
+    /// A slice of the file behind `fd`, on a descriptor of its own; Ok(None)
+    /// when the bound is reached (the caller sends nothing for now: the
+    /// client fetches again once responses in flight are sent).
+    pub fn slice(&self, fd: RawFd, position: u64, len: u64) -> io::Result<Option<FileSlice>> {
+        if self.in_use.fetch_add(1, Ordering::AcqRel) >= self.limit {
+            self.in_use.fetch_sub(1, Ordering::AcqRel);
+            return Ok(None);
+        }
+        let held = SliceHeld(self.in_use.clone());
+        // SAFETY: fcntl on a descriptor we were lent; the result is a new one we own.
+        let duplicate = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if duplicate < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Some(FileSlice {
+            // SAFETY: `duplicate` is a fresh descriptor nobody else owns.
+            fd: unsafe { OwnedFd::from_raw_fd(duplicate) },
+            position,
+            len,
+            _held: held,
+        }))
+    }
 }
 
 struct Pipe {

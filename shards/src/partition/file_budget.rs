@@ -21,6 +21,7 @@ use super::Partition;
 use crate::clock::steady_ms;
 use crate::disk::producer_snapshots::SegmentFileSource;
 use crate::disk::segment_files::open_existing_segment_file;
+use crate::io::splice::SliceDescriptors;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
@@ -61,12 +62,17 @@ pub struct FileBudget {
     /// Open segment files by last use (stamp), oldest first.
     open: RefCell<BTreeMap<u64, OpenEntry>>,
     counters: Cell<FileBudgetCounters>,
+    /// The bound on segment descriptors duplicated for responses in flight.
+    slices: SliceDescriptors,
 }
 
 impl FileBudget {
-    pub fn new(limit: usize) -> Rc<FileBudget> {
+    /// `limit` segment files open at once; `slice_limit` descriptors
+    /// duplicated for responses in flight.
+    pub fn new(limit: usize, slice_limit: usize) -> Rc<FileBudget> {
         assert!(limit > 0);
         Rc::new(FileBudget {
+            slices: SliceDescriptors::new(slice_limit),
             limit,
             reserved: Cell::new(0),
             next_stamp: Cell::new(0),
@@ -77,6 +83,10 @@ impl FileBudget {
 
     pub fn limit(&self) -> usize {
         self.limit
+    }
+
+    pub fn slices(&self) -> &SliceDescriptors {
+        &self.slices
     }
 
     pub fn open_files(&self) -> usize {

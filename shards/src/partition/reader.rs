@@ -20,7 +20,6 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 /// v9+ (KIP-1005): the last offset in tiered storage.
 const LATEST_TIERED_TIMESTAMP: i64 = -5;
-use crate::io::splice::{dup_fd, FileSlice};
 use crate::mesh::data::ReadOutcome;
 
 /// Bytes read from an index entry to find the first wanted batch's header:
@@ -110,16 +109,21 @@ impl Partition {
         let records = match planned {
             None => None,
             Some(planned) => {
-                self.count_fetch(&planned);
-                let fd = dup_fd(planned.file.as_raw_fd()).map_err(|e| {
-                    error!(topic = %self.topic, partition = self.index, error = %e, "cannot duplicate segment descriptor");
-                    codes::KAFKA_STORAGE_ERROR
-                })?;
-                Some(FileSlice {
-                    fd,
-                    position: planned.position,
-                    len: planned.len,
-                })
+                let slice = self
+                    .file_budget
+                    .slices()
+                    .slice(planned.file.as_raw_fd(), planned.position, planned.len)
+                    .map_err(|e| {
+                        error!(topic = %self.topic, partition = self.index, error = %e, "cannot duplicate segment descriptor");
+                        codes::KAFKA_STORAGE_ERROR
+                    })?;
+                // None: the shard's responses in flight hold every slice
+                // descriptor it may have; this partition sends nothing this
+                // time, and the client fetches again.
+                if slice.is_some() {
+                    self.count_fetch(&planned);
+                }
+                slice
             }
         };
         Ok(ReadOutcome {

@@ -48,7 +48,7 @@ where
 }
 
 async fn new_partition(dir: PathBuf) -> Rc<Partition> {
-    new_partition_within(dir, FileBudget::new(16)).await
+    new_partition_within(dir, FileBudget::new(16, 16)).await
 }
 
 async fn new_partition_within(dir: PathBuf, budget: Rc<FileBudget>) -> Rc<Partition> {
@@ -158,7 +158,7 @@ fn partitions_share_a_file_budget_and_reopen_closed_files_on_demand() {
     let scratch = ScratchDir::new("file-budget");
     let dir = scratch.0.clone();
     on_executor(move || async move {
-        let budget = FileBudget::new(1);
+        let budget = FileBudget::new(1, 16);
         let first = new_partition_within(dir.join("a-0"), budget.clone()).await;
         let second = new_partition_within(dir.join("b-0"), budget.clone()).await;
         assert_eq!(
@@ -209,5 +209,37 @@ fn partitions_share_a_file_budget_and_reopen_closed_files_on_demand() {
         assert_eq!(budget.open_files(), 0);
         assert!(first.read_bytes(0, 1 << 20, false).await.is_ok());
         assert_eq!(budget.open_files(), 1);
+    });
+}
+
+#[test]
+fn a_shard_duplicates_no_more_segment_descriptors_than_its_bound() {
+    let scratch = ScratchDir::new("slice-bound");
+    let dir = scratch.0.clone();
+    on_executor(move || async move {
+        let budget = FileBudget::new(16, 2);
+        let partition = new_partition_within(dir.join("t-0"), budget.clone()).await;
+        let batch = Bytes::from(encode_batch(&BatchSpec {
+            records: vec![TestRecord::value(vec![7; 100])],
+            ..Default::default()
+        }));
+        partition
+            .enqueue(batch)
+            .await
+            .expect("answered")
+            .expect("appended");
+        let read = || async { partition.read(0, 1 << 20, true).await.expect("read") };
+        let first = read().await;
+        let second = read().await;
+        assert!(first.records.is_some() && second.records.is_some());
+        assert_eq!(budget.slices().in_use(), 2);
+        // At the bound: nothing to send this time, not an error.
+        assert!(read().await.records.is_none());
+        drop(first);
+        assert_eq!(budget.slices().in_use(), 1);
+        assert!(
+            read().await.records.is_some(),
+            "a sent response gives its descriptor back"
+        );
     });
 }

@@ -27,6 +27,7 @@ impl Shard {
             segment_files_open: files.open_files() as u64,
             offline_partitions: self.backend.offline_partition_count() as u64,
             segment_files_budget: files.limit() as u64,
+            segment_slices_in_flight: files.slices().in_use() as u64,
             segment_file_reopens: file_counters.reopens,
             segment_file_evictions: file_counters.evictions,
             segment_file_idle_closes: file_counters.idle_closes,
