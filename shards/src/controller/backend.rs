@@ -41,6 +41,9 @@ pub struct Backend {
     /// descriptors or disk): offline, retried each maintenance tick.
     /// Bounded by the image's partitions. (topic, index) -> why.
     unopened: RefCell<BTreeMap<(String, i32), String>>,
+    /// The topics with a partition of more than one replica, as of the last
+    /// metadata applied (None: to be computed again).
+    replicated_topics: RefCell<Option<Vec<String>>>,
     /// This shard's fetch sessions for the partitions it follows.
     fetchers: ReplicaFetchers,
     /// Replicated `__consumer_offsets` partitions whose role was set since
@@ -72,6 +75,7 @@ impl Backend {
             fsync_latency: Rc::new(RefCell::new(Histogram::default())),
             file_budget,
             unopened: RefCell::new(BTreeMap::new()),
+            replicated_topics: RefCell::new(None),
             fetchers: ReplicaFetchers::new(node_id),
             offsets_roles: RefCell::new(BTreeMap::new()),
             offsets_roles_waiter: RefCell::new(None),
@@ -88,6 +92,36 @@ impl Backend {
 
     pub fn owned_partitions(&self) -> Vec<Rc<Partition>> {
         self.partitions.borrow().values().cloned().collect()
+    }
+
+    /// The owned partitions with more than one replica. Topics are looked
+    /// at in the image first (a contiguous walk), so a node of unreplicated
+    /// partitions touches none of them.
+    pub fn replicated_partitions(&self) -> Vec<Rc<Partition>> {
+        let mut cached = self.replicated_topics.borrow_mut();
+        let topics = cached.get_or_insert_with(|| {
+            self.image
+                .borrow()
+                .topics()
+                .filter(|t| t.partitions.iter().any(|p| p.replicas.len() > 1))
+                .map(|t| t.name.clone())
+                .collect()
+        });
+        let owned = self.partitions.borrow();
+        let mut replicated = Vec::new();
+        for name in topics.iter() {
+            let Some(slots) = owned.topic(name) else {
+                continue;
+            };
+            replicated.extend(
+                slots
+                    .iter()
+                    .flatten()
+                    .filter(|p| p.is_replicated())
+                    .cloned(),
+            );
+        }
+        replicated
     }
 
     pub fn owned_partition_count(&self) -> usize {
@@ -523,6 +557,7 @@ impl Backend {
             warn!(shard = self.shard_id, error = %e, "metadata record does not apply");
             return;
         }
+        self.replicated_topics.borrow_mut().take();
         match record {
             MetadataRecord::CreateTopic {
                 name,

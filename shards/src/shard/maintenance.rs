@@ -33,13 +33,15 @@ impl Shard {
             // topic, not per partition (100k partitions per tick).
             let mut topic_config: Option<(String, TopicConfig)> = None;
             for partition in self.backend.owned_partitions() {
-                let config = match &topic_config {
-                    Some((topic, config)) if *topic == partition.topic => config.clone(),
-                    _ => {
-                        let config = self.backend.topic_config(&partition.topic);
-                        topic_config = Some((partition.topic.clone(), config.clone()));
-                        config
-                    }
+                if topic_config
+                    .as_ref()
+                    .is_none_or(|(topic, _)| *topic != partition.topic)
+                {
+                    let config = self.backend.topic_config(&partition.topic);
+                    topic_config = Some((partition.topic.clone(), config));
+                }
+                let Some((_, config)) = &topic_config else {
+                    unreachable!("set just above");
                 };
                 let now = now_ms();
                 if let Err(e) = partition.roll_if_idle_expired(now).await {
@@ -47,7 +49,7 @@ impl Shard {
                 }
                 partition.expire_producers(now, self.config.producer_id_expiration_ms);
                 if config.cleanup_compact {
-                    if let Err(e) = partition.clean(&config, now).await {
+                    if let Err(e) = partition.clean(config, now).await {
                         error!(topic = %partition.topic, partition = partition.index, error = %e, "compaction failed");
                     }
                 }
