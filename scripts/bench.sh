@@ -10,10 +10,17 @@
 #   BENCH_OUT=/tmp/x bash scripts/bench.sh     # somewhere else
 #   BENCH_SET="duration_s=5 warmup_s=1" bash scripts/bench.sh   # quick look
 #
+# The broker and the load generator run on separate cores (taskset), so the
+# client does not compete with the broker it measures: by default the broker
+# gets the first half of the cores (CPU 0 on a 2-core machine) with one shard
+# per core, and gregor-perf the rest.
+#
 # Environment: CARGO_TARGET_DIR (default target), GREGOR_BIN and
-# GREGOR_PERF_BIN (skip the build when both are given), BENCH_SHARDS (default:
-# all cores), BENCH_TMP (parent of the temp data dirs; default: perf/results,
-# i.e. the repository's disk, which `limits` measures too).
+# GREGOR_PERF_BIN (skip the build when both are given), BENCH_BROKER_CPUS and
+# BENCH_CLIENT_CPUS (taskset lists; the defaults above; BENCH_PIN=0 pins
+# nothing), BENCH_SHARDS (default: one per broker core), BENCH_TMP (parent of
+# the temp data dirs; default: perf/results, i.e. the repository's disk,
+# which `limits` measures too).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -50,6 +57,42 @@ WORK="$(mktemp -d "$TMP_PARENT/.bench-tmp.XXXXXX")"
 LOG="$OUT/bench.log"
 : >"$LOG"
 
+# Which cores run what.
+CORES="$(nproc)"
+if [ "${BENCH_PIN:-1}" = "0" ]; then
+    BROKER_CPUS=""
+    CLIENT_CPUS=""
+elif [ "$CORES" -lt 2 ]; then
+    echo "one core: the broker and the client share it (nothing pinned)"
+    BROKER_CPUS=""
+    CLIENT_CPUS=""
+else
+    HALF=$((CORES / 2))
+    BROKER_CPUS="${BENCH_BROKER_CPUS:-0-$((HALF - 1))}"
+    CLIENT_CPUS="${BENCH_CLIENT_CPUS:-$HALF-$((CORES - 1))}"
+fi
+# taskset's list -> how many cores (for the default shard count).
+count_cpus() {
+    python3 -c '
+import sys
+n = 0
+for part in sys.argv[1].split(","):
+    lo, _, hi = part.partition("-")
+    n += int(hi or lo) - int(lo) + 1
+print(n)' "$1"
+}
+if [ -n "$BROKER_CPUS" ]; then
+    BROKER_SHARDS="${BENCH_SHARDS:-$(count_cpus "$BROKER_CPUS")}"
+    BROKER_PIN=(taskset -c "$BROKER_CPUS")
+    CLIENT_PIN=(taskset -c "$CLIENT_CPUS")
+    PINNING="broker (--shards $BROKER_SHARDS) on CPU $BROKER_CPUS, gregor-perf on CPU $CLIENT_CPUS"
+else
+    BROKER_SHARDS="${BENCH_SHARDS:-}"
+    BROKER_PIN=()
+    CLIENT_PIN=()
+    PINNING="not pinned: broker and gregor-perf share the cores"
+fi
+
 BROKER_PID=""
 stop_broker() {
     if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then
@@ -82,12 +125,12 @@ start_broker() {
     local data="$WORK/$name-data"
     PORT="$(free_port)"
     local shard_args=()
-    if [ -n "${BENCH_SHARDS:-}" ]; then
-        shard_args=(--shards "$BENCH_SHARDS")
+    if [ -n "$BROKER_SHARDS" ]; then
+        shard_args=(--shards "$BROKER_SHARDS")
     fi
     # Metrics stay on (the default) but on a free port, so that no other
     # broker on this machine collides with this one.
-    GREGOR_METRICS="127.0.0.1:$(free_port)" RUST_LOG="${RUST_LOG:-warn}" "$GREGOR_BIN" serve --data-dir "$data" --listen "127.0.0.1:$PORT" \
+    GREGOR_METRICS="127.0.0.1:$(free_port)" RUST_LOG="${RUST_LOG:-warn}" "${BROKER_PIN[@]}" "$GREGOR_BIN" serve --data-dir "$data" --listen "127.0.0.1:$PORT" \
         "${shard_args[@]}" >"$WORK/$name-gregor.log" 2>&1 &
     BROKER_PID=$!
     for _ in $(seq 1 300); do
@@ -135,6 +178,7 @@ START_S=$(date +%s)
     echo "host $(hostname), $(nproc) cores, kernel $(uname -r)"
     echo "gregor: $GREGOR_BIN"
     echo "workloads: ${WORKLOADS[*]}"
+    echo "pinning: $PINNING"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee -a "$LOG"
 LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -144,7 +188,7 @@ if python3 -c "import os,sys; sys.exit(0 if os.getloadavg()[0] > 0.5 * os.cpu_co
 fi
 
 echo "==== limits" | tee -a "$LOG"
-"$GREGOR_PERF_BIN" limits --dir "$WORK" --out "$OUT/limits.json" 2>>"$LOG" | tee "$OUT/limits.txt" | tee -a "$LOG"
+"${CLIENT_PIN[@]}" "$GREGOR_PERF_BIN" limits --dir "$WORK" --out "$OUT/limits.json" 2>>"$LOG" | tee "$OUT/limits.txt" | tee -a "$LOG"
 
 SET_ARGS=()
 for kv in ${BENCH_SET:-}; do
@@ -157,7 +201,7 @@ for w in "${WORKLOADS[@]}"; do
     mkdir -p "$OUT/$w"
     rm -f "$OUT/$w/result.json"
     start_broker "$w"
-    if "$GREGOR_PERF_BIN" run "$w" --bootstrap "127.0.0.1:$PORT" --label gregor \
+    if "${CLIENT_PIN[@]}" "$GREGOR_PERF_BIN" run "$w" --bootstrap "127.0.0.1:$PORT" --label gregor \
         --broker-pid "$BROKER_PID" --limits "$OUT/limits.json" --report "$OUT/$w" \
         "${SET_ARGS[@]}" 2>>"$LOG" | tee "$OUT/$w/result.txt" | tee -a "$LOG"; then
         :
@@ -177,27 +221,27 @@ LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
 echo "load average at end: $LOAD_END" | tee -a "$LOG"
 
 # One summary page with the headline numbers of every workload.
-python3 - "$OUT" "$SHA" "$ELAPSED" "$LOAD_START" "$LOAD_END" "${WORKLOADS[@]}" <<'EOF'
+python3 - "$OUT" "$SHA" "$ELAPSED" "$LOAD_START" "$LOAD_END" "$PINNING" "${WORKLOADS[@]}" <<'EOF'
 import json, os, sys
-out, sha, elapsed, load0, load1, names = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6:]
+out, sha, elapsed, load0, load1, pinning, names = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7:]
 lim = json.load(open(os.path.join(out, "limits.json")))
 f = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
 lines = [f"# Gregor benchmark {os.path.basename(out)}", "",
          f"Commit {sha}; {lim['host']}, {lim['cpus']} cores, kernel {lim['kernel']}; "
          f"bench.sh took {elapsed // 60} min {elapsed % 60} s; load average {load0} at the start, {load1} at the end. "
-         "Client: librdkafka via gregor-perf.", "",
+         f"Client: librdkafka via gregor-perf. Cores: {pinning}.", "",
          "## Machine limits", "",
          f"- sequential write + fdatasync: {lim['seq_write_fdatasync_mb_s']:.0f} MB/s",
          f"- sequential write O_DIRECT: {f(lim['seq_write_odirect_mb_s'], 0)} MB/s",
          f"- 4 KiB append + fdatasync: p50 {lim['fsync_4k']['p50_ms']*1000:.0f} µs, p99 {lim['fsync_4k']['p99_ms']*1000:.0f} µs ({lim['fsync_4k_per_s']:.0f}/s)",
          f"- loopback TCP: {lim['loopback_tcp_mb_s']:.0f} MB/s; memcpy: {lim['memcpy_mb_s']:.0f} MB/s", "",
          "## Workloads", "",
-         "| workload | rate | produce MB/s | msg/s | consume MB/s | publish p50 / p99 / p99.9 ms | e2e p50 / p99 / p99.9 ms | verdict | broker CPU % | RSS MB |",
-         "|---|---|---|---|---|---|---|---|---|---|"]
+         "| workload | rate | produce MB/s | msg/s | consume MB/s | publish p50 / p99 / p99.9 ms | e2e p50 / p99 / p99.9 ms | verdict | broker CPU % | broker CPU µs / record | broker CPU s / GB | RSS MB |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 for n in names:
     p = os.path.join(out, n, "result.json")
     if not os.path.exists(p):
-        lines.append(f"| [{n}]({n}/) | failed | | | | | | | | |")
+        lines.append(f"| [{n}]({n}/) | failed | | | | | | | | | | |")
         continue
     r = json.load(open(p))["results"][0]
     m = r["measured"]
@@ -206,11 +250,20 @@ for n in names:
     rate_s = "read only" if rate is None else (("max " if r["rate"]["searched"] else "") + f"{rate:,.0f} msg/s")
     if m.get("caught_up_s") is not None:
         rate_s += f", caught up in {m['caught_up_s']:.1f} s"
+    # Broker CPU per record and per GB: of what was produced, or of what was
+    # read for a read-only workload (the window's rates; 1 GB = 10^9 bytes).
+    moved = m["produce"] if m["produce"]["msgs_per_s"] else m["consume"]
+    cpu = m.get("broker_cpu_pct")
+    per_record = per_gb = None
+    if cpu is not None and moved["msgs_per_s"]:
+        per_record = cpu / 100 / moved["msgs_per_s"] * 1e6
+        per_gb = cpu / 100 / (moved["mb_per_s"] / 1000)
     lines.append(f"| [{n}]({n}/summary.md) | {rate_s} | {m['produce']['mb_per_s']:.1f} | {m['produce']['msgs_per_s']:,.0f} | "
                  f"{m['consume']['mb_per_s']:.1f} | {lat(m['publish_latency'])} | {lat(m['e2e_latency'])} | {m.get('verdict') or '-'} | "
-                 f"{f(m['broker_cpu_pct'], 0)} | {f(m['broker_rss_max_mb'], 0)} |")
+                 f"{f(m['broker_cpu_pct'], 0)} | {f(per_record, 2)} | {f(per_gb, 2)} | {f(m['broker_rss_max_mb'], 0)} |")
 lines += ["", "Latencies from each record's intended send time (open loop). MB = 10^6 bytes of record values.",
-          "Client and broker share this machine's cores; the client's CPU is in each workload's result."]
+          "Broker CPU per record and per GB: its CPU time in the window over the records (bytes) produced, or read for a read-only workload. "
+          "The client's CPU is in each workload's result."]
 open(os.path.join(out, "summary.md"), "w").write("\n".join(lines) + "\n")
 EOF
 
