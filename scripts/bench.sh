@@ -68,8 +68,10 @@ elif [ "$CORES" -lt 2 ]; then
     CLIENT_CPUS=""
 else
     HALF=$((CORES / 2))
-    BROKER_CPUS="${BENCH_BROKER_CPUS:-0-$((HALF - 1))}"
-    CLIENT_CPUS="${BENCH_CLIENT_CPUS:-$HALF-$((CORES - 1))}"
+    # "a-b", or "a" for one core.
+    span() { if [ "$1" = "$2" ]; then echo "$1"; else echo "$1-$2"; fi; }
+    BROKER_CPUS="${BENCH_BROKER_CPUS:-$(span 0 $((HALF - 1)))}"
+    CLIENT_CPUS="${BENCH_CLIENT_CPUS:-$(span "$HALF" $((CORES - 1)))}"
 fi
 # taskset's list -> how many cores (for the default shard count).
 count_cpus() {
@@ -227,7 +229,7 @@ out, sha, elapsed, load0, load1, pinning, names = sys.argv[1], sys.argv[2], int(
 lim = json.load(open(os.path.join(out, "limits.json")))
 f = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
 lines = [f"# Gregor benchmark {os.path.basename(out)}", "",
-         f"Commit {sha}; {lim['host']}, {lim['cpus']} cores, kernel {lim['kernel']}; "
+         f"Commit {sha}; {lim['host']}, {os.cpu_count()} cores, kernel {lim['kernel']}; "
          f"bench.sh took {elapsed // 60} min {elapsed % 60} s; load average {load0} at the start, {load1} at the end. "
          f"Client: librdkafka via gregor-perf. Cores: {pinning}.", "",
          "## Machine limits", "",
