@@ -202,3 +202,27 @@ def test_a_partition_that_cannot_be_opened_is_offline_until_it_can(broker_factor
     assert scrape_sum(metrics_port, "gregor_partitions_offline") == 0
     consumed = consume_confluent(broker.bootstrap, "later", [0])
     assert [c.value for c in consumed[0]] == [b"before 0", b"v"], consumed[0]
+
+
+def test_a_partition_with_more_segments_than_descriptors_opens_after_a_crash(broker_factory):
+    """One partition of 500 segments (segment.bytes=14: a segment per
+    batch) under a 400-descriptor limit: after kill -9 it opens (recovery
+    keeps only the active segment's file open) and every record reads back."""
+    from helpers import API_PRODUCE, encode_record_batch, parse_produce_response, produce_request_body
+
+    broker, _ = start_limited(broker_factory)
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("segments", 1, 1, config={"segment.bytes": "14"})])["segments"].result(timeout=30)
+    count = 500
+    with RawConnection(broker.bootstrap) as conn:
+        for i in range(count):
+            batch = encode_record_batch([(b"k", f"v{i}".encode(), [])], base_timestamp=int(time.time() * 1000))
+            body = produce_request_body(8, "segments", 0, batch, acks=-1, timeout_ms=5_000)
+            assert parse_produce_response(conn.request(API_PRODUCE, 8, body), 8)[0].error_code == 0
+    segments = len(list((broker.data_dir / "segments-0").glob("*.log")))
+    assert segments >= count, segments
+    broker.kill9()
+    broker.start()
+    assert _produce_code(broker, "segments", 0) == 0
+    consumed = consume_confluent(broker.bootstrap, "segments", [0])
+    assert [c.value for c in consumed[0]] == [f"v{i}".encode() for i in range(count)] + [b"v"]

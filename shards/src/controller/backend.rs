@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 use crate::clock::now_ms;
 use crate::cluster::replica_fetcher::ReplicaFetchers;
 use crate::config::BrokerConfig;
-use crate::disk::producer_snapshots::recover_producer_states;
+use crate::disk::producer_snapshots::{recover_producer_states, RecoveredFiles};
 use crate::disk::recovery::open_partition;
 use crate::disk::segment_files::{create_partition, partition_dir};
 use crate::mesh::data::PartitionRead;
@@ -414,7 +414,11 @@ impl Backend {
                 // Not served: its log is not read.
                 ProducerStates::default()
             } else {
-                recover_producer_states(&dir, &log, &files, now_ms()).await?
+                let source = RecoveredFiles {
+                    dir: &dir,
+                    files: &files,
+                };
+                recover_producer_states(&dir, &log, &source, now_ms()).await?
             };
             let opened = OpenedLog {
                 log,

@@ -19,7 +19,7 @@ use glommio::io::BufferedFile;
 use tracing::{info, warn};
 
 use super::durable::{off_shard, write_file_durably};
-use super::segment_files::{to_io, SegmentFiles};
+use super::segment_files::{open_segment_file, to_io, SegmentFiles};
 
 /// Snapshots kept per partition (the newest; one spare if it is damaged).
 const SNAPSHOTS_KEPT: usize = 2;
@@ -66,13 +66,28 @@ pub trait SegmentFileSource {
     ) -> LocalBoxFuture<'_, io::Result<Option<Rc<BufferedFile>>>>;
 }
 
-impl SegmentFileSource for SegmentFiles {
+/// The files recovery just opened (the active segment's), and any other
+/// segment's opened for the replay and closed after it: recovery keeps no
+/// closed segment open, so a partition of thousands of segments opens with
+/// a descriptor or two.
+pub struct RecoveredFiles<'a> {
+    pub dir: &'a Path,
+    pub files: &'a SegmentFiles,
+}
+
+impl SegmentFileSource for RecoveredFiles<'_> {
     fn file_of(
         &self,
         segment_base_offset: i64,
     ) -> LocalBoxFuture<'_, io::Result<Option<Rc<BufferedFile>>>> {
-        let file = self.get(&segment_base_offset).cloned();
-        async move { Ok(file) }.boxed_local()
+        async move {
+            if let Some(file) = self.files.get(&segment_base_offset) {
+                return Ok(Some(file.clone()));
+            }
+            let file = open_segment_file(self.dir, segment_base_offset).await?;
+            Ok(Some(Rc::new(file)))
+        }
+        .boxed_local()
     }
 }
 

@@ -245,10 +245,19 @@ pub async fn open_partition(
     let mut files = SegmentFiles::new();
     let mut segments = Vec::with_capacity(bases.len());
     for (i, &base) in bases.iter().enumerate() {
-        let file = open_segment_file(dir, base).await?;
-        let size = file.file_size().await.map_err(to_io)?;
         let is_active = i + 1 == bases.len();
         let path = segment_path(dir, base, "log");
+        // Only the active segment's file stays open (it takes the appends);
+        // a closed one is opened only if it must be scanned, and closed
+        // after, so opening a partition needs a descriptor or two however
+        // many segments it has (the partition opens them on demand later).
+        let (mut file, size) = if is_active {
+            let file = open_segment_file(dir, base).await?;
+            let size = file.file_size().await.map_err(to_io)?;
+            (Some(file), size)
+        } else {
+            (None, std::fs::metadata(&path)?.len())
+        };
         if is_active && clean && checkpoint.is_none() && size > 0 {
             warn!(dir = %dir.display(), "no active-segment checkpoint after a clean stop; scanning the active segment");
         }
@@ -292,11 +301,20 @@ pub async fn open_partition(
         let segment = match restored {
             Some(segment) => segment,
             None => {
+                let scanned = match file.take() {
+                    Some(file) => file,
+                    None => open_segment_file(dir, base).await?,
+                };
                 let segment =
-                    scan_segment(dir, &file, base, is_active, &config, &mut report).await?;
+                    scan_segment(dir, &scanned, base, is_active, &config, &mut report).await?;
+                if is_active {
+                    file = Some(scanned);
+                }
                 if report.offline_reason.is_some() {
                     // Later segments stay unopened: the partition is not served.
-                    files.insert(base, Rc::new(file));
+                    if let Some(file) = file {
+                        files.insert(base, Rc::new(file));
+                    }
                     segments.push(segment);
                     break;
                 }
@@ -307,7 +325,9 @@ pub async fn open_partition(
                 segment
             }
         };
-        files.insert(base, Rc::new(file));
+        if let Some(file) = file {
+            files.insert(base, Rc::new(file));
+        }
         segments.push(segment);
     }
     if !report.checkpoint_used {
