@@ -164,19 +164,25 @@ start_broker() {
     GREGOR_METRICS="127.0.0.1:$(free_port)" RUST_LOG="${RUST_LOG:-warn}" "${BROKER_PIN[@]}" "$GREGOR_BIN" serve --data-dir "$data" --listen "127.0.0.1:$PORT" \
         "${shard_args[@]}" >"$WORK/$name-gregor.log" 2>&1 &
     BROKER_PID=$!
+    wait_accepting gregor "$WORK/$name-gregor.log" || exit 1
+}
+
+# Waits (at most 30 s) until the broker just started (BROKER_PID, on PORT)
+# accepts connections; 1 if it exited or did not. $1 names it, $2 is its log.
+wait_accepting() {
     for _ in $(seq 1 300); do
         if ! kill -0 "$BROKER_PID" 2>/dev/null; then
-            echo "gregor exited during start-up:" >&2
-            tail -20 "$WORK/$name-gregor.log" >&2
-            exit 1
+            echo "$1 exited during start-up:" >&2
+            tail -20 "$2" >&2
+            return 1
         fi
         if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $PORT), 1)" 2>/dev/null; then
             return 0
         fi
         sleep 0.1
     done
-    echo "gregor did not accept connections on 127.0.0.1:$PORT within 30 s" >&2
-    exit 1
+    echo "$1 did not accept connections on 127.0.0.1:$PORT within 30 s" >&2
+    return 1
 }
 
 # The peer broker's binary (downloaded once per run).
@@ -207,19 +213,7 @@ start_peer() {
         --advertised-listener-url "tcp://127.0.0.1:$PORT" --storage-engine memory://tansu/ \
         >"$WORK/$name-tansu.log" 2>&1 &
     BROKER_PID=$!
-    for _ in $(seq 1 300); do
-        if ! kill -0 "$BROKER_PID" 2>/dev/null; then
-            echo "tansu exited during start-up:" >&2
-            tail -20 "$WORK/$name-tansu.log" >&2
-            return 1
-        fi
-        if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $PORT), 1)" 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "tansu did not accept connections on 127.0.0.1:$PORT within 30 s" >&2
-    return 1
+    wait_accepting tansu "$WORK/$name-tansu.log"
 }
 
 # Waits (at most 60 s) until the data disk has had no I/O for 2 s: a workload
