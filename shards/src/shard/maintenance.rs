@@ -33,15 +33,12 @@ impl Shard {
             // topic, not per partition (100k partitions per tick).
             let mut topic_config: Option<(String, TopicConfig)> = None;
             for partition in self.backend.owned_partitions() {
-                if topic_config
-                    .as_ref()
-                    .is_none_or(|(topic, _)| *topic != partition.topic)
-                {
-                    let config = self.backend.topic_config(&partition.topic);
-                    topic_config = Some((partition.topic.clone(), config));
-                }
-                let Some((_, config)) = &topic_config else {
-                    unreachable!("set just above");
+                let config = match &mut topic_config {
+                    Some((topic, config)) if *topic == partition.topic => &*config,
+                    slot => {
+                        let config = self.backend.topic_config(&partition.topic);
+                        &slot.insert((partition.topic.clone(), config)).1
+                    }
                 };
                 let now = now_ms();
                 if let Err(e) = partition.roll_if_idle_expired(now).await {
