@@ -82,8 +82,22 @@ pub async fn create_partition(
 
 /// Writes all of `bytes` at `position`. The buffer moves into io_uring, so a
 /// short write (disk full, signal) cannot be resumed here and is an error.
+/// A write this small is copied into the page cache on the shard's own
+/// thread. ext4 cannot do a buffered write without blocking
+/// (`RWF_NOWAIT` answers EOPNOTSUPP), so io_uring hands every one to an
+/// io-wq worker: a thread wake-up and two context switches per append,
+/// and the append then queues behind the fdatasyncs those workers run
+/// (measured: 8.6 ms mean per 8 KiB write under latency-50mbps, against
+/// 20 µs inline). Larger writes (compaction's rewritten segments, big
+/// coalesced appends) still go to io_uring, where their copy can run on
+/// another core.
+const INLINE_WRITE_MAX_BYTES: usize = 256 * 1024;
+
 pub async fn write_all_at(file: &BufferedFile, bytes: Vec<u8>, position: u64) -> io::Result<()> {
     let total = bytes.len();
+    if total <= INLINE_WRITE_MAX_BYTES {
+        return crate::io::file::write_all_at_now(file, &bytes, position);
+    }
     let written = file.write_at(bytes, position).await.map_err(to_io)?;
     if written < total {
         return Err(io::Error::new(

@@ -150,6 +150,28 @@ impl Pipe {
     }
 }
 
+/// io-wq workers for bounded work (file I/O) per shard thread. They mostly
+/// wait on the device in fdatasync, so more than one per core pays: under
+/// latency-50mbps (8 partitions, one shard) 2 workers gave a mean fdatasync
+/// of 8.6 ms, 8 gave 3.2 ms, 16 gave 2.9 ms and 32 gave 3.5 ms.
+const IOWQ_BOUNDED_WORKERS: u32 = 16;
+
+fn raise_iowq_bounded_workers(ring: &IoUring) {
+    let mut current = [0u32, 0u32];
+    if let Err(e) = ring.submitter().register_iowq_max_workers(&mut current) {
+        warn!(error = %e, "cannot read the io-wq worker bounds; left as they are");
+        return;
+    }
+    if current[0] >= IOWQ_BOUNDED_WORKERS {
+        return;
+    }
+    // Zero leaves the unbounded (socket) pool as it is.
+    let mut wanted = [IOWQ_BOUNDED_WORKERS, 0];
+    if let Err(e) = ring.submitter().register_iowq_max_workers(&mut wanted) {
+        warn!(error = %e, bounded = current[0], "cannot raise the io-wq bounded worker limit; fdatasyncs of different partitions will queue behind each other");
+    }
+}
+
 pub struct SpliceRing {
     ring: RefCell<IoUring>,
     /// Signalled by the kernel on every completion; owns the eventfd.
@@ -175,8 +197,12 @@ impl SpliceRing {
         // SAFETY: `wake` takes ownership of the descriptor and closes it.
         let wake = unsafe { BufferedFile::from_raw_fd(eventfd) };
         ring.submitter().register_eventfd(eventfd)?;
-        // No io-wq worker cap: the kernel's io-wq is per thread, shared with
-        // glommio's own rings, and capping it queued fdatasyncs behind splices.
+        // The kernel's io-wq is per thread, shared with glommio's own rings:
+        // fdatasyncs, splices and large writes all run on it. Its default
+        // bound (2 workers here, with the shard pinned to one core) let 2
+        // partitions sync at a time while the others' fdatasyncs queued:
+        // raise it, never cap it (a cap queued fdatasyncs behind splices).
+        raise_iowq_bounded_workers(&ring);
         Ok(Rc::new(SpliceRing {
             ring: RefCell::new(ring),
             wake,
