@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use engine::protocol::{parse_frame_size, FrameError};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
+use futures::FutureExt;
 use glommio::channels::local_channel;
 use glommio::net::{Preallocated, TcpListener, TcpStream};
 use tracing::{debug, warn};
@@ -70,6 +71,45 @@ async fn write_frame<W: futures::io::AsyncWrite + Unpin>(
     splice.send_frame(socket_fd, frame).await
 }
 
+/// Bytes of answered responses sent in one write. An fdatasync often
+/// completes several pipelined produce requests of a connection at once, and
+/// every send on loopback also pays for waking the client; one send for all
+/// of them answers each as early as sending them one by one would.
+const GATHERED_RESPONSE_BYTES_MAX: usize = 64 * 1024;
+
+/// Adds a frame made only of bytes to `gathered` if it fits; false leaves
+/// it to be written on its own (file ranges, or too big).
+fn gather(gathered: &mut Vec<u8>, frame: &OutFrame) -> bool {
+    let mut length = 0;
+    for part in &frame.parts {
+        match part {
+            OutPart::Bytes(bytes) => length += bytes.len(),
+            OutPart::File(_) => return false,
+        }
+    }
+    if gathered.len() + length > GATHERED_RESPONSE_BYTES_MAX {
+        return false;
+    }
+    for part in &frame.parts {
+        if let OutPart::Bytes(bytes) = part {
+            gathered.extend_from_slice(bytes);
+        }
+    }
+    true
+}
+
+async fn send_gathered<W: futures::io::AsyncWrite + Unpin>(
+    writer: &mut W,
+    gathered: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    if gathered.is_empty() {
+        return Ok(());
+    }
+    writer.write_all(gathered).await?;
+    gathered.clear();
+    Ok(())
+}
+
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     loop {
         match listener.accept().await {
@@ -127,14 +167,49 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let writer_peer = peer.clone();
     let splice = shard.splice.clone();
     let writer_task = glommio::spawn_local(async move {
-        while let Some(response) = responses.recv().await {
-            let Some(Some(frame)) = response.await else {
+        let mut gathered = Vec::new();
+        loop {
+            // Responses already answered go out together; before waiting
+            // for one that is not, what was gathered is sent.
+            let mut handle = match responses.recv().now_or_never() {
+                Some(Some(handle)) => handle,
+                Some(None) => break,
+                None => {
+                    if send_gathered(&mut writer, &mut gathered).await.is_err() {
+                        return Some(writer);
+                    }
+                    match responses.recv().await {
+                        Some(handle) => handle,
+                        None => break,
+                    }
+                }
+            };
+            let response = match (&mut handle).now_or_never() {
+                Some(response) => response,
+                None => {
+                    if send_gathered(&mut writer, &mut gathered).await.is_err() {
+                        return Some(writer);
+                    }
+                    handle.await
+                }
+            };
+            let Some(Some(frame)) = response else {
                 continue;
             };
-            if let Err(e) = write_frame(&mut writer, socket_fd, &splice, frame).await {
+            if gather(&mut gathered, &frame) {
+                continue;
+            }
+            let written = match send_gathered(&mut writer, &mut gathered).await {
+                Ok(()) => write_frame(&mut writer, socket_fd, &splice, frame).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
                 debug!(peer = %writer_peer, error = %e, "write failed; closing");
                 return Some(writer);
             }
+        }
+        if send_gathered(&mut writer, &mut gathered).await.is_err() {
+            return Some(writer);
         }
         let _ = writer.flush().await;
         Some(writer)
