@@ -80,8 +80,6 @@ pub async fn create_partition(
     Ok((PartitionLog::new_empty(config), files))
 }
 
-/// Writes all of `bytes` at `position`. The buffer moves into io_uring, so a
-/// short write (disk full, signal) cannot be resumed here and is an error.
 /// A write this small is copied into the page cache on the shard's own
 /// thread. ext4 cannot do a buffered write without blocking
 /// (`RWF_NOWAIT` answers EOPNOTSUPP), so io_uring hands every one to an
@@ -93,6 +91,10 @@ pub async fn create_partition(
 /// another core.
 const INLINE_WRITE_MAX_BYTES: usize = 256 * 1024;
 
+/// Writes all of `bytes` at `position`: inline up to
+/// `INLINE_WRITE_MAX_BYTES` (pwrite resumes a short write), else through
+/// io_uring, where the buffer moves into the kernel, so a short write (disk
+/// full, signal) cannot be resumed here and is an error.
 pub async fn write_all_at(file: &BufferedFile, bytes: Vec<u8>, position: u64) -> io::Result<()> {
     let total = bytes.len();
     if total <= INLINE_WRITE_MAX_BYTES {
