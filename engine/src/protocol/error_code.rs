@@ -65,6 +65,18 @@ pub const FENCED_INSTANCE_ID: ErrorCode = 82;
 pub const OUT_OF_ORDER_SEQUENCE_NUMBER: ErrorCode = 45;
 /// A batch's producer epoch is older than the producer's current one.
 pub const INVALID_PRODUCER_EPOCH: ErrorCode = 47;
+/// A transactional request that the transaction's state does not allow
+/// (EndTxn with no transaction open, commit after abort).
+pub const INVALID_TXN_STATE: ErrorCode = 48;
+/// The producer id is not the one the coordinator holds for this
+/// transactional id.
+pub const INVALID_PRODUCER_ID_MAPPING: ErrorCode = 49;
+/// `transaction.timeout.ms` above the broker's `transaction.max.timeout.ms`.
+pub const INVALID_TRANSACTION_TIMEOUT: ErrorCode = 50;
+/// The transaction is being committed or aborted; the client retries.
+pub const CONCURRENT_TRANSACTIONS: ErrorCode = 51;
+/// A newer producer with the same transactional id (a higher epoch) exists.
+pub const PRODUCER_FENCED: ErrorCode = 90;
 /// A record set the broker will not take as a whole (e.g. more than one
 /// batch for one partition in Produce v3+).
 pub const INVALID_RECORD: ErrorCode = 87;

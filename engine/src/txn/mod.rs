@@ -1,9 +1,14 @@
-//! Producer state (idempotence) today; the transaction coordinator and the
-//! aborted-transaction index will sit beside it.
+//! Producer state (idempotence) and the transaction coordinator's
+//! decisions; the aborted-transaction index will sit beside them.
 
+pub mod coordinator;
 pub mod producer_ids;
 pub mod producer_state;
 
+pub use coordinator::{
+    AfterWrite, Decision, ProducerIdEpoch, TxnCoordinator, TxnMarkers, TxnPartition, TxnRecord,
+    TxnState, TxnVersion, TxnWrite, TRANSACTION_MAX_TIMEOUT_MS_DEFAULT,
+};
 pub use producer_ids::{ProducerIdBlock, PRODUCER_ID_BLOCK_SIZE};
 pub use producer_state::{
     BatchIdentity, ProducerStates, SequenceVerdict, SnapshotError, PRODUCERS_PER_PARTITION_MAX,
