@@ -12,6 +12,7 @@ mod group_sim;
 mod log_sim;
 mod raft_sim;
 mod replication_sim;
+mod txn_sim;
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 

@@ -651,21 +651,23 @@ impl TxnCoordinator {
         true
     }
 
-    /// A write failed (or this coordinator lost its partition): nothing
-    /// changes, and the id takes requests again. A new id whose first write
-    /// failed is forgotten.
-    pub fn write_failed(&mut self, write: &TxnWrite) {
-        let Some(entry) = self.entries.get_mut(&write.transactional_id) else {
-            return;
-        };
+    /// A write failed: nothing changes, and the id takes requests again. A
+    /// new id whose first write failed is forgotten. When the failed write
+    /// completed a transaction, it is still prepared: the markers to
+    /// complete it with again are returned.
+    pub fn write_failed(&mut self, write: &TxnWrite) -> Option<TxnMarkers> {
+        let entry = self.entries.get_mut(&write.transactional_id)?;
         if entry.pending != Some(write.sequence) {
-            return;
+            return None;
         }
         entry.pending = None;
         if !entry.durable {
             // The first record of a new id: there is no durable state.
             self.entries.remove(&write.transactional_id);
+            return None;
         }
+        (write.then == AfterWrite::Completed && entry.record.state.is_prepare())
+            .then(|| markers_of(&write.transactional_id, &entry.record))
     }
 
     fn check_producer(&self, id: &str, producer: ProducerIdEpoch) -> Result<&Entry, ErrorCode> {
@@ -848,7 +850,7 @@ mod tests {
         let Decision::Write(w) = c.init_producer_id("tx", TIMEOUT_MS, None, 0, &mut new_id) else {
             panic!()
         };
-        c.write_failed(&w);
+        assert_eq!(c.write_failed(&w), None);
         assert!(c.is_empty());
         assert!(!c.written(&w), "a failed write never becomes durable");
     }
