@@ -255,13 +255,19 @@ impl TxnSim {
         );
     }
 
-    fn complete_write(&mut self) {
+    /// A write in flight, picked at random (completions come in any order).
+    fn take_write(&mut self) -> Option<(TxnWrite, Waiter)> {
         if self.in_flight.is_empty() {
-            return;
+            return None;
         }
-        let (write, waiter) = self
-            .in_flight
-            .swap_remove(self.rng.index(self.in_flight.len()));
+        let index = self.rng.index(self.in_flight.len());
+        Some(self.in_flight.swap_remove(index))
+    }
+
+    fn complete_write(&mut self) {
+        let Some((write, waiter)) = self.take_write() else {
+            return;
+        };
         if !self.coordinator.written(&write) {
             return;
         }
@@ -332,12 +338,9 @@ impl TxnSim {
     }
 
     fn fail_write(&mut self) {
-        if self.in_flight.is_empty() {
+        let Some((write, _)) = self.take_write() else {
             return;
-        }
-        let (write, _) = self
-            .in_flight
-            .swap_remove(self.rng.index(self.in_flight.len()));
+        };
         if let Some(markers) = self.coordinator.write_failed(&write) {
             self.markers.push(markers);
         }
