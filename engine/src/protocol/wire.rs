@@ -1,5 +1,6 @@
-//! Bounds-checked big-endian reading and writing of Kafka's classic
-//! (non-flexible) primitive types, for the few layouts encoded by hand.
+//! Bounds-checked big-endian reading and writing of Kafka's primitive types
+//! (classic, and the few flexible ones: unsigned varints and compact
+//! strings), for the few layouts encoded by hand.
 //! Every read returns None instead of panicking on short or bad input.
 
 pub struct WireReader<'a> {
@@ -21,6 +22,10 @@ impl<'a> WireReader<'a> {
         let out = self.buf.get(self.position..end)?;
         self.position = end;
         Some(out)
+    }
+
+    pub fn i8(&mut self) -> Option<i8> {
+        Some(self.take(1)?[0] as i8)
     }
 
     pub fn i16(&mut self) -> Option<i16> {
@@ -55,6 +60,36 @@ impl<'a> WireReader<'a> {
         self.nullable_string()?
     }
 
+    /// Unsigned LEB128 varint of at most 5 bytes (a u32).
+    pub fn uvarint(&mut self) -> Option<u32> {
+        let mut value: u32 = 0;
+        for i in 0..5 {
+            let byte = self.take(1)?[0];
+            if i == 4 && byte > 0x0f {
+                return None; // past u32
+            }
+            value |= ((byte & 0x7f) as u32) << (7 * i);
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    /// Compact string (length + 1 as a uvarint; 0 is null).
+    pub fn compact_nullable_string(&mut self) -> Option<Option<String>> {
+        let length = self.uvarint()?;
+        if length == 0 {
+            return Some(None);
+        }
+        let bytes = self.take(length as usize - 1)?;
+        Some(Some(String::from_utf8(bytes.to_vec()).ok()?))
+    }
+
+    pub fn compact_string(&mut self) -> Option<String> {
+        self.compact_nullable_string()?
+    }
+
     /// i32-length bytes; -1 reads as empty.
     pub fn bytes(&mut self) -> Option<Vec<u8>> {
         let length = self.i32()?;
@@ -71,6 +106,10 @@ pub struct WireWriter {
 }
 
 impl WireWriter {
+    pub fn i8(&mut self, v: i8) -> &mut Self {
+        self.buf.push(v as u8);
+        self
+    }
     pub fn i16(&mut self, v: i16) -> &mut Self {
         self.buf.extend_from_slice(&v.to_be_bytes());
         self
@@ -99,6 +138,12 @@ impl WireWriter {
     pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
         self.i32(b.len() as i32);
         self.buf.extend_from_slice(b);
+        self
+    }
+    /// Compact string: length + 1 as a uvarint, then the bytes.
+    pub fn compact_string(&mut self, s: &str) -> &mut Self {
+        self.uvarint(s.len() as u32 + 1);
+        self.buf.extend_from_slice(s.as_bytes());
         self
     }
     /// Unsigned LEB128 varint, as flexible versions use for lengths and
