@@ -4,6 +4,7 @@
 mod batch;
 mod builder;
 mod codec;
+mod control;
 mod records;
 
 pub use batch::{
@@ -15,6 +16,7 @@ pub use builder::{build_batch, BatchCompression, NewRecord};
 pub use codec::{
     compress_records, decompress_records, recompress_batch, DECOMPRESSED_RECORDS_BYTES_MAX,
 };
+pub use control::{build_marker_batch, read_marker, TxnMarker};
 pub(crate) use records::read_varint;
 pub use records::{decode_records, first_record_at_or_after, Record};
 

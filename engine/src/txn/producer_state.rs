@@ -203,6 +203,10 @@ impl ProducerStates {
     /// Records a batch a follower copied from its leader: no checks (the
     /// leader made them), but undone like `record` if its write fails.
     pub fn record_replicated(&mut self, header: &BatchHeader, now_ms: i64) {
+        if header.is_control() && header.producer_id >= 0 {
+            self.record_marker(header.producer_id, header.producer_epoch, now_ms);
+            return;
+        }
         let Some(batch) = BatchIdentity::of(header) else {
             return;
         };
@@ -215,9 +219,52 @@ impl ProducerStates {
         }
     }
 
+    /// Where a transaction marker of this producer at this epoch stands: an
+    /// epoch older than the producer's is INVALID_PRODUCER_EPOCH (a marker
+    /// from before a fence).
+    pub fn check_marker(&self, producer_id: i64, producer_epoch: i16) -> Result<(), ErrorCode> {
+        match self.producers.get(&producer_id) {
+            Some(entry) if producer_epoch < entry.epoch => Err(codes::INVALID_PRODUCER_EPOCH),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records an appended marker (its check passed): a newer epoch, which
+    /// a fencing abort or a transactions-v2 commit carries, becomes the
+    /// producer's, so its older epoch's batches are refused from now on.
+    pub fn record_marker(&mut self, producer_id: i64, producer_epoch: i16, now_ms: i64) {
+        debug_assert_eq!(self.check_marker(producer_id, producer_epoch), Ok(()));
+        let before = self.producers.get(&producer_id).cloned();
+        self.undo.push((producer_id, before));
+        self.apply_marker(producer_id, producer_epoch, now_ms);
+        if self.producers.len() > PRODUCERS_PER_PARTITION_MAX {
+            self.evict_least_recent(producer_id);
+        }
+    }
+
+    fn apply_marker(&mut self, producer_id: i64, producer_epoch: i16, now_ms: i64) {
+        let entry = self
+            .producers
+            .entry(producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch: producer_epoch,
+                batches: VecDeque::with_capacity(PRODUCER_BATCHES_KEPT),
+                last_append_ms: now_ms,
+            });
+        if producer_epoch > entry.epoch {
+            entry.epoch = producer_epoch;
+            entry.batches.clear();
+        }
+        entry.last_append_ms = entry.last_append_ms.max(now_ms);
+    }
+
     /// Replays a batch read back from the log (recovery): no checks, no
     /// roll back; the log is the truth.
     pub fn replay(&mut self, header: &BatchHeader, now_ms: i64) {
+        if header.is_control() && header.producer_id >= 0 {
+            self.apply_marker(header.producer_id, header.producer_epoch, now_ms);
+            return;
+        }
         let Some(batch) = BatchIdentity::of(header) else {
             return;
         };
@@ -479,6 +526,35 @@ mod tests {
         assert_eq!(states.check(&batch(1, 0, 0, 3)), SequenceVerdict::Append);
         assert_eq!(add_sequence(i32::MAX, 1), 0);
         assert_eq!(add_sequence(i32::MAX - 1, 3), 1);
+    }
+
+    #[test]
+    fn a_marker_with_a_newer_epoch_fences_the_older_epochs_batches() {
+        let mut states = ProducerStates::default();
+        let mut next = 0;
+        append(&mut states, batch(1, 0, 0, 5), &mut next);
+        // v1 commit: same epoch, the sequence goes on.
+        assert_eq!(states.check_marker(1, 0), Ok(()));
+        states.record_marker(1, 0, 0);
+        assert_eq!(
+            append(&mut states, batch(1, 0, 5, 1), &mut next),
+            SequenceVerdict::Append
+        );
+        // A fencing abort at epoch 1: epoch 0's batches and markers are
+        // refused from now on.
+        states.mark();
+        states.record_marker(1, 1, 0);
+        assert_eq!(
+            states.check(&batch(1, 0, 6, 1)),
+            SequenceVerdict::Reject(codes::INVALID_PRODUCER_EPOCH)
+        );
+        assert_eq!(
+            states.check_marker(1, 0),
+            Err(codes::INVALID_PRODUCER_EPOCH)
+        );
+        // Undone with its write.
+        states.roll_back();
+        assert_eq!(states.check(&batch(1, 0, 6, 1)), SequenceVerdict::Append);
     }
 
     #[test]
