@@ -229,9 +229,11 @@ struct Entry {
     durable: bool,
     /// The sequence of the write in flight for this id.
     pending: Option<u64>,
-    /// The epoch the last InitProducerId answered before this one (-1:
-    /// none), so that a retried InitProducerId is answered, not fenced
-    /// (KIP-360). Kept in memory only, as Kafka does.
+    /// The producer's epoch before the last bump (-1: none). A producer
+    /// holding it may still call InitProducerId (KIP-360): a retry whose
+    /// answer was lost, or a producer whose transaction timed out and was
+    /// fenced, recovering without a new producer id. Kept in memory only,
+    /// as Kafka does.
     last_producer_epoch: i16,
 }
 
@@ -368,19 +370,19 @@ impl TxnCoordinator {
         }
         let current = &entry.record;
         if let Some(expected) = expected {
-            let is_current = expected.producer_id == current.producer_id
-                && expected.producer_epoch == current.producer_epoch;
-            let is_retry = expected.producer_id == current.producer_id
-                && expected.producer_epoch == entry.last_producer_epoch
-                && current.state == TxnState::Empty;
-            if is_retry {
-                // The bump this retry asks for is done: answer it again.
+            let same_id = expected.producer_id == current.producer_id;
+            let is_current = same_id && expected.producer_epoch == current.producer_epoch;
+            let is_last = same_id
+                && entry.last_producer_epoch >= 0
+                && expected.producer_epoch == entry.last_producer_epoch;
+            if is_last && current.state == TxnState::Empty {
+                // A retry: the bump it asks for is done; answer it again.
                 return Decision::Answer(Ok(ProducerIdEpoch {
                     producer_id: current.producer_id,
                     producer_epoch: current.producer_epoch,
                 }));
             }
-            if !is_current {
+            if !is_current && !is_last {
                 return Decision::Answer(Err(codes::PRODUCER_FENCED));
             }
         }
@@ -636,11 +638,12 @@ impl TxnCoordinator {
                     entry.record.state,
                     write.transactional_id
                 );
-                if write.then == AfterWrite::InitProducerId
-                    && record.producer_id == entry.record.producer_id
+                if record.producer_id == entry.record.producer_id
                     && record.producer_epoch != entry.record.producer_epoch
                 {
                     entry.last_producer_epoch = entry.record.producer_epoch;
+                } else if record.producer_id != entry.record.producer_id {
+                    entry.last_producer_epoch = -1;
                 }
                 entry.record = record.clone();
             }
@@ -1039,6 +1042,27 @@ mod tests {
         assert!(c.written(&writes[0]));
         assert_eq!(
             answer(c.end_txn("tx", p, true, TxnVersion::V1, 1, &mut ids())),
+            Err(codes::PRODUCER_FENCED)
+        );
+        // KIP-360: the timed-out producer recovers with its old epoch once
+        // the abort is complete, keeping its producer id.
+        let AfterWrite::TimedOut(markers) = &writes[0].then else {
+            panic!()
+        };
+        assert_eq!(
+            answer(c.init_producer_id("tx", TIMEOUT_MS, Some(p), 2, &mut ids())),
+            Err(codes::CONCURRENT_TRANSACTIONS)
+        );
+        let done = c.markers_written(markers, 3).unwrap();
+        assert!(c.written(&done));
+        durable(&mut c, |c| {
+            c.init_producer_id("tx", TIMEOUT_MS, Some(p), 4, &mut ids())
+        });
+        let r = c.record("tx").unwrap();
+        assert_eq!((r.producer_id, r.producer_epoch), (p.producer_id, 2));
+        // An epoch older than the last one is fenced.
+        assert_eq!(
+            answer(c.init_producer_id("tx", TIMEOUT_MS, Some(p), 5, &mut ids())),
             Err(codes::PRODUCER_FENCED)
         );
     }
