@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use super::classic::{Group, GroupState};
 use super::offsets::InFlightCommits;
 use super::records::GroupLogRecord;
+use super::txn_offsets::PendingTxnOffsets;
 use super::{Effects, GroupConfig};
 use crate::protocol::{self as codes, ErrorCode};
 
@@ -21,6 +22,8 @@ pub struct Coordinator {
     pub(super) config: GroupConfig,
     pub(super) groups: BTreeMap<String, Group>,
     pub(super) commits: InFlightCommits,
+    /// Offsets committed in transactions, until their markers.
+    pub(super) txn_offsets: PendingTxnOffsets,
 }
 
 impl Coordinator {
@@ -29,6 +32,7 @@ impl Coordinator {
             config,
             groups: BTreeMap::new(),
             commits: InFlightCommits::default(),
+            txn_offsets: PendingTxnOffsets::new(),
         }
     }
 
@@ -125,6 +129,7 @@ impl Coordinator {
             let mut group = self.groups.remove(group_id).expect("listed");
             group.abandon_waiting(codes::NOT_COORDINATOR, &mut effects);
         }
+        self.unload_txn_offsets(&mut leaving);
         (gone.len(), effects)
     }
 

@@ -16,6 +16,7 @@ mod offsets;
 mod records;
 #[cfg(test)]
 mod testing;
+mod txn_offsets;
 mod types;
 
 pub use classic::{Group, GroupState};

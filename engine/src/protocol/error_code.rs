@@ -75,6 +75,9 @@ pub const INVALID_PRODUCER_ID_MAPPING: ErrorCode = 49;
 pub const INVALID_TRANSACTION_TIMEOUT: ErrorCode = 50;
 /// The transaction is being committed or aborted; the client retries.
 pub const CONCURRENT_TRANSACTIONS: ErrorCode = 51;
+/// OffsetFetch with `require_stable`: a transaction holds an offset of the
+/// partition that its marker has not settled yet; the client retries.
+pub const UNSTABLE_OFFSET_COMMIT: ErrorCode = 88;
 /// A newer producer with the same transactional id (a higher epoch) exists.
 pub const PRODUCER_FENCED: ErrorCode = 90;
 /// A record set the broker will not take as a whole (e.g. more than one
