@@ -18,6 +18,9 @@ pub struct FetchPartitionHead {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// read_committed: the aborted transactions overlapping the records
+    /// returned, as (producer id, first offset).
+    pub aborted_transactions: Vec<(i64, i64)>,
     /// Length of the record set that follows this partition's fields.
     pub records_bytes: u32,
     /// v12+: a follower's log diverged; (epoch, end offset) on the leader
@@ -56,7 +59,7 @@ fn write_len(w: &mut WireWriter, flexible: bool, len: usize) {
 
 /// Encodes a Fetch response (header and body) for `version` around record
 /// sets of the given lengths. Top-level error code 0, session id 0 (no
-/// fetch sessions), no aborted transactions, no preferred read replica.
+/// fetch sessions), no preferred read replica.
 pub fn encode_fetch_frame(
     correlation_id: i32,
     version: i16,
@@ -93,7 +96,13 @@ pub fn encode_fetch_frame(
             if version >= 5 {
                 w.i64(p.log_start_offset);
             }
-            write_len(&mut w, flexible, 0); // aborted_transactions: empty
+            write_len(&mut w, flexible, p.aborted_transactions.len());
+            for (producer_id, first_offset) in &p.aborted_transactions {
+                w.i64(*producer_id).i64(*first_offset);
+                if flexible {
+                    w.uvarint(0); // the struct's tagged fields
+                }
+            }
             if version >= 11 {
                 w.i32(-1); // preferred_read_replica
             }
@@ -158,7 +167,16 @@ mod tests {
                     .with_error_code(p.error_code)
                     .with_high_watermark(p.high_watermark)
                     .with_last_stable_offset(p.last_stable_offset)
-                    .with_aborted_transactions(Some(Vec::new()))
+                    .with_aborted_transactions(Some(
+                        p.aborted_transactions
+                            .iter()
+                            .map(|(producer_id, first_offset)| {
+                                km::fetch_response::AbortedTransaction::default()
+                                    .with_producer_id(km::ProducerId(*producer_id))
+                                    .with_first_offset(*first_offset)
+                            })
+                            .collect(),
+                    ))
                     .with_records(Some(r.clone()));
                 if version >= 5 {
                     data.log_start_offset = p.log_start_offset;
@@ -224,6 +242,7 @@ mod tests {
                         high_watermark: hw,
                         last_stable_offset: lso,
                         log_start_offset: if version >= 5 { start } else { -1 },
+                        aborted_transactions: (0..(hw.rem_euclid(3))).map(|i| (start ^ i, lso ^ i)).collect(),
                         records_bytes: bytes.len() as u32,
                         diverging_epoch: (version >= 12 && hw % 3 == 0).then_some(((error as i32).max(0), lso)),
                         current_leader: (version >= 12 && lso % 2 == 0).then_some((index, error as i32)),

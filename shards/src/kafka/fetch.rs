@@ -181,6 +181,7 @@ async fn fetch(ctx: RequestContext, request: km::FetchRequest) -> OutFrame {
             high_watermark: -1,
             last_stable_offset: -1,
             log_start_offset: -1,
+            aborted_transactions: Vec::new(),
             records_bytes: 0,
             diverging_epoch: None,
             current_leader: None,
