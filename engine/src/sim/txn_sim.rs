@@ -57,6 +57,8 @@ struct TxnSim {
     prepared: BTreeMap<(String, i64), Vec<bool>>,
     /// Per producer id, the highest epoch handed out by a durable record.
     newest_epoch: HashMap<i64, i16>,
+    /// Which instance each (producer id, epoch) was handed to: never two.
+    holders: HashMap<(i64, i16), usize>,
 }
 
 impl TxnSim {
@@ -74,17 +76,34 @@ impl TxnSim {
                 old_producers: Vec::new(),
             })
             .collect();
+        // Id "b" starts a few bumps from the last epoch, so producer ids
+        // change (InitProducerId, v2 EndTxn) within a run.
+        let near_overflow = TxnRecord {
+            producer_id: 50,
+            previous_producer_id: -1,
+            next_producer_id: -1,
+            producer_epoch: i16::MAX - 1 - rng.range(0, 8) as i16,
+            timeout_ms: TIMEOUT_MS,
+            state: TxnState::Empty,
+            partitions: Default::default(),
+            last_update_ms: 0,
+            start_ms: -1,
+            version: TxnVersion::V1,
+        };
+        let durable = vec![(IDS[1].to_string(), Some(near_overflow))];
+        let (coordinator, _) = TxnCoordinator::load(MAX_TIMEOUT_MS, durable.clone());
         TxnSim {
             rng,
             now_ms: 0,
-            coordinator: TxnCoordinator::new(MAX_TIMEOUT_MS),
-            durable: Vec::new(),
+            coordinator,
+            durable,
             in_flight: Vec::new(),
             markers: Vec::new(),
             instances,
             next_producer_id: 100,
             prepared: BTreeMap::new(),
             newest_epoch: HashMap::new(),
+            holders: HashMap::new(),
         }
     }
 
@@ -154,6 +173,11 @@ impl TxnSim {
     }
 
     fn handed_out(&mut self, i: usize, p: ProducerIdEpoch) {
+        let holder = *self
+            .holders
+            .entry((p.producer_id, p.producer_epoch))
+            .or_insert(i);
+        assert_eq!(holder, i, "{p:?} handed to instances {holder} and {i}");
         let instance = &mut self.instances[i];
         if let Some(old) = instance.producer.replace(p) {
             instance.old_producers.push(old);
@@ -292,7 +316,7 @@ impl TxnSim {
                 if self.instances[instance].version == TxnVersion::V2 {
                     self.handed_out(instance, r.producer_for_next_transaction());
                 }
-                self.markers.extend(markers.iter().cloned());
+                self.markers.push(markers.clone());
             }
             (AfterWrite::Fenced(m) | AfterWrite::TimedOut(m), _) => self.markers.push(m.clone()),
             _ => {}

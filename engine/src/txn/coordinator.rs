@@ -96,12 +96,12 @@ impl TxnState {
             Empty => matches!(previous, Empty | CompleteCommit | CompleteAbort),
             Ongoing => matches!(previous, Ongoing | Empty | CompleteCommit | CompleteAbort),
             PrepareCommit => previous == Ongoing,
-            PrepareAbort => matches!(previous, Ongoing | PrepareEpochFence),
-            // v2 aborts an empty transaction directly (KIP-890).
-            CompleteAbort => matches!(
+            // v2 may abort a transaction that added nothing (KIP-890).
+            PrepareAbort => matches!(
                 previous,
-                PrepareAbort | Empty | CompleteCommit | CompleteAbort
+                Ongoing | PrepareEpochFence | Empty | CompleteCommit | CompleteAbort
             ),
+            CompleteAbort => previous == PrepareAbort,
             CompleteCommit => previous == PrepareCommit,
             Dead => matches!(previous, Empty | CompleteCommit | CompleteAbort),
             PrepareEpochFence => previous == Ongoing,
@@ -175,6 +175,9 @@ pub struct TxnMarkers {
     pub producer_epoch: i16,
     pub commit: bool,
     pub partitions: BTreeSet<TxnPartition>,
+    /// The write that prepared this transaction: a completion for another
+    /// preparation (v1 transactions share id and epoch) is stale.
+    pub prepared_by: u64,
 }
 
 /// What follows once a write is durable.
@@ -184,9 +187,10 @@ pub enum AfterWrite {
     InitProducerId,
     /// Answer NONE (AddPartitionsToTxn, AddOffsetsToTxn).
     Added,
-    /// Answer EndTxn with NONE (and, for v2, the record's new producer id
-    /// and epoch), then write the markers (none for an empty v2 abort).
-    Ended(Option<TxnMarkers>),
+    /// Answer EndTxn with NONE (and, for v2, the producer id and epoch of
+    /// the record's next transaction), then write the markers (to no
+    /// partition for an empty v2 abort: complete it at once).
+    Ended(TxnMarkers),
     /// An InitProducerId fenced an open transaction: answer it
     /// CONCURRENT_TRANSACTIONS (the client retries once the abort is
     /// complete) and write the abort markers.
@@ -207,6 +211,9 @@ pub struct TxnWrite {
     /// Matches the write to its completion; a completion for a write the
     /// coordinator no longer waits for (it was reloaded) is ignored.
     pub sequence: u64,
+    /// After this write, the epoch a KIP-360 InitProducerId may still carry
+    /// (Some(-1): none any more; None: unchanged).
+    retry_epoch: Option<i16>,
 }
 
 /// A request's outcome: an answer now, or a write first.
@@ -229,12 +236,15 @@ struct Entry {
     durable: bool,
     /// The sequence of the write in flight for this id.
     pending: Option<u64>,
-    /// The producer's epoch before the last bump (-1: none). A producer
-    /// holding it may still call InitProducerId (KIP-360): a retry whose
-    /// answer was lost, or a producer whose transaction timed out and was
-    /// fenced, recovering without a new producer id. Kept in memory only,
+    /// The epoch before the last bump that a producer may still hold (-1:
+    /// none): set by an InitProducerId that named the current epoch and by
+    /// a v2 EndTxn, so that their retries are answered, not fenced
+    /// (KIP-360); cleared by a bump for a new instance and by a fence, so a
+    /// zombie never gets the new instance's epoch. Kept in memory only,
     /// as Kafka does.
     last_producer_epoch: i16,
+    /// The write that prepared the transaction in a Prepare state.
+    prepared_by: Option<u64>,
 }
 
 pub struct TxnCoordinator {
@@ -262,7 +272,12 @@ impl TxnCoordinator {
         let mut coordinator = TxnCoordinator::new(max_timeout_ms);
         for (id, record) in records {
             match record {
-                Some(record) => {
+                Some(mut record) => {
+                    // Kafka never writes its in-memory fencing step; read
+                    // one as the abort it leads to.
+                    if record.state == TxnState::PrepareEpochFence {
+                        record.state = TxnState::PrepareAbort;
+                    }
                     coordinator.entries.insert(
                         id,
                         Entry {
@@ -270,6 +285,7 @@ impl TxnCoordinator {
                             durable: true,
                             pending: None,
                             last_producer_epoch: -1,
+                            prepared_by: None,
                         },
                     );
                 }
@@ -278,13 +294,22 @@ impl TxnCoordinator {
                 }
             }
         }
-        let mut resume: Vec<TxnMarkers> = coordinator
+        let mut prepared: Vec<String> = coordinator
             .entries
             .iter()
             .filter(|(_, e)| e.record.state.is_prepare())
-            .map(|(id, e)| markers_of(id, &e.record))
+            .map(|(id, _)| id.clone())
             .collect();
-        resume.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+        prepared.sort();
+        let resume = prepared
+            .into_iter()
+            .map(|id| {
+                let sequence = coordinator.take_sequence();
+                let entry = coordinator.entries.get_mut(&id).expect("listed");
+                entry.prepared_by = Some(sequence);
+                markers_of(&id, &entry.record, sequence)
+            })
+            .collect();
         (coordinator, resume)
     }
 
@@ -304,9 +329,21 @@ impl TxnCoordinator {
         self.entries.is_empty()
     }
 
-    fn write(&mut self, id: &str, record: Option<TxnRecord>, then: AfterWrite) -> TxnWrite {
+    fn take_sequence(&mut self) -> u64 {
         self.next_sequence += 1;
-        let sequence = self.next_sequence;
+        self.next_sequence
+    }
+
+    /// A write of `record` for `id`, in flight from now on; `sequence` from
+    /// `take_sequence` (taken first when markers must name it).
+    fn write_as(
+        &mut self,
+        sequence: u64,
+        id: &str,
+        record: Option<TxnRecord>,
+        then: AfterWrite,
+        retry_epoch: Option<i16>,
+    ) -> TxnWrite {
         if let Some(entry) = self.entries.get_mut(id) {
             debug_assert!(entry.pending.is_none(), "two writes in flight for {id}");
             entry.pending = Some(sequence);
@@ -316,7 +353,33 @@ impl TxnCoordinator {
             record,
             then,
             sequence,
+            retry_epoch,
         }
+    }
+
+    fn write(
+        &mut self,
+        id: &str,
+        record: Option<TxnRecord>,
+        then: AfterWrite,
+        retry_epoch: Option<i16>,
+    ) -> TxnWrite {
+        let sequence = self.take_sequence();
+        self.write_as(sequence, id, record, then, retry_epoch)
+    }
+
+    /// A write that prepares `record`'s transaction: its markers name it.
+    fn prepare(
+        &mut self,
+        id: &str,
+        record: TxnRecord,
+        then: impl FnOnce(TxnMarkers) -> AfterWrite,
+        retry_epoch: Option<i16>,
+    ) -> TxnWrite {
+        debug_assert!(record.state.is_prepare());
+        let sequence = self.take_sequence();
+        let markers = markers_of(id, &record, sequence);
+        self.write_as(sequence, id, Some(record), then(markers), retry_epoch)
     }
 
     /// InitProducerId for a transactional id. `expected` is the producer id
@@ -357,12 +420,14 @@ impl TxnCoordinator {
                     durable: false,
                     pending: None,
                     last_producer_epoch: -1,
+                    prepared_by: None,
                 },
             );
             return Decision::Write(self.write(
                 transactional_id,
                 Some(record),
                 AfterWrite::InitProducerId,
+                Some(-1),
             ));
         };
         if entry.pending.is_some() {
@@ -398,19 +463,26 @@ impl TxnCoordinator {
                 record.start_ms = -1;
                 record.last_update_ms = now_ms;
                 record.version = TxnVersion::V1;
+                // The client that named its epoch may retry with it; a new
+                // instance's bump leaves no older epoch valid.
+                let retry_epoch = match expected {
+                    Some(_) if record.producer_id == current.producer_id => current.producer_epoch,
+                    _ => -1,
+                };
                 Decision::Write(self.write(
                     transactional_id,
                     Some(record),
                     AfterWrite::InitProducerId,
+                    Some(retry_epoch),
                 ))
             }
             TxnState::Ongoing => {
                 let record = fence_and_abort(current, now_ms);
-                let markers = markers_of(transactional_id, &record);
-                Decision::Write(self.write(
+                Decision::Write(self.prepare(
                     transactional_id,
-                    Some(record),
-                    AfterWrite::Fenced(markers),
+                    record,
+                    AfterWrite::Fenced,
+                    Some(-1),
                 ))
             }
             TxnState::PrepareCommit
@@ -440,10 +512,12 @@ impl TxnCoordinator {
         let current = &entry.record;
         let all_present = partitions.iter().all(|p| current.partitions.contains(p));
         if verify_only {
-            return Decision::Answer(if current.state == TxnState::Ongoing && all_present {
-                Ok(())
-            } else {
-                Err(codes::INVALID_TXN_STATE)
+            return Decision::Answer(match current.state {
+                TxnState::Ongoing if all_present => Ok(()),
+                TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                    Err(codes::CONCURRENT_TRANSACTIONS)
+                }
+                _ => Err(codes::INVALID_TXN_STATE),
             });
         }
         if entry.pending.is_some() {
@@ -467,7 +541,7 @@ impl TxnCoordinator {
                 }
                 record.partitions.extend(partitions.iter().cloned());
                 record.last_update_ms = now_ms;
-                Decision::Write(self.write(transactional_id, Some(record), AfterWrite::Added))
+                Decision::Write(self.write(transactional_id, Some(record), AfterWrite::Added, None))
             }
         }
     }
@@ -511,57 +585,55 @@ impl TxnCoordinator {
         if entry.pending.is_some() {
             return Decision::Answer(Err(codes::CONCURRENT_TRANSACTIONS));
         }
-        match current.state {
-            TxnState::Ongoing => {
-                let mut record = current.clone();
-                record.state = if commit {
-                    TxnState::PrepareCommit
-                } else {
-                    TxnState::PrepareAbort
-                };
-                record.last_update_ms = now_ms;
-                record.version = version;
-                if version == TxnVersion::V2 {
-                    // The markers carry the bumped epoch, which fences the
-                    // transaction's epoch at its partitions. At the last
-                    // epoch the id changes once the markers are written.
-                    if record.producer_epoch < PRODUCER_EPOCH_MAX {
-                        record.producer_epoch += 1;
-                    } else {
-                        match new_producer_id() {
-                            Ok(id) => record.next_producer_id = id,
-                            Err(code) => return Decision::Answer(Err(code)),
-                        }
-                    }
+        let open = current.state == TxnState::Ongoing;
+        // KIP-890: a v2 client may abort a transaction that added nothing.
+        let empty_abort = version == TxnVersion::V2
+            && !commit
+            && matches!(
+                current.state,
+                TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+            );
+        if !open && !empty_abort {
+            return Decision::Answer(match (version, current.state) {
+                (TxnVersion::V1, state) if ended(state).is_some() => {
+                    retry_answer(state, commit, answer_current)
                 }
-                let markers = markers_of(transactional_id, &record);
-                Decision::Write(self.write(
-                    transactional_id,
-                    Some(record),
-                    AfterWrite::Ended(Some(markers)),
-                ))
-            }
-            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
-                if version == TxnVersion::V2 && !commit =>
-            {
-                // KIP-890: a v2 client may abort a transaction that added
-                // nothing; the epoch is bumped all the same.
-                let mut record = current.clone();
-                if let Err(code) = bump_epoch(&mut record, new_producer_id) {
-                    return Decision::Answer(Err(code));
+                // v2 at the current epoch: a transaction being ended is
+                // settling; an ended one was ended under the epoch before.
+                (TxnVersion::V2, TxnState::PrepareCommit | TxnState::PrepareAbort) => {
+                    Err(codes::CONCURRENT_TRANSACTIONS)
                 }
-                record.state = TxnState::CompleteAbort;
-                record.partitions.clear();
-                record.start_ms = -1;
-                record.last_update_ms = now_ms;
-                record.version = version;
-                Decision::Write(self.write(transactional_id, Some(record), AfterWrite::Ended(None)))
-            }
-            state if ended(state).is_some() => {
-                Decision::Answer(retry_answer(state, commit, answer_current))
-            }
-            _ => Decision::Answer(Err(codes::INVALID_TXN_STATE)),
+                _ => Err(codes::INVALID_TXN_STATE),
+            });
         }
+        let mut record = current.clone();
+        record.state = if commit {
+            TxnState::PrepareCommit
+        } else {
+            TxnState::PrepareAbort
+        };
+        if empty_abort {
+            record.partitions.clear();
+            record.start_ms = now_ms;
+        }
+        record.last_update_ms = now_ms;
+        record.version = version;
+        let mut retry_epoch = None;
+        if version == TxnVersion::V2 {
+            // The markers carry the bumped epoch, which fences the
+            // transaction's epoch at its partitions. At the last epoch they
+            // carry the one no producer is given, and the id changes once
+            // they are written.
+            retry_epoch = Some(record.producer_epoch);
+            if record.producer_epoch >= PRODUCER_EPOCH_MAX {
+                match new_producer_id() {
+                    Ok(id) => record.next_producer_id = id,
+                    Err(code) => return Decision::Answer(Err(code)),
+                }
+            }
+            record.producer_epoch = record.producer_epoch.saturating_add(1);
+        }
+        Decision::Write(self.prepare(transactional_id, record, AfterWrite::Ended, retry_epoch))
     }
 
     /// Every marker of a prepared transaction is written: complete it.
@@ -569,10 +641,10 @@ impl TxnCoordinator {
     pub fn markers_written(&mut self, markers: &TxnMarkers, now_ms: i64) -> Option<TxnWrite> {
         let entry = self.entries.get(&markers.transactional_id)?;
         let current = &entry.record;
-        if entry.pending.is_some() || !current.state.is_prepare() {
-            return None;
-        }
-        if markers_of(&markers.transactional_id, current).commit != markers.commit {
+        if entry.pending.is_some()
+            || !current.state.is_prepare()
+            || entry.prepared_by != Some(markers.prepared_by)
+        {
             return None;
         }
         let mut record = current.clone();
@@ -582,7 +654,6 @@ impl TxnCoordinator {
             TxnState::CompleteAbort
         };
         record.partitions.clear();
-        record.start_ms = -1;
         record.last_update_ms = now_ms;
         if record.next_producer_id >= 0 {
             record.previous_producer_id = record.producer_id;
@@ -591,7 +662,7 @@ impl TxnCoordinator {
             record.next_producer_id = -1;
         }
         let id = markers.transactional_id.clone();
-        Some(self.write(&id, Some(record), AfterWrite::Completed))
+        Some(self.write(&id, Some(record), AfterWrite::Completed, None))
     }
 
     /// Aborts, with a bumped epoch, every open transaction older than its
@@ -603,7 +674,7 @@ impl TxnCoordinator {
             .filter(|(_, e)| {
                 e.pending.is_none()
                     && e.record.state == TxnState::Ongoing
-                    && e.record.start_ms.saturating_add(e.record.timeout_ms as i64) <= now_ms
+                    && e.record.start_ms.saturating_add(e.record.timeout_ms as i64) < now_ms
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -612,8 +683,7 @@ impl TxnCoordinator {
             .into_iter()
             .map(|id| {
                 let record = fence_and_abort(&self.entries[&id].record, now_ms);
-                let markers = markers_of(&id, &record);
-                self.write(&id, Some(record), AfterWrite::TimedOut(markers))
+                self.prepare(&id, record, AfterWrite::TimedOut, Some(-1))
             })
             .collect()
     }
@@ -638,13 +708,10 @@ impl TxnCoordinator {
                     entry.record.state,
                     write.transactional_id
                 );
-                if record.producer_id == entry.record.producer_id
-                    && record.producer_epoch != entry.record.producer_epoch
-                {
-                    entry.last_producer_epoch = entry.record.producer_epoch;
-                } else if record.producer_id != entry.record.producer_id {
-                    entry.last_producer_epoch = -1;
+                if let Some(epoch) = write.retry_epoch {
+                    entry.last_producer_epoch = epoch;
                 }
+                entry.prepared_by = record.state.is_prepare().then_some(write.sequence);
                 entry.record = record.clone();
             }
             None => {
@@ -669,8 +736,9 @@ impl TxnCoordinator {
             self.entries.remove(&write.transactional_id);
             return None;
         }
+        let prepared_by = entry.prepared_by?;
         (write.then == AfterWrite::Completed && entry.record.state.is_prepare())
-            .then(|| markers_of(&write.transactional_id, &entry.record))
+            .then(|| markers_of(&write.transactional_id, &entry.record, prepared_by))
     }
 
     fn check_producer(&self, id: &str, producer: ProducerIdEpoch) -> Result<&Entry, ErrorCode> {
@@ -705,21 +773,27 @@ fn bump_epoch(
 }
 
 /// The open transaction aborted with the epoch bumped, so its producer is
-/// fenced. At the last epoch the abort keeps it (Kafka does the same; the
-/// next InitProducerId gives a new producer id).
+/// fenced (up to `i16::MAX`; the next InitProducerId then gives a new
+/// producer id).
 fn fence_and_abort(current: &TxnRecord, now_ms: i64) -> TxnRecord {
     let mut record = current.clone();
-    if record.producer_epoch < PRODUCER_EPOCH_MAX {
-        record.producer_epoch += 1;
-    }
+    // v2 bumps once for the fence and once for the abort (as Kafka does),
+    // so the fenced epoch is not one below the new one: its EndTxn is not
+    // taken for a retry. A fence may use the epoch no producer is given.
+    let bumps = match current.version {
+        TxnVersion::V1 => 1,
+        TxnVersion::V2 => 2,
+    };
+    record.producer_epoch = record.producer_epoch.saturating_add(bumps);
     record.state = TxnState::PrepareAbort;
     record.last_update_ms = now_ms;
     record
 }
 
-fn markers_of(id: &str, record: &TxnRecord) -> TxnMarkers {
+fn markers_of(id: &str, record: &TxnRecord, prepared_by: u64) -> TxnMarkers {
     TxnMarkers {
         transactional_id: id.to_string(),
+        prepared_by,
         producer_id: record.producer_id,
         producer_epoch: record.producer_epoch,
         commit: matches!(
@@ -732,11 +806,8 @@ fn markers_of(id: &str, record: &TxnRecord) -> TxnMarkers {
 
 /// Does `producer` carry the epoch that the last (v2) EndTxn bumped from?
 fn is_previous_epoch(current: &TxnRecord, producer: ProducerIdEpoch) -> bool {
-    if current.next_producer_id >= 0 {
-        // Prepared at the last epoch: nothing was bumped yet.
-        producer.producer_id == current.producer_id
-            && producer.producer_epoch == current.producer_epoch
-    } else if current.producer_epoch == 0 && current.previous_producer_id >= 0 {
+    if current.producer_epoch == 0 && current.previous_producer_id >= 0 {
+        // Completed at the last epoch: the id changed.
         producer.producer_id == current.previous_producer_id
             && producer.producer_epoch == PRODUCER_EPOCH_MAX
     } else {
@@ -936,7 +1007,7 @@ mod tests {
         let w = durable(&mut c, |c| {
             c.end_txn("tx", p, true, TxnVersion::V1, 20, &mut new_id)
         });
-        let AfterWrite::Ended(Some(markers)) = w.then else {
+        let AfterWrite::Ended(markers) = w.then else {
             panic!("{w:?}")
         };
         assert!(markers.commit);
@@ -1032,8 +1103,8 @@ mod tests {
     fn a_transaction_past_its_timeout_is_aborted_with_a_bumped_epoch() {
         let mut c = TxnCoordinator::new(TRANSACTION_MAX_TIMEOUT_MS_DEFAULT);
         let p = open(&mut c, TxnVersion::V1);
-        assert!(c.abort_expired(10 + TIMEOUT_MS as i64 - 1).is_empty());
-        let writes = c.abort_expired(10 + TIMEOUT_MS as i64);
+        assert!(c.abort_expired(10 + TIMEOUT_MS as i64).is_empty());
+        let writes = c.abort_expired(10 + TIMEOUT_MS as i64 + 1);
         assert_eq!(writes.len(), 1);
         assert!(
             matches!(&writes[0].then, AfterWrite::TimedOut(m) if !m.commit && m.producer_epoch == 1)
@@ -1044,25 +1115,15 @@ mod tests {
             answer(c.end_txn("tx", p, true, TxnVersion::V1, 1, &mut ids())),
             Err(codes::PRODUCER_FENCED)
         );
-        // KIP-360: the timed-out producer recovers with its old epoch once
-        // the abort is complete, keeping its producer id.
+        // As in Kafka, a timeout fences for good: the old epoch cannot
+        // come back through InitProducerId either.
         let AfterWrite::TimedOut(markers) = &writes[0].then else {
             panic!()
         };
-        assert_eq!(
-            answer(c.init_producer_id("tx", TIMEOUT_MS, Some(p), 2, &mut ids())),
-            Err(codes::CONCURRENT_TRANSACTIONS)
-        );
         let done = c.markers_written(markers, 3).unwrap();
         assert!(c.written(&done));
-        durable(&mut c, |c| {
-            c.init_producer_id("tx", TIMEOUT_MS, Some(p), 4, &mut ids())
-        });
-        let r = c.record("tx").unwrap();
-        assert_eq!((r.producer_id, r.producer_epoch), (p.producer_id, 2));
-        // An epoch older than the last one is fenced.
         assert_eq!(
-            answer(c.init_producer_id("tx", TIMEOUT_MS, Some(p), 5, &mut ids())),
+            answer(c.init_producer_id("tx", TIMEOUT_MS, Some(p), 4, &mut ids())),
             Err(codes::PRODUCER_FENCED)
         );
     }
@@ -1075,7 +1136,7 @@ mod tests {
         let w = durable(&mut c, |c| {
             c.end_txn("tx", first, true, TxnVersion::V2, 20, &mut new_id)
         });
-        let AfterWrite::Ended(Some(markers)) = &w.then else {
+        let AfterWrite::Ended(markers) = &w.then else {
             panic!()
         };
         assert_eq!(markers.producer_epoch, 1, "markers carry the bumped epoch");
@@ -1121,12 +1182,13 @@ mod tests {
         let w = durable(&mut c, |c| {
             c.end_txn("tx", last, false, TxnVersion::V2, 5, &mut new_id)
         });
-        let AfterWrite::Ended(Some(markers)) = &w.then else {
+        let AfterWrite::Ended(markers) = &w.then else {
             panic!()
         };
+        // The markers fence the last epoch with the one no producer gets.
         assert_eq!(
             (markers.producer_id, markers.producer_epoch),
-            (p.producer_id, PRODUCER_EPOCH_MAX)
+            (p.producer_id, i16::MAX)
         );
         let next = c.record("tx").unwrap().producer_for_next_transaction();
         assert_ne!(next.producer_id, p.producer_id);
@@ -1154,9 +1216,15 @@ mod tests {
         let w = durable(&mut c, |c| {
             c.end_txn("tx", pe(1001, 0), false, TxnVersion::V2, 1, &mut new_id)
         });
-        assert_eq!(w.then, AfterWrite::Ended(None));
+        let AfterWrite::Ended(markers) = &w.then else {
+            panic!("{w:?}")
+        };
+        assert!(markers.partitions.is_empty(), "no partition to mark");
         let r = c.record("tx").unwrap();
-        assert_eq!((r.state, r.producer_epoch), (TxnState::CompleteAbort, 1));
+        assert_eq!((r.state, r.producer_epoch), (TxnState::PrepareAbort, 1));
+        let done = c.markers_written(markers, 2).unwrap();
+        assert!(c.written(&done));
+        assert_eq!(c.record("tx").unwrap().state, TxnState::CompleteAbort);
     }
 
     #[test]
@@ -1179,6 +1247,106 @@ mod tests {
         assert_eq!(resume.len(), 1);
         assert!(resume[0].commit);
         assert_eq!(resume[0].partitions.len(), 1);
+    }
+
+    #[test]
+    fn a_zombie_never_gets_the_epoch_a_new_instance_was_given() {
+        let mut c = TxnCoordinator::new(TRANSACTION_MAX_TIMEOUT_MS_DEFAULT);
+        let mut new_id = ids();
+        durable(&mut c, |c| {
+            c.init_producer_id("tx", TIMEOUT_MS, None, 0, &mut new_id)
+        });
+        let zombie = pe(1001, 0);
+        // A new instance (no epoch of its own) bumps to 1.
+        durable(&mut c, |c| {
+            c.init_producer_id("tx", TIMEOUT_MS, None, 1, &mut new_id)
+        });
+        assert_eq!(
+            answer(c.init_producer_id("tx", TIMEOUT_MS, Some(zombie), 2, &mut new_id)),
+            Err(codes::PRODUCER_FENCED)
+        );
+    }
+
+    #[test]
+    fn a_fenced_v2_producer_is_not_taken_for_a_retry() {
+        let mut c = TxnCoordinator::new(TRANSACTION_MAX_TIMEOUT_MS_DEFAULT);
+        let mut new_id = ids();
+        let first = open(&mut c, TxnVersion::V2);
+        let w = durable(&mut c, |c| {
+            c.end_txn("tx", first, true, TxnVersion::V2, 20, &mut new_id)
+        });
+        let AfterWrite::Ended(markers) = &w.then else {
+            panic!()
+        };
+        let done = c.markers_written(markers, 21).unwrap();
+        assert!(c.written(&done));
+        let zombie = c.record("tx").unwrap().producer_for_next_transaction();
+        durable(&mut c, |c| {
+            c.add_partitions("tx", zombie, &[tp("t", 1)], false, 22)
+        });
+        // A new instance fences the zombie's open transaction: two bumps.
+        let w = durable(&mut c, |c| {
+            c.init_producer_id("tx", TIMEOUT_MS, None, 23, &mut new_id)
+        });
+        let AfterWrite::Fenced(markers) = &w.then else {
+            panic!("{w:?}")
+        };
+        assert_eq!(markers.producer_epoch, zombie.producer_epoch + 2);
+        for commit in [false, true] {
+            assert_eq!(
+                answer(c.end_txn("tx", zombie, commit, TxnVersion::V2, 24, &mut new_id)),
+                Err(codes::PRODUCER_FENCED)
+            );
+        }
+    }
+
+    #[test]
+    fn a_late_completion_of_one_transaction_does_not_complete_the_next() {
+        let mut c = TxnCoordinator::new(TRANSACTION_MAX_TIMEOUT_MS_DEFAULT);
+        let mut new_id = ids();
+        let p = open(&mut c, TxnVersion::V1);
+        let w = durable(&mut c, |c| {
+            c.end_txn("tx", p, true, TxnVersion::V1, 20, &mut new_id)
+        });
+        let AfterWrite::Ended(first) = w.then else {
+            panic!()
+        };
+        let done = c.markers_written(&first, 21).unwrap();
+        assert!(c.written(&done));
+        // The next v1 transaction has the same producer id and epoch.
+        durable(&mut c, |c| {
+            c.add_partitions("tx", p, &[tp("t", 0)], false, 22)
+        });
+        durable(&mut c, |c| {
+            c.end_txn("tx", p, true, TxnVersion::V1, 23, &mut new_id)
+        });
+        assert!(c.markers_written(&first, 24).is_none(), "stale");
+        assert_eq!(c.record("tx").unwrap().state, TxnState::PrepareCommit);
+    }
+
+    #[test]
+    fn v2_end_at_the_current_epoch_of_an_ended_transaction_is_invalid() {
+        let mut c = TxnCoordinator::new(TRANSACTION_MAX_TIMEOUT_MS_DEFAULT);
+        let mut new_id = ids();
+        let first = open(&mut c, TxnVersion::V2);
+        let w = durable(&mut c, |c| {
+            c.end_txn("tx", first, true, TxnVersion::V2, 20, &mut new_id)
+        });
+        let next = c.record("tx").unwrap().producer_for_next_transaction();
+        assert_eq!(
+            answer(c.end_txn("tx", next, true, TxnVersion::V2, 21, &mut new_id)),
+            Err(codes::CONCURRENT_TRANSACTIONS),
+            "still settling"
+        );
+        let AfterWrite::Ended(markers) = &w.then else {
+            panic!()
+        };
+        let done = c.markers_written(markers, 22).unwrap();
+        assert!(c.written(&done));
+        assert_eq!(
+            answer(c.end_txn("tx", next, true, TxnVersion::V2, 23, &mut new_id)),
+            Err(codes::INVALID_TXN_STATE)
+        );
     }
 
     #[test]
