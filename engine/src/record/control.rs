@@ -81,7 +81,8 @@ pub fn read_marker(batch: &[u8]) -> Result<Option<TxnMarker>, BatchError> {
         return Ok(None);
     };
     let key = record.key.as_ref().map(Bytes::as_ref).unwrap_or_default();
-    if key.len() < 4 || i16::from_be_bytes([key[0], key[1]]) != MARKER_VERSION {
+    // Newer key versions keep the type where version 0 has it.
+    if key.len() < 4 || i16::from_be_bytes([key[0], key[1]]) < MARKER_VERSION {
         return Ok(None);
     }
     let commit = match i16::from_be_bytes([key[2], key[3]]) {
@@ -91,7 +92,11 @@ pub fn read_marker(batch: &[u8]) -> Result<Option<TxnMarker>, BatchError> {
     };
     let coordinator_epoch = match record.value.as_deref() {
         Some(v) if v.len() >= 6 => i32::from_be_bytes([v[2], v[3], v[4], v[5]]),
-        _ => -1,
+        _ => {
+            return Err(BatchError::InvalidHeader(
+                "a transaction marker without its value",
+            ))
+        }
     };
     Ok(Some(TxnMarker {
         producer_id: header.producer_id,

@@ -88,6 +88,17 @@ struct BatchRecord {
     last_offset: i64,
 }
 
+/// Put first in a producer's batches when a transaction marker starts a new
+/// epoch (a fence, a transactions-v2 commit): it stands for sequence -1, so
+/// the epoch's first batch must be sequence 0, as Kafka requires after a
+/// control record bumped the epoch.
+const EPOCH_STARTED_BY_MARKER: BatchRecord = BatchRecord {
+    first_sequence: -1,
+    last_sequence: -1,
+    base_offset: -1,
+    last_offset: -1,
+};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ProducerEntry {
     epoch: i16,
@@ -160,7 +171,13 @@ impl ProducerStates {
         }
         match entry.batches.back() {
             None => SequenceVerdict::Append,
-            Some(last) if batch.first_sequence == add_sequence(last.last_sequence, 1) => {
+            Some(last) if last == &EPOCH_STARTED_BY_MARKER && batch.first_sequence == 0 => {
+                SequenceVerdict::Append
+            }
+            Some(last)
+                if last.last_sequence >= 0
+                    && batch.first_sequence == add_sequence(last.last_sequence, 1) =>
+            {
                 SequenceVerdict::Append
             }
             Some(_) => SequenceVerdict::Reject(codes::OUT_OF_ORDER_SEQUENCE_NUMBER),
@@ -204,7 +221,10 @@ impl ProducerStates {
     /// leader made them), but undone like `record` if its write fails.
     pub fn record_replicated(&mut self, header: &BatchHeader, now_ms: i64) {
         if header.is_control() && header.producer_id >= 0 {
-            self.record_marker(header.producer_id, header.producer_epoch, now_ms);
+            // No check: the leader made it (an older epoch changes nothing).
+            let before = self.producers.get(&header.producer_id).cloned();
+            self.undo.push((header.producer_id, before));
+            self.apply_marker(header.producer_id, header.producer_epoch, now_ms);
             return;
         }
         let Some(batch) = BatchIdentity::of(header) else {
@@ -248,12 +268,13 @@ impl ProducerStates {
             .entry(producer_id)
             .or_insert_with(|| ProducerEntry {
                 epoch: producer_epoch,
-                batches: VecDeque::with_capacity(PRODUCER_BATCHES_KEPT),
+                batches: VecDeque::from([EPOCH_STARTED_BY_MARKER]),
                 last_append_ms: now_ms,
             });
         if producer_epoch > entry.epoch {
             entry.epoch = producer_epoch;
             entry.batches.clear();
+            entry.batches.push_back(EPOCH_STARTED_BY_MARKER);
         }
         entry.last_append_ms = entry.last_append_ms.max(now_ms);
     }
@@ -552,6 +573,12 @@ mod tests {
             states.check_marker(1, 0),
             Err(codes::INVALID_PRODUCER_EPOCH)
         );
+        // The new epoch starts at sequence 0.
+        assert_eq!(
+            states.check(&batch(1, 1, 3, 1)),
+            SequenceVerdict::Reject(codes::OUT_OF_ORDER_SEQUENCE_NUMBER)
+        );
+        assert_eq!(states.check(&batch(1, 1, 0, 1)), SequenceVerdict::Append);
         // Undone with its write.
         states.roll_back();
         assert_eq!(states.check(&batch(1, 0, 6, 1)), SequenceVerdict::Append);
