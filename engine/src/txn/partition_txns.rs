@@ -142,7 +142,10 @@ impl PartitionTxns {
 
     /// The log was cut at `offset` (a follower's truncation, a torn tail):
     /// transactions that began at or past it are gone, and those whose
-    /// marker was cut are open again.
+    /// marker was cut are open again. `offset` is at or above the high
+    /// watermark (replicas agree below it), so a cut marker is still among
+    /// those the high watermark has not passed; a deeper cut (a rebuilt
+    /// replica) replays the log into a new `PartitionTxns` instead.
     pub fn truncate(&mut self, offset: i64) {
         self.open.retain(|_, first| *first < offset);
         self.open_by_first_offset
