@@ -883,6 +883,34 @@ mod tests {
         }
     }
 
+    /// EndTxn made durable; its markers.
+    fn end(
+        c: &mut TxnCoordinator,
+        p: ProducerIdEpoch,
+        commit: bool,
+        version: TxnVersion,
+        now_ms: i64,
+    ) -> TxnMarkers {
+        // Ids it may hand out (a v2 end at the last epoch) differ from
+        // `open`'s.
+        let mut new_id = || Ok(9_000);
+        let w = durable(c, |c| {
+            c.end_txn("tx", p, commit, version, now_ms, &mut new_id)
+        });
+        let AfterWrite::Ended(markers) = w.then else {
+            panic!("{w:?}")
+        };
+        markers
+    }
+
+    /// The markers are written and the completion is durable.
+    fn complete(c: &mut TxnCoordinator, markers: &TxnMarkers, now_ms: i64) {
+        let done = c
+            .markers_written(markers, now_ms)
+            .expect("a current preparation");
+        assert!(c.written(&done));
+    }
+
     /// A producer with an open transaction on `t-0`, at epoch 0.
     fn open(c: &mut TxnCoordinator, version: TxnVersion) -> ProducerIdEpoch {
         let mut new_id = ids();
@@ -1090,8 +1118,7 @@ mod tests {
             answer(c.init_producer_id("tx", TIMEOUT_MS, None, 31, &mut new_id)),
             Err(codes::CONCURRENT_TRANSACTIONS)
         );
-        let done = c.markers_written(markers, 32).unwrap();
-        assert!(c.written(&done));
+        complete(&mut c, markers, 32);
         durable(&mut c, |c| {
             c.init_producer_id("tx", TIMEOUT_MS, None, 33, &mut new_id)
         });
@@ -1120,8 +1147,7 @@ mod tests {
         let AfterWrite::TimedOut(markers) = &writes[0].then else {
             panic!()
         };
-        let done = c.markers_written(markers, 3).unwrap();
-        assert!(c.written(&done));
+        complete(&mut c, markers, 3);
         assert_eq!(
             answer(c.init_producer_id("tx", TIMEOUT_MS, Some(p), 4, &mut ids())),
             Err(codes::PRODUCER_FENCED)
@@ -1133,12 +1159,7 @@ mod tests {
         let mut c = TxnCoordinator::new(TRANSACTION_MAX_TIMEOUT_MS_DEFAULT);
         let mut new_id = ids();
         let first = open(&mut c, TxnVersion::V2);
-        let w = durable(&mut c, |c| {
-            c.end_txn("tx", first, true, TxnVersion::V2, 20, &mut new_id)
-        });
-        let AfterWrite::Ended(markers) = &w.then else {
-            panic!()
-        };
+        let markers = &end(&mut c, first, true, TxnVersion::V2, 20);
         assert_eq!(markers.producer_epoch, 1, "markers carry the bumped epoch");
         let next = c.record("tx").unwrap().producer_for_next_transaction();
         assert_eq!(next, pe(first.producer_id, 1));
@@ -1147,8 +1168,7 @@ mod tests {
             answer(c.end_txn("tx", first, true, TxnVersion::V2, 21, &mut new_id)),
             Err(codes::CONCURRENT_TRANSACTIONS)
         );
-        let done = c.markers_written(markers, 22).unwrap();
-        assert!(c.written(&done));
+        complete(&mut c, markers, 22);
         assert_eq!(
             answer(c.end_txn("tx", first, true, TxnVersion::V2, 23, &mut new_id)),
             Ok(next)
@@ -1179,12 +1199,7 @@ mod tests {
             [("tx".to_string(), Some(record))],
         );
         let last = pe(p.producer_id, PRODUCER_EPOCH_MAX);
-        let w = durable(&mut c, |c| {
-            c.end_txn("tx", last, false, TxnVersion::V2, 5, &mut new_id)
-        });
-        let AfterWrite::Ended(markers) = &w.then else {
-            panic!()
-        };
+        let markers = &end(&mut c, last, false, TxnVersion::V2, 5);
         // The markers fence the last epoch with the one no producer gets.
         assert_eq!(
             (markers.producer_id, markers.producer_epoch),
@@ -1193,8 +1208,7 @@ mod tests {
         let next = c.record("tx").unwrap().producer_for_next_transaction();
         assert_ne!(next.producer_id, p.producer_id);
         assert_eq!(next.producer_epoch, 0);
-        let done = c.markers_written(markers, 6).unwrap();
-        assert!(c.written(&done));
+        complete(&mut c, markers, 6);
         let r = c.record("tx").unwrap();
         assert_eq!(
             (r.producer_id, r.producer_epoch, r.previous_producer_id),
@@ -1222,8 +1236,7 @@ mod tests {
         assert!(markers.partitions.is_empty(), "no partition to mark");
         let r = c.record("tx").unwrap();
         assert_eq!((r.state, r.producer_epoch), (TxnState::PrepareAbort, 1));
-        let done = c.markers_written(markers, 2).unwrap();
-        assert!(c.written(&done));
+        complete(&mut c, markers, 2);
         assert_eq!(c.record("tx").unwrap().state, TxnState::CompleteAbort);
     }
 
@@ -1272,14 +1285,8 @@ mod tests {
         let mut c = TxnCoordinator::new(TRANSACTION_MAX_TIMEOUT_MS_DEFAULT);
         let mut new_id = ids();
         let first = open(&mut c, TxnVersion::V2);
-        let w = durable(&mut c, |c| {
-            c.end_txn("tx", first, true, TxnVersion::V2, 20, &mut new_id)
-        });
-        let AfterWrite::Ended(markers) = &w.then else {
-            panic!()
-        };
-        let done = c.markers_written(markers, 21).unwrap();
-        assert!(c.written(&done));
+        let markers = &end(&mut c, first, true, TxnVersion::V2, 20);
+        complete(&mut c, markers, 21);
         let zombie = c.record("tx").unwrap().producer_for_next_transaction();
         durable(&mut c, |c| {
             c.add_partitions("tx", zombie, &[tp("t", 1)], false, 22)
@@ -1311,8 +1318,7 @@ mod tests {
         let AfterWrite::Ended(first) = w.then else {
             panic!()
         };
-        let done = c.markers_written(&first, 21).unwrap();
-        assert!(c.written(&done));
+        complete(&mut c, &first, 21);
         // The next v1 transaction has the same producer id and epoch.
         durable(&mut c, |c| {
             c.add_partitions("tx", p, &[tp("t", 0)], false, 22)
@@ -1341,8 +1347,7 @@ mod tests {
         let AfterWrite::Ended(markers) = &w.then else {
             panic!()
         };
-        let done = c.markers_written(markers, 22).unwrap();
-        assert!(c.written(&done));
+        complete(&mut c, markers, 22);
         assert_eq!(
             answer(c.end_txn("tx", next, true, TxnVersion::V2, 23, &mut new_id)),
             Err(codes::INVALID_TXN_STATE)
