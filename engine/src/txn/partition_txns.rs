@@ -19,6 +19,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use super::producer_state::{SnapshotError, SnapshotReader};
+
+/// Transactions a snapshot may hold in each of its lists (open, ended
+/// above the high watermark, aborted): a bound on what a damaged file can
+/// make recovery allocate.
+const SNAPSHOT_TXNS_MAX: usize = 1 << 24;
+
 /// A transaction of this partition that ended with an abort.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AbortedTxn {
@@ -37,7 +44,7 @@ struct Ended {
     commit: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct PartitionTxns {
     /// Producer id -> first offset of its open transaction.
     open: BTreeMap<i64, i64>,
@@ -178,6 +185,96 @@ impl PartitionTxns {
         {
             self.aborted.pop_front();
         }
+    }
+}
+
+impl PartitionTxns {
+    /// Appends the state to a snapshot's body (`ProducerStates::encode_snapshot`).
+    pub(super) fn encode_into(&self, body: &mut Vec<u8>) {
+        body.extend_from_slice(&(self.open.len() as u32).to_be_bytes());
+        for (producer_id, first_offset) in &self.open {
+            body.extend_from_slice(&producer_id.to_be_bytes());
+            body.extend_from_slice(&first_offset.to_be_bytes());
+        }
+        body.extend_from_slice(&(self.ended_unstable.len() as u32).to_be_bytes());
+        for e in &self.ended_unstable {
+            body.extend_from_slice(&e.producer_id.to_be_bytes());
+            body.extend_from_slice(&e.first_offset.to_be_bytes());
+            body.extend_from_slice(&e.marker_offset.to_be_bytes());
+            body.push(u8::from(e.commit));
+        }
+        body.extend_from_slice(&(self.aborted.len() as u32).to_be_bytes());
+        for a in &self.aborted {
+            body.extend_from_slice(&a.producer_id.to_be_bytes());
+            body.extend_from_slice(&a.first_offset.to_be_bytes());
+            body.extend_from_slice(&a.last_offset.to_be_bytes());
+        }
+    }
+
+    /// Reads what `encode_into` wrote, for a snapshot taken at `offset`.
+    pub(super) fn decode_from(
+        reader: &mut SnapshotReader<'_>,
+        offset: i64,
+    ) -> Result<PartitionTxns, SnapshotError> {
+        let mut txns = PartitionTxns::new();
+        let count = |n: u32| -> Result<usize, SnapshotError> {
+            let n = n as usize;
+            if n > SNAPSHOT_TXNS_MAX {
+                return Err(SnapshotError::Invalid("too many transactions"));
+            }
+            Ok(n)
+        };
+        for _ in 0..count(reader.u32()?)? {
+            let producer_id = reader.i64()?;
+            let first_offset = reader.i64()?;
+            if first_offset >= offset || first_offset < 0 {
+                return Err(SnapshotError::Invalid("open transaction offset"));
+            }
+            txns.on_data(producer_id, first_offset);
+        }
+        for _ in 0..count(reader.u32()?)? {
+            let ended = Ended {
+                producer_id: reader.i64()?,
+                first_offset: reader.i64()?,
+                marker_offset: reader.i64()?,
+                commit: reader.u8()? != 0,
+            };
+            let ordered = txns
+                .ended_unstable
+                .back()
+                .is_none_or(|e| e.marker_offset < ended.marker_offset);
+            if ended.first_offset >= ended.marker_offset
+                || ended.marker_offset >= offset
+                || !ordered
+            {
+                return Err(SnapshotError::Invalid("ended transaction offsets"));
+            }
+            txns.ended_unstable.push_back(ended);
+        }
+        for _ in 0..count(reader.u32()?)? {
+            let aborted = AbortedTxn {
+                producer_id: reader.i64()?,
+                first_offset: reader.i64()?,
+                last_offset: reader.i64()?,
+            };
+            let ordered = txns
+                .aborted
+                .back()
+                .is_none_or(|a| a.last_offset < aborted.last_offset);
+            if aborted.first_offset >= aborted.last_offset
+                || aborted.last_offset >= offset
+                || !ordered
+            {
+                return Err(SnapshotError::Invalid("aborted transaction offsets"));
+            }
+            txns.aborted.push_back(aborted);
+        }
+        Ok(txns)
+    }
+
+    /// Whether nothing is open, unstable or aborted (nothing to snapshot).
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty() && self.ended_unstable.is_empty() && self.aborted.is_empty()
     }
 }
 

@@ -21,6 +21,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use super::partition_txns::PartitionTxns;
 use crate::protocol::{self as codes, ErrorCode};
 use crate::record::BatchHeader;
 
@@ -134,7 +135,10 @@ pub struct ProducerStates {
     undo: Vec<(i64, Option<ProducerEntry>)>,
 }
 
-const SNAPSHOT_MAGIC: &[u8; 4] = b"GPS1";
+/// The first format: producers only.
+const SNAPSHOT_MAGIC_V1: &[u8; 4] = b"GPS1";
+/// Producers, then the partition's transactions (`PartitionTxns`).
+const SNAPSHOT_MAGIC: &[u8; 4] = b"GPS2";
 /// magic, crc, offset, count
 const SNAPSHOT_HEADER_BYTES: usize = 4 + 4 + 8 + 4;
 
@@ -345,9 +349,9 @@ impl ProducerStates {
         before - self.producers.len()
     }
 
-    /// The state as of log offset `offset` (the log end when taken), as a
-    /// snapshot file's bytes.
-    pub fn encode_snapshot(&self, offset: i64) -> Vec<u8> {
+    /// The state as of log offset `offset` (the log end when taken), with
+    /// the partition's transactions, as a snapshot file's bytes.
+    pub fn encode_snapshot(&self, offset: i64, txns: &PartitionTxns) -> Vec<u8> {
         let mut body = Vec::with_capacity(8 + 4 + self.producers.len() * 64);
         body.extend_from_slice(&offset.to_be_bytes());
         body.extend_from_slice(&(self.producers.len() as u32).to_be_bytes());
@@ -366,6 +370,7 @@ impl ProducerStates {
                 body.extend_from_slice(&b.last_offset.to_be_bytes());
             }
         }
+        txns.encode_into(&mut body);
         let mut out = Vec::with_capacity(8 + body.len());
         out.extend_from_slice(SNAPSHOT_MAGIC);
         out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
@@ -373,12 +378,16 @@ impl ProducerStates {
         out
     }
 
-    /// A snapshot's offset and state.
-    pub fn decode_snapshot(bytes: &[u8]) -> Result<(i64, ProducerStates), SnapshotError> {
+    /// A snapshot's offset, producer state and transactions (none in a
+    /// snapshot of the first format).
+    pub fn decode_snapshot(
+        bytes: &[u8],
+    ) -> Result<(i64, ProducerStates, PartitionTxns), SnapshotError> {
         if bytes.len() < SNAPSHOT_HEADER_BYTES {
             return Err(SnapshotError::Truncated);
         }
-        if &bytes[..4] != SNAPSHOT_MAGIC {
+        let with_txns = &bytes[..4] == SNAPSHOT_MAGIC;
+        if !with_txns && &bytes[..4] != SNAPSHOT_MAGIC_V1 {
             return Err(SnapshotError::BadMagic);
         }
         let crc = u32::from_be_bytes(bytes[4..8].try_into().expect("4 bytes"));
@@ -386,7 +395,7 @@ impl ProducerStates {
         if crc32c::crc32c(body) != crc {
             return Err(SnapshotError::BadChecksum);
         }
-        let mut reader = Reader { bytes: body };
+        let mut reader = SnapshotReader { bytes: body };
         let offset = reader.i64()?;
         let count = reader.u32()? as usize;
         if count > PRODUCERS_PER_PARTITION_MAX {
@@ -423,18 +432,23 @@ impl ProducerStates {
                 },
             );
         }
+        let txns = if with_txns {
+            PartitionTxns::decode_from(&mut reader, offset)?
+        } else {
+            PartitionTxns::new()
+        };
         if !reader.bytes.is_empty() {
             return Err(SnapshotError::Invalid("trailing bytes"));
         }
-        Ok((offset, states))
+        Ok((offset, states, txns))
     }
 }
 
-struct Reader<'a> {
+pub(super) struct SnapshotReader<'a> {
     bytes: &'a [u8],
 }
 
-impl Reader<'_> {
+impl SnapshotReader<'_> {
     fn take<const N: usize>(&mut self) -> Result<[u8; N], SnapshotError> {
         if self.bytes.len() < N {
             return Err(SnapshotError::Truncated);
@@ -443,19 +457,19 @@ impl Reader<'_> {
         self.bytes = rest;
         Ok(head.try_into().expect("N bytes"))
     }
-    fn u8(&mut self) -> Result<u8, SnapshotError> {
+    pub(super) fn u8(&mut self) -> Result<u8, SnapshotError> {
         Ok(self.take::<1>()?[0])
     }
-    fn i16(&mut self) -> Result<i16, SnapshotError> {
+    pub(super) fn i16(&mut self) -> Result<i16, SnapshotError> {
         Ok(i16::from_be_bytes(self.take()?))
     }
-    fn i32(&mut self) -> Result<i32, SnapshotError> {
+    pub(super) fn i32(&mut self) -> Result<i32, SnapshotError> {
         Ok(i32::from_be_bytes(self.take()?))
     }
-    fn u32(&mut self) -> Result<u32, SnapshotError> {
+    pub(super) fn u32(&mut self) -> Result<u32, SnapshotError> {
         Ok(u32::from_be_bytes(self.take()?))
     }
-    fn i64(&mut self) -> Result<i64, SnapshotError> {
+    pub(super) fn i64(&mut self) -> Result<i64, SnapshotError> {
         Ok(i64::from_be_bytes(self.take()?))
     }
 }
@@ -590,12 +604,12 @@ mod tests {
         let mut next = 0;
         append(&mut states, batch(1, 0, 0, 1), &mut next);
         states.mark();
-        let before = states.encode_snapshot(next);
+        let before = states.encode_snapshot(next, &PartitionTxns::new());
         append(&mut states, batch(1, 0, 1, 1), &mut next);
         append(&mut states, batch(2, 0, 0, 1), &mut next);
         append(&mut states, batch(1, 1, 0, 1), &mut next);
         states.roll_back();
-        assert_eq!(states.encode_snapshot(1), before);
+        assert_eq!(states.encode_snapshot(1, &PartitionTxns::new()), before);
         assert_eq!(states.check(&batch(1, 0, 1, 1)), SequenceVerdict::Append);
     }
 
@@ -612,10 +626,26 @@ mod tests {
                 );
             }
         }
-        let bytes = states.encode_snapshot(next);
-        let (offset, decoded) = ProducerStates::decode_snapshot(&bytes).unwrap();
+        let mut txns = PartitionTxns::new();
+        txns.on_data(3, 2);
+        txns.on_marker(3, 4, false);
+        txns.on_data(4, 5);
+        txns.on_marker(4, 6, true);
+        txns.on_data(5, 7);
+        let bytes = states.encode_snapshot(next, &txns);
+        let (offset, decoded, decoded_txns) = ProducerStates::decode_snapshot(&bytes).unwrap();
         assert_eq!(offset, next);
         assert_eq!(decoded.producers, states.producers);
+        assert_eq!(decoded_txns, txns);
+        // A snapshot of the first format (no transactions) still reads.
+        let empty = states.encode_snapshot(next, &PartitionTxns::new());
+        let body = &empty[8..empty.len() - 12];
+        let mut first_format = SNAPSHOT_MAGIC_V1.to_vec();
+        first_format.extend_from_slice(&crc32c::crc32c(body).to_be_bytes());
+        first_format.extend_from_slice(body);
+        let (_, decoded, decoded_txns) = ProducerStates::decode_snapshot(&first_format).unwrap();
+        assert_eq!(decoded.producers, states.producers);
+        assert!(decoded_txns.is_empty());
         let mut damaged = bytes.clone();
         let last = damaged.len() - 1;
         damaged[last] ^= 1;

@@ -25,7 +25,7 @@ use crate::mesh::metadata::OfflinePartition;
 use crate::mesh::routing::{owner_shard, route_in};
 use crate::metrics::Histogram;
 use crate::partition::{FileBudget, OpenedLog, OwnedPartitions, Partition};
-use engine::txn::ProducerStates;
+use engine::txn::{PartitionTxns, ProducerStates};
 
 pub struct Backend {
     pub shard_id: usize,
@@ -410,9 +410,9 @@ impl Backend {
         let room = self.file_budget.make_room().await;
         let (opened, report) = if std::fs::symlink_metadata(&dir).is_ok() {
             let (log, files, report) = open_partition(&dir, self.log_config(topic), clean).await?;
-            let producers = if report.offline_reason.is_some() {
+            let (producers, txns) = if report.offline_reason.is_some() {
                 // Not served: its log is not read.
-                ProducerStates::default()
+                (ProducerStates::default(), PartitionTxns::new())
             } else {
                 let source = RecoveredFiles {
                     dir: &dir,
@@ -424,6 +424,7 @@ impl Backend {
                 log,
                 files,
                 producers,
+                txns,
             };
             (opened, report)
         } else {
@@ -432,6 +433,7 @@ impl Backend {
                 log,
                 files,
                 producers: ProducerStates::default(),
+                txns: Default::default(),
             };
             (opened, Default::default())
         };

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use engine::log::{parse_segment_file_name, segment_file_stem, PartitionLog};
-use engine::record::BatchHeader;
-use engine::txn::ProducerStates;
+use engine::record::{read_marker, BatchHeader};
+use engine::txn::{PartitionTxns, ProducerStates};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use glommio::io::BufferedFile;
@@ -91,14 +91,14 @@ impl SegmentFileSource for RecoveredFiles<'_> {
     }
 }
 
-/// The producer state of a just-opened partition: the newest valid
-/// snapshot at or below the log end, plus the batches after it.
+/// The producer state and the transactions of a just-opened partition: the
+/// newest valid snapshot at or below the log end, plus the batches after it.
 pub async fn recover_producer_states(
     dir: &Path,
     log: &PartitionLog,
     files: &dyn SegmentFileSource,
     now_ms: i64,
-) -> io::Result<ProducerStates> {
+) -> io::Result<(ProducerStates, PartitionTxns)> {
     let log_end = log.next_offset();
     let mut loaded = None;
     for offset in snapshot_offsets_blocking(dir)? {
@@ -109,11 +109,11 @@ pub async fn recover_producer_states(
             continue;
         }
         match ProducerStates::decode_snapshot(&std::fs::read(&path)?) {
-            Ok((at, states)) if at == offset => {
-                loaded = Some((at, states));
+            Ok((at, states, txns)) if at == offset => {
+                loaded = Some((at, states, txns));
                 break;
             }
-            Ok((at, _)) => {
+            Ok((at, _, _)) => {
                 warn!(file = %path.display(), at, "producer snapshot names another offset; ignoring it")
             }
             Err(e) => {
@@ -122,7 +122,11 @@ pub async fn recover_producer_states(
         }
     }
     let first_offset = log.segments().next().map_or(0, |s| s.base_offset);
-    let (start, mut states) = loaded.unwrap_or((first_offset, ProducerStates::default()));
+    let (start, mut states, mut txns) = loaded.unwrap_or((
+        first_offset,
+        ProducerStates::default(),
+        PartitionTxns::new(),
+    ));
     let mut replayed = 0u64;
     for segment in log.segments() {
         if segment.next_offset <= start || segment.size_bytes == 0 {
@@ -145,6 +149,31 @@ pub async fn recover_producer_states(
                 let total = header.total_bytes();
                 if header.next_offset() > start {
                     states.replay(&header, now_ms);
+                    if header.is_transactional() && header.producer_id >= 0 {
+                        if header.is_control() {
+                            // A marker's type is in its record: read the
+                            // (small) batch whole.
+                            let batch = if at + total <= chunk.len() {
+                                chunk[at..at + total].to_vec()
+                            } else {
+                                let read = file.read_at(position + at as u64, total).await;
+                                read.map_err(to_io)?.to_vec()
+                            };
+                            match read_marker(&batch) {
+                                Ok(Some(marker)) => txns.on_marker(
+                                    header.producer_id,
+                                    header.base_offset,
+                                    marker.commit,
+                                ),
+                                Ok(None) => {}
+                                Err(e) => {
+                                    warn!(dir = %dir.display(), offset = header.base_offset, error = %e, "unreadable transaction marker; its transaction stays open")
+                                }
+                            }
+                        } else {
+                            txns.on_data(header.producer_id, header.base_offset);
+                        }
+                    }
                     replayed += 1;
                 }
                 at += total;
@@ -158,7 +187,7 @@ pub async fn recover_producer_states(
         }
     }
     if replayed > 0 || !states.is_empty() {
-        info!(dir = %dir.display(), producers = states.len(), snapshot_offset = start, replayed_batches = replayed, "producer state recovered");
+        info!(dir = %dir.display(), producers = states.len(), open_transactions = txns.open_count(), snapshot_offset = start, replayed_batches = replayed, "producer state recovered");
     }
-    Ok(states)
+    Ok((states, txns))
 }

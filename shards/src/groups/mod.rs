@@ -26,6 +26,7 @@ use tracing::{info, warn};
 
 use crate::clock::steady_ms;
 use crate::controller::Backend;
+use crate::mesh::data::ReadBound;
 use crate::mesh::groups::{
     join_error, sync_error, CommitOffsets, DeleteGroup, DeleteOffsets, DescribeGroup, FetchOffsets,
     FetchedOffset, GroupRequest, Heartbeat, JoinGroup, LeaveGroup, ListGroups, ListedGroup,
@@ -460,7 +461,10 @@ impl GroupHost {
             if offset >= partition.log_end_offset() {
                 break;
             }
-            let batches = match partition.read_bytes(offset, LOAD_READ_BYTES, true).await {
+            let batches = match partition
+                .read_bytes(offset, LOAD_READ_BYTES, ReadBound::LogEnd)
+                .await
+            {
                 Ok(batches) if !batches.is_empty() => batches,
                 Ok(_) => break,
                 Err(code) => {

@@ -44,6 +44,7 @@ async fn read_slots(
     shard: &Rc<Shard>,
     slots: &[FetchSlot],
     replica_id: Option<i32>,
+    read_committed: bool,
     wait: Option<FetchWait>,
 ) -> Vec<Result<ReadOutcome, ErrorCode>> {
     let mut by_owner: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
@@ -88,6 +89,7 @@ async fn read_slots(
                     reads,
                     wait,
                     replica_id,
+                    read_committed,
                 };
                 let outcomes = shard.call(owner, read).await;
                 (owner, indexes, outcomes)
@@ -168,7 +170,8 @@ async fn fetch(ctx: RequestContext, request: km::FetchRequest) -> OutFrame {
     // A follower's fetch names its broker (Fetch v12 and older carry it as
     // replica_id; consumers send -1).
     let replica_id = (request.replica_id.0 >= 0).then_some(request.replica_id.0);
-    let results = read_slots(shard, &slots, replica_id, wait).await;
+    let read_committed = request.isolation_level == 1;
+    let results = read_slots(shard, &slots, replica_id, read_committed, wait).await;
     // The response's max_bytes: always return the first non-empty partition
     // whole, then only what fits.
     let mut budget = response_bytes_max;
@@ -189,7 +192,12 @@ async fn fetch(ctx: RequestContext, request: km::FetchRequest) -> OutFrame {
         match result {
             Ok(outcome) => {
                 head.high_watermark = outcome.high_watermark;
-                head.last_stable_offset = outcome.high_watermark;
+                head.last_stable_offset = outcome.last_stable_offset;
+                head.aborted_transactions = outcome
+                    .aborted
+                    .iter()
+                    .map(|a| (a.producer_id, a.first_offset))
+                    .collect();
                 head.log_start_offset = outcome.log_start_offset;
                 head.diverging_epoch = outcome
                     .diverging_epoch

@@ -28,6 +28,7 @@ pub async fn list_offsets(
                         topic: name.clone(),
                         partition: partition.partition_index,
                         timestamp_ms: partition.timestamp,
+                        read_committed: version >= 2 && request.isolation_level == 1,
                     };
                     shard.call(owner, op).await
                 }

@@ -12,6 +12,7 @@ use crate::io::splice::FileSlice;
 
 subsystem!(Data, DataRequest, DataReply {
     Append => Result<AppendOutcome, ErrorCode>,
+    WriteMarker => Result<AppendOutcome, ErrorCode>,
     Read => Vec<Result<ReadOutcome, ErrorCode>>,
     EndWait => (),
     ListOffset => Result<ListedOffset, ErrorCode>,
@@ -51,6 +52,24 @@ impl Append {
     }
 }
 
+/// Write a transaction's commit or abort marker to a partition this shard
+/// leads, after every append queued before it, and wait until it is in the
+/// ISR (Kafka writes markers with acks=all). INVALID_PRODUCER_EPOCH: the
+/// producer has a newer epoch here (a marker from before a fence).
+#[derive(Debug)]
+pub struct WriteMarker {
+    pub topic: String,
+    pub partition: i32,
+    pub marker: engine::record::TxnMarker,
+    pub timeout_ms: u64,
+}
+
+impl WriteMarker {
+    fn undelivered_reply(&self) -> Result<AppendOutcome, ErrorCode> {
+        Err(codes::UNKNOWN_SERVER_ERROR)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendOutcome {
     pub base_offset: i64,
@@ -67,9 +86,32 @@ pub struct Read {
     /// A follower's fetch (its node id): reads go to the log end, and its
     /// positions count for the leader's ISR and high watermark.
     pub replica_id: Option<i32>,
+    /// A consumer's read_committed fetch: reads stop at the last stable
+    /// offset and list the aborted transactions they overlap.
+    pub read_committed: bool,
+}
+
+/// Where a read stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadBound {
+    /// The written log end: a follower's fetch.
+    LogEnd,
+    /// The high watermark: read_uncommitted consumers, the broker's own
+    /// readers of committed data.
+    HighWatermark,
+    /// The last stable offset: read_committed consumers.
+    LastStable,
 }
 
 impl Read {
+    pub fn bound(&self) -> ReadBound {
+        match (self.replica_id, self.read_committed) {
+            (Some(_), _) => ReadBound::LogEnd,
+            (None, true) => ReadBound::LastStable,
+            (None, false) => ReadBound::HighWatermark,
+        }
+    }
+
     fn undelivered_reply(&self) -> Vec<Result<ReadOutcome, ErrorCode>> {
         self.reads
             .iter()
@@ -107,7 +149,10 @@ pub struct ReadOutcome {
     /// nothing to read at the offset yet.
     pub records: Option<FileSlice>,
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// read_committed: the aborted transactions the records may overlap.
+    pub aborted: Vec<engine::txn::AbortedTxn>,
     /// A follower's log diverged: where its epoch ends on the leader.
     pub diverging_epoch: Option<EpochEnd>,
 }
@@ -140,6 +185,7 @@ pub struct ListOffset {
     pub topic: String,
     pub partition: i32,
     pub timestamp_ms: i64,
+    pub read_committed: bool,
 }
 
 impl ListOffset {

@@ -89,19 +89,19 @@ impl Partition {
         // The cleanable range: closed segments old enough for
         // min.compaction.lag.ms, as a prefix, within the pass bound.
         let (range, dirty_bytes, total_bytes, oldest_dirty_ms) = {
+            // Only below the last stable offset (Kafka's bound): a
+            // follower's records above the high watermark may yet be cut by
+            // a truncation, and an open transaction's outcome is unknown.
+            let stable_offset = self.last_stable_offset();
             let log = self.log.borrow();
             let active_base = log.active().base_offset;
-            // Only below the high watermark: a follower's records above it
-            // may yet be cut by a truncation (Kafka cleans below the last
-            // stable offset for the same reason).
-            let high_watermark = self.high_watermark.get();
             let mut range = Vec::new();
             let mut total = 0u64;
             let mut dirty = 0u64;
             let mut oldest_dirty_ms = i64::MAX;
             for segment in log
                 .segments()
-                .take_while(|s| s.base_offset != active_base && s.next_offset <= high_watermark)
+                .take_while(|s| s.base_offset != active_base && s.next_offset <= stable_offset)
             {
                 let lagging = segment.max_timestamp_ms >= 0
                     && now_ms - segment.max_timestamp_ms < config.min_compaction_lag_ms;

@@ -10,6 +10,7 @@ mod reader;
 mod replica;
 mod replicas;
 mod retention;
+mod transactions;
 mod truncation;
 mod watch;
 mod writer;
@@ -26,7 +27,7 @@ use std::path::PathBuf;
 use std::rc::{Rc, Weak};
 
 use engine::log::PartitionLog;
-use engine::txn::ProducerStates;
+use engine::txn::{PartitionTxns, ProducerStates};
 use futures::channel::oneshot;
 use tracing::error;
 
@@ -91,6 +92,9 @@ pub struct Partition {
     direct: RefCell<Option<Rc<DirectAppender>>>,
     /// Idempotent producers' epochs and last batches (see `writer.rs`).
     producers: RefCell<ProducerStates>,
+    /// Transactions open here, the aborted ones, the last stable offset
+    /// (`transactions.rs`).
+    txns: RefCell<PartitionTxns>,
     /// Keeps cleaning passes and truncations apart (`compaction.rs`).
     compaction_fence: CompactionFence,
     /// The active segment's checkpoint file (and indexes) on disk still
@@ -105,6 +109,7 @@ pub struct OpenedLog {
     pub log: PartitionLog,
     pub files: SegmentFiles,
     pub producers: ProducerStates,
+    pub txns: PartitionTxns,
 }
 
 impl Partition {
@@ -121,6 +126,7 @@ impl Partition {
             log,
             files,
             producers,
+            txns,
         } = opened;
         let high_watermark = log.next_offset();
         let written_position = log.active().size_bytes;
@@ -151,6 +157,7 @@ impl Partition {
             write_mode,
             direct: RefCell::new(None),
             producers: RefCell::new(producers),
+            txns: RefCell::new(txns),
             compaction_fence: CompactionFence::default(),
             checkpoint_current: Cell::new(false),
         });
@@ -234,7 +241,8 @@ impl Partition {
         let untouched = {
             let log = self.log.borrow();
             let empty = log.active().size_bytes == 0 && log.segments().count() == 1;
-            self.checkpoint_current.get() || (empty && self.producers.borrow().is_empty())
+            self.checkpoint_current.get()
+                || (empty && self.producers.borrow().is_empty() && self.txns.borrow().is_empty())
         };
         if untouched {
             // Nothing written since the checkpoint on disk (or nothing at
@@ -244,7 +252,10 @@ impl Partition {
         self.finish_direct().await?;
         self.sync().await?;
         let active = self.log.borrow().active().clone();
-        let snapshot = self.producers.borrow().encode_snapshot(active.next_offset);
+        let snapshot = self
+            .producers
+            .borrow()
+            .encode_snapshot(active.next_offset, &self.txns.borrow());
         write_producer_snapshot(&self.dir, active.next_offset, snapshot).await?;
         write_clean_checkpoint(&self.dir, &active).await
     }

@@ -20,7 +20,7 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 /// v9+ (KIP-1005): the last offset in tiered storage.
 const LATEST_TIERED_TIMESTAMP: i64 = -5;
-use crate::mesh::data::ReadOutcome;
+use crate::mesh::data::{ReadBound, ReadOutcome};
 
 /// Bytes read from an index entry to find the first wanted batch's header:
 /// entries are ~index.interval.bytes (4 KiB) apart, so one window usually
@@ -55,33 +55,90 @@ impl From<ErrorCode> for PlanError {
 
 impl Partition {
     /// The byte end a read may reach in a segment: what is written (a
-    /// follower's fetch), or what is below the high watermark.
+    /// follower's fetch), or what is below the high watermark; for
+    /// read_committed, `stable` (where the last stable offset's batch
+    /// starts, when it is below the high watermark) bounds it too.
     fn readable_limit(
         &self,
         segment_base_offset: i64,
         segment_bytes: u64,
-        to_log_end: bool,
+        bound: ReadBound,
+        stable: Option<(i64, u64)>,
     ) -> u64 {
         let written = if segment_base_offset == self.log.borrow().active().base_offset {
             self.written_position.get()
         } else {
             segment_bytes
         };
-        if to_log_end {
-            written
-        } else {
-            self.visible_limit(segment_base_offset, written)
+        let visible = match bound {
+            ReadBound::LogEnd => return written,
+            ReadBound::HighWatermark | ReadBound::LastStable => {
+                self.visible_limit(segment_base_offset, written)
+            }
+        };
+        match stable {
+            None => visible,
+            Some((stable_segment, position)) => match segment_base_offset.cmp(&stable_segment) {
+                std::cmp::Ordering::Less => visible,
+                std::cmp::Ordering::Equal => visible.min(position),
+                std::cmp::Ordering::Greater => 0,
+            },
         }
     }
 
     /// The offset a read may reach: the written log end (a follower's
-    /// fetch) or the high watermark.
-    pub(super) fn read_end_offset(&self, to_log_end: bool) -> i64 {
-        if to_log_end {
-            self.written_end.get()
-        } else {
-            self.high_watermark.get()
+    /// fetch), the high watermark, or the last stable offset.
+    pub(super) fn read_end_offset(&self, bound: ReadBound) -> i64 {
+        match bound {
+            ReadBound::LogEnd => self.written_end.get(),
+            ReadBound::HighWatermark => self.high_watermark.get(),
+            ReadBound::LastStable => self.last_stable_offset(),
         }
+    }
+
+    /// Where the batch that starts at `offset` (a batch boundary: the last
+    /// stable offset is the first batch of a transaction, or the high
+    /// watermark) lies: (segment base offset, byte position).
+    async fn batch_position(&self, offset: i64) -> Result<(i64, u64), PlanError> {
+        let start = match self.log.borrow().plan_read(offset) {
+            Ok(Some(start)) => start,
+            // At the log end: the end of the active segment.
+            Ok(None) => {
+                let log = self.log.borrow();
+                return Ok((log.active().base_offset, self.written_position.get()));
+            }
+            Err(_) => return Err(codes::OFFSET_OUT_OF_RANGE.into()),
+        };
+        let file = match self.segment_file(start.segment_base_offset).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(PlanError::SegmentReplaced)
+            }
+            Err(e) => return Err(self.storage_error("cannot open a segment file", &e).into()),
+        };
+        let mut position = start.position;
+        for _round in 0..READ_ROUNDS_MAX {
+            let window = file
+                .read_at(position, HEADER_SCAN_WINDOW_BYTES)
+                .await
+                .map_err(|e| self.storage_error("segment read failed", &e))?;
+            if window.is_empty() {
+                return Ok((start.segment_base_offset, position));
+            }
+            match select_batches(&window, offset, 0) {
+                BatchSelection::Found { start: at, .. }
+                | BatchSelection::NeedBytes { start: at, .. } => {
+                    return Ok((start.segment_base_offset, position + at as u64))
+                }
+                BatchSelection::Before { scanned } if scanned > 0 => position += scanned as u64,
+                BatchSelection::Before { .. } => {
+                    let header = BatchHeader::parse(&window).map_err(|_| codes::CORRUPT_MESSAGE)?;
+                    position += header.total_bytes() as u64;
+                }
+                BatchSelection::Corrupt { .. } => return Err(codes::KAFKA_STORAGE_ERROR.into()),
+            }
+        }
+        Err(PlanError::Code(codes::UNKNOWN_SERVER_ERROR))
     }
 
     fn count_fetch(&self, planned: &PlannedRead) {
@@ -98,14 +155,15 @@ impl Partition {
         &self,
         offset: i64,
         max_bytes: usize,
-        to_log_end: bool,
+        bound: ReadBound,
     ) -> Result<ReadOutcome, ErrorCode> {
-        if let Some(outcome) = self.read_without_io(offset, to_log_end) {
+        if let Some(outcome) = self.read_without_io(offset, bound) {
             return outcome;
         }
         let (high_watermark, log_start_offset) =
             (self.high_watermark.get(), self.log_start_offset());
-        let planned = self.plan_fetch(offset, max_bytes, to_log_end).await?;
+        let last_stable_offset = self.last_stable_offset();
+        let planned = self.plan_fetch(offset, max_bytes, bound).await?;
         let records = match planned {
             None => None,
             Some(planned) => {
@@ -126,10 +184,18 @@ impl Partition {
                 slice
             }
         };
+        let aborted = match (&records, bound) {
+            (Some(_), ReadBound::LastStable) => {
+                self.aborted_transactions(offset, last_stable_offset)
+            }
+            _ => Vec::new(),
+        };
         Ok(ReadOutcome {
             records,
             high_watermark,
+            last_stable_offset,
             log_start_offset,
+            aborted,
             diverging_epoch: None,
         })
     }
@@ -140,12 +206,12 @@ impl Partition {
     pub fn read_without_io(
         &self,
         offset: i64,
-        to_log_end: bool,
+        bound: ReadBound,
     ) -> Option<Result<ReadOutcome, ErrorCode>> {
         if self.offline.get() {
             return Some(Err(codes::KAFKA_STORAGE_ERROR));
         }
-        let end = self.read_end_offset(to_log_end);
+        let end = self.read_end_offset(bound);
         if offset < end {
             return None;
         }
@@ -158,7 +224,9 @@ impl Partition {
         Some(Ok(ReadOutcome {
             records: None,
             high_watermark: self.high_watermark.get(),
+            last_stable_offset: self.last_stable_offset(),
             log_start_offset: log.log_start_offset(),
+            aborted: Vec::new(),
             diverging_epoch: None,
         }))
     }
@@ -169,9 +237,9 @@ impl Partition {
         &self,
         offset: i64,
         max_bytes: usize,
-        to_log_end: bool,
+        bound: ReadBound,
     ) -> Result<Bytes, ErrorCode> {
-        let Some(planned) = self.plan_fetch(offset, max_bytes, to_log_end).await? else {
+        let Some(planned) = self.plan_fetch(offset, max_bytes, bound).await? else {
             return Ok(Bytes::new());
         };
         let bytes = planned
@@ -199,12 +267,12 @@ impl Partition {
         &self,
         offset: i64,
         max_bytes: usize,
-        to_log_end: bool,
+        bound: ReadBound,
     ) -> Result<Option<PlannedRead>, ErrorCode> {
         // Compaction and retention replace or delete segments while a plan
         // awaits its header read: the plan then starts over from the index.
         for _attempt in 0..PLAN_ATTEMPTS_MAX {
-            match self.plan_fetch_once(offset, max_bytes, to_log_end).await {
+            match self.plan_fetch_once(offset, max_bytes, bound).await {
                 Ok(planned) => return Ok(planned),
                 Err(PlanError::Code(code)) => return Err(code),
                 Err(PlanError::SegmentReplaced) => continue,
@@ -218,12 +286,22 @@ impl Partition {
         &self,
         offset: i64,
         max_bytes: usize,
-        to_log_end: bool,
+        bound: ReadBound,
     ) -> Result<Option<PlannedRead>, PlanError> {
         if self.offline.get() {
             return Err(codes::KAFKA_STORAGE_ERROR.into());
         }
-        let end_offset = self.read_end_offset(to_log_end);
+        let end_offset = self.read_end_offset(bound);
+        // read_committed below an open transaction: the bytes end where
+        // the transaction's first batch starts.
+        let stable = if bound == ReadBound::LastStable
+            && end_offset < self.high_watermark.get()
+            && offset < end_offset
+        {
+            Some(self.batch_position(end_offset).await?)
+        } else {
+            None
+        };
         let start = match self.log.borrow().plan_read(offset) {
             Err(ReadError::OffsetOutOfRange { .. }) => {
                 return Err(codes::OFFSET_OUT_OF_RANGE.into())
@@ -236,8 +314,12 @@ impl Partition {
         };
         let mut position = start.position;
         for _round in 0..READ_ROUNDS_MAX {
-            let limit =
-                self.readable_limit(start.segment_base_offset, start.segment_bytes, to_log_end);
+            let limit = self.readable_limit(
+                start.segment_base_offset,
+                start.segment_bytes,
+                bound,
+                stable,
+            );
             if position >= limit {
                 let next = self
                     .log
@@ -325,13 +407,25 @@ impl Partition {
     }
 
     /// ListOffsets: -1 latest, -2 earliest, -3 max timestamp, else the first
-    /// record at or after a timestamp. Returns (offset, timestamp).
-    pub async fn list_offset(&self, timestamp_ms: i64) -> Result<(i64, i64), ErrorCode> {
+    /// record at or after a timestamp. Returns (offset, timestamp). For
+    /// read_committed, latest is the last stable offset and nothing at or
+    /// past it is found by time.
+    pub async fn list_offset(
+        &self,
+        timestamp_ms: i64,
+        read_committed: bool,
+    ) -> Result<(i64, i64), ErrorCode> {
         if self.offline.get() {
             return Err(codes::KAFKA_STORAGE_ERROR);
         }
+        let bound = if read_committed {
+            ReadBound::LastStable
+        } else {
+            ReadBound::HighWatermark
+        };
+        let end_offset = self.read_end_offset(bound);
         match timestamp_ms {
-            LATEST_TIMESTAMP => return Ok((self.high_watermark.get(), -1)),
+            LATEST_TIMESTAMP => return Ok((end_offset, -1)),
             // Every segment is local (no tiered storage): the earliest local
             // offset is the log start offset.
             EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => {
@@ -366,7 +460,12 @@ impl Partition {
             .segment_file(start.segment_base_offset)
             .await
             .map_err(|e| self.storage_error("cannot open a segment file", &e))?;
-        let limit = self.readable_limit(start.segment_base_offset, start.segment_bytes, false);
+        let limit = self.readable_limit(
+            start.segment_base_offset,
+            start.segment_bytes,
+            ReadBound::HighWatermark,
+            None,
+        );
         let mut position = start.position;
         // Walk batch headers; decode only the batch that reaches the target.
         for _round in 0..READ_ROUNDS_MAX * 64 {
@@ -386,7 +485,7 @@ impl Partition {
                 if let Some(found) =
                     first_record_at_or_after(&batch, target).map_err(|_| codes::CORRUPT_MESSAGE)?
                 {
-                    if found.0 < self.high_watermark.get() {
+                    if found.0 < end_offset {
                         return Ok(found);
                     }
                     break;

@@ -32,6 +32,7 @@ impl Partition {
             (removed, log.log_start_offset())
         };
         let bytes: u64 = removed.iter().map(|s| s.size_bytes).sum();
+        self.forget_transactions_before(log_start_offset);
         write_log_start_offset(&self.dir, log_start_offset).await?;
         for segment in &removed {
             self.forget_file(segment.base_offset);
@@ -57,6 +58,7 @@ impl Partition {
             .borrow_mut()
             .advance_log_start_offset(offset)
             .map_err(|_| codes::OFFSET_OUT_OF_RANGE)?;
+        self.forget_transactions_before(log_start_offset);
         write_log_start_offset(&self.dir, log_start_offset)
             .await
             .map_err(|_| codes::KAFKA_STORAGE_ERROR)?;

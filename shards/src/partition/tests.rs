@@ -59,6 +59,7 @@ async fn new_partition_within(dir: PathBuf, budget: Rc<FileBudget>) -> Rc<Partit
         log,
         files,
         producers: ProducerStates::default(),
+        txns: Default::default(),
     };
     Partition::new(
         "t".into(),
@@ -183,7 +184,10 @@ fn partitions_share_a_file_budget_and_reopen_closed_files_on_demand() {
             }
         }
         for (i, partition) in [&first, &second].into_iter().enumerate() {
-            let bytes = partition.read_bytes(0, 1 << 20, false).await.expect("read");
+            let bytes = partition
+                .read_bytes(0, 1 << 20, crate::mesh::data::ReadBound::HighWatermark)
+                .await
+                .expect("read");
             let mut position = 0;
             for round in 0..3u8 {
                 let header = BatchHeader::parse(&bytes[position..]).expect("a batch");
@@ -207,7 +211,10 @@ fn partitions_share_a_file_budget_and_reopen_closed_files_on_demand() {
         // Idle files close; the next read opens again.
         assert_eq!(budget.close_idle(crate::clock::steady_ms() + 1, 0).await, 1);
         assert_eq!(budget.open_files(), 0);
-        assert!(first.read_bytes(0, 1 << 20, false).await.is_ok());
+        assert!(first
+            .read_bytes(0, 1 << 20, crate::mesh::data::ReadBound::HighWatermark)
+            .await
+            .is_ok());
         assert_eq!(budget.open_files(), 1);
     });
 }
@@ -228,7 +235,12 @@ fn a_shard_duplicates_no_more_segment_descriptors_than_its_bound() {
             .await
             .expect("answered")
             .expect("appended");
-        let read = || async { partition.read(0, 1 << 20, true).await.expect("read") };
+        let read = || async {
+            partition
+                .read(0, 1 << 20, crate::mesh::data::ReadBound::LogEnd)
+                .await
+                .expect("read")
+        };
         let first = read().await;
         let second = read().await;
         assert!(first.records.is_some() && second.records.is_some());
@@ -241,5 +253,120 @@ fn a_shard_duplicates_no_more_segment_descriptors_than_its_bound() {
             read().await.records.is_some(),
             "a sent response gives its descriptor back"
         );
+    });
+}
+
+/// A transactional batch of producer 9 as a client sends it.
+fn transactional_batch(producer_epoch: i16, base_sequence: i32, count: usize) -> Vec<u8> {
+    encode_batch(&BatchSpec {
+        attributes: 0x10,
+        producer_id: 9,
+        producer_epoch,
+        base_sequence,
+        records: (0..count)
+            .map(|i| TestRecord::value(vec![i as u8; 10]))
+            .collect(),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn an_open_transaction_holds_the_last_stable_offset_until_its_marker_and_recovery_agrees() {
+    use crate::disk::producer_snapshots::recover_producer_states;
+    use crate::mesh::data::ReadBound;
+    use engine::record::TxnMarker;
+
+    let scratch = ScratchDir::new("transactions");
+    let dir = scratch.0.clone();
+    on_executor(move || async move {
+        let partition = new_partition(dir.clone()).await;
+        let plain = || Bytes::copy_from_slice(&encode_batch(&BatchSpec::default()));
+        let append = |records: Bytes| {
+            let partition = partition.clone();
+            async move {
+                partition
+                    .enqueue(records)
+                    .await
+                    .expect("answered")
+                    .expect("appended")
+                    .base_offset
+            }
+        };
+        assert_eq!(append(plain()).await, 0);
+        let first = append(Bytes::from(transactional_batch(0, 0, 2))).await;
+        assert_eq!(first, 1);
+        assert_eq!(append(plain()).await, 3);
+        assert_eq!(append(Bytes::from(transactional_batch(0, 2, 1))).await, 4);
+        assert_eq!(partition.high_watermark_offset(), 5);
+        assert_eq!(partition.last_stable_offset(), 1, "the transaction is open");
+
+        // read_committed reads stop at the open transaction's first batch.
+        let committed = partition
+            .read_bytes(0, 1 << 20, ReadBound::LastStable)
+            .await
+            .expect("read");
+        let header = BatchHeader::parse(&committed).expect("one batch");
+        assert_eq!(
+            (header.base_offset, committed.len()),
+            (0, header.total_bytes())
+        );
+        let uncommitted = partition
+            .read_bytes(0, 1 << 20, ReadBound::HighWatermark)
+            .await
+            .expect("read");
+        assert!(uncommitted.len() > committed.len());
+
+        // A marker with an older epoch is refused; the abort goes in.
+        let stale = TxnMarker {
+            producer_id: 9,
+            producer_epoch: 1,
+            commit: false,
+            coordinator_epoch: 0,
+        };
+        let abort = partition.enqueue_marker(stale).await.expect("answered");
+        assert_eq!(abort.expect("appended").base_offset, 5);
+        let older = TxnMarker {
+            producer_epoch: 0,
+            ..stale
+        };
+        let refused = partition.enqueue_marker(older).await.expect("answered");
+        assert_eq!(
+            refused.err(),
+            Some(engine::protocol::INVALID_PRODUCER_EPOCH)
+        );
+        assert_eq!(partition.last_stable_offset(), 6);
+        let aborted = partition.aborted_transactions(0, 6);
+        assert_eq!(
+            aborted
+                .iter()
+                .map(|a| (a.producer_id, a.first_offset, a.last_offset))
+                .collect::<Vec<_>>(),
+            vec![(9, 1, 5)]
+        );
+
+        // A replay of the log rebuilds the same transactions.
+        let log = partition.log.borrow().clone();
+        let (_, mut replayed) = recover_producer_states(&dir, &log, &*partition, 0)
+            .await
+            .expect("replay");
+        replayed.on_high_watermark(partition.high_watermark_offset());
+        assert_eq!(replayed, *partition.txns.borrow());
+        // So does the snapshot a clean close writes, with the producer's
+        // next transaction (at the epoch its abort marker carried) open.
+        let next = append(Bytes::from(transactional_batch(1, 0, 1))).await;
+        assert_eq!(next, 6);
+        assert_eq!(partition.last_stable_offset(), 6);
+        let log = partition.log.borrow().clone();
+        partition.close().await.expect("close");
+        let (_, mut from_snapshot) = recover_producer_states(&dir, &log, &*partition, 0)
+            .await
+            .expect("snapshot");
+        from_snapshot.on_high_watermark(partition.high_watermark_offset());
+        assert_eq!(from_snapshot, *partition.txns.borrow());
+        assert!(std::fs::read_dir(&dir).expect("dir").any(|e| e
+            .expect("entry")
+            .path()
+            .extension()
+            == Some("snapshot".as_ref())));
     });
 }

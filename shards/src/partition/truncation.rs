@@ -79,15 +79,16 @@ impl Partition {
         Ok(log_end)
     }
 
-    /// The idempotent producers' state of the cut log: what the cut batches
+    /// The idempotent producers' state (and the transactions) of the cut log: what the cut batches
     /// recorded must go, or this replica, once leader, would answer a
     /// retried batch as a duplicate at an offset it no longer has. Rebuilt
     /// as at open (newest snapshot at or below the log end, then replay);
     /// truncation is rare, so the replay's cost does not matter.
     async fn rebuild_producer_states(&self) -> io::Result<()> {
         let log = self.log.borrow().clone();
-        let rebuilt = recover_producer_states(&self.dir, &log, self, now_ms()).await?;
-        *self.producers.borrow_mut() = rebuilt;
+        let (producers, txns) = recover_producer_states(&self.dir, &log, self, now_ms()).await?;
+        *self.producers.borrow_mut() = producers;
+        *self.txns.borrow_mut() = txns;
         Ok(())
     }
 

@@ -5,6 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use super::Partition;
+use crate::mesh::data::ReadBound;
 
 /// Wakes one parked fetch when any partition it watches gets data: one
 /// signal per park, however many partitions it watches. Partitions hold it
@@ -37,11 +38,12 @@ impl DataSignal {
 }
 
 impl Partition {
-    /// Makes `signal` fire once the high watermark (a follower's fetch: the
-    /// written log end) passes `offset`. False, and nothing registered, if
-    /// it already has or the partition closed.
-    pub fn watch_beyond(&self, offset: i64, to_log_end: bool, signal: &Rc<DataSignal>) -> bool {
-        if self.read_end_offset(to_log_end) > offset || self.closed.get() {
+    /// Makes `signal` fire once the read's bound (the high watermark; a
+    /// follower's fetch: the written log end; read_committed: the last
+    /// stable offset) may have passed `offset`. False, and nothing
+    /// registered, if it already has or the partition closed.
+    pub fn watch_beyond(&self, offset: i64, bound: ReadBound, signal: &Rc<DataSignal>) -> bool {
+        if self.read_end_offset(bound) > offset || self.closed.get() {
             return false;
         }
         let mut waiters = self.data_waiters.borrow_mut();

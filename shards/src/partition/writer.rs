@@ -20,6 +20,7 @@ use crate::disk::segment_files::{
     open_segment_file, sync_dir, write_all_at, write_segment_indexes,
 };
 use crate::mesh::data::AppendOutcome;
+use engine::record::{read_marker, BatchHeader, TxnMarker};
 use engine::txn::{BatchIdentity, SequenceVerdict};
 
 /// Most bytes one coalesced write carries.
@@ -30,6 +31,9 @@ pub(super) struct QueuedAppend {
     /// Copied from the partition leader by this follower's fetcher: its
     /// offsets and epochs stay.
     from_leader: bool,
+    /// A commit or abort marker this leader writes (its control batch is
+    /// `records`).
+    marker: Option<TxnMarker>,
     reply: oneshot::Sender<Result<AppendOutcome, ErrorCode>>,
 }
 
@@ -47,7 +51,7 @@ impl Partition {
         self: &Rc<Self>,
         records: Bytes,
     ) -> oneshot::Receiver<Result<AppendOutcome, ErrorCode>> {
-        self.enqueue_as(records, false)
+        self.enqueue_as(records, false, None)
     }
 
     /// Queues a record set this follower copied from its leader.
@@ -55,13 +59,25 @@ impl Partition {
         self: &Rc<Self>,
         records: Bytes,
     ) -> oneshot::Receiver<Result<AppendOutcome, ErrorCode>> {
-        self.enqueue_as(records, true)
+        self.enqueue_as(records, true, None)
+    }
+
+    /// Queues a transaction marker (this replica leads): it is written
+    /// after every append queued before it. Refused with
+    /// INVALID_PRODUCER_EPOCH if the producer has a newer epoch here.
+    pub fn enqueue_marker(
+        self: &Rc<Self>,
+        marker: TxnMarker,
+    ) -> oneshot::Receiver<Result<AppendOutcome, ErrorCode>> {
+        let batch = engine::record::build_marker_batch(&marker, crate::clock::now_ms());
+        self.enqueue_as(Bytes::from(batch), false, Some(marker))
     }
 
     fn enqueue_as(
         self: &Rc<Self>,
         records: Bytes,
         from_leader: bool,
+        marker: Option<TxnMarker>,
     ) -> oneshot::Receiver<Result<AppendOutcome, ErrorCode>> {
         let (reply, receiver) = oneshot::channel();
         let refusal = if self.failed.get() {
@@ -82,6 +98,7 @@ impl Partition {
         self.queue.borrow_mut().push_back(QueuedAppend {
             records,
             from_leader,
+            marker,
             reply,
         });
         if !self.writer_running.replace(true) {
@@ -168,6 +185,18 @@ impl Partition {
                 }
                 _ => None,
             };
+            if let Some(marker) = &append.marker {
+                let checked = self
+                    .producers
+                    .borrow()
+                    .check_marker(marker.producer_id, marker.producer_epoch);
+                if let Err(code) = checked {
+                    pending.bytes.truncate(start);
+                    warn!(topic = %self.topic, partition = self.index, producer_id = marker.producer_id, epoch = marker.producer_epoch, code, "refused a transaction marker");
+                    let _ = append.reply.send(Err(code));
+                    continue;
+                }
+            }
             if let Some(identity) = &identity {
                 match self.producers.borrow().check(identity) {
                     SequenceVerdict::Append => {}
@@ -238,12 +267,32 @@ impl Partition {
                     now,
                 );
             }
-            if append.from_leader {
+            if let Some(marker) = &append.marker {
+                self.producers.borrow_mut().record_marker(
+                    marker.producer_id,
+                    marker.producer_epoch,
+                    now,
+                );
+                pending.txn_events.push(TxnEvent::Marker {
+                    producer_id: marker.producer_id,
+                    offset: plan.base_offset,
+                    commit: marker.commit,
+                });
+            } else if append.from_leader {
                 // The producers' state follows the log, so a follower that
                 // becomes leader answers their retries as its leader would.
                 let mut producers = self.producers.borrow_mut();
                 for batch in plan.batches() {
                     producers.record_replicated(batch, now);
+                }
+                drop(producers);
+                txn_events_of(&pending.bytes[start..], &mut pending.txn_events);
+            } else if let [batch] = plan.batches() {
+                if batch.is_transactional() && !batch.is_control() && batch.producer_id >= 0 {
+                    pending.txn_events.push(TxnEvent::Data {
+                        producer_id: batch.producer_id,
+                        offset: plan.base_offset,
+                    });
                 }
             }
             pending.replies.push((append.reply, plan.base_offset));
@@ -321,6 +370,7 @@ impl Partition {
                 self.counters.set(counters);
                 let (next_offset, log_start_offset) = (log.next_offset(), log.log_start_offset());
                 drop(log);
+                self.apply_txn_events(std::mem::take(&mut pending.txn_events));
                 self.on_written(next_offset, pending.position + length);
                 self.wake_data_waiters();
                 for (reply, base_offset) in replies {
@@ -422,7 +472,10 @@ impl Partition {
         let base = self.log.borrow().next_offset();
         // Producer state as of the new segment's base: a restart replays
         // only the segment after it.
-        let snapshot = self.producers.borrow().encode_snapshot(base);
+        let snapshot = self
+            .producers
+            .borrow()
+            .encode_snapshot(base, &self.txns.borrow());
         write_producer_snapshot(&self.dir, base, snapshot).await?;
         let room = self.file_budget.make_room().await;
         let file = open_segment_file(&self.dir, base).await?;
@@ -452,4 +505,51 @@ struct PendingWrite {
     mark: Option<SegmentEnd>,
     bytes: Vec<u8>,
     replies: Vec<(oneshot::Sender<Result<AppendOutcome, ErrorCode>>, i64)>,
+    /// What the write's batches do to the partition's transactions, applied
+    /// once it is written (dropped with it if it fails).
+    txn_events: Vec<TxnEvent>,
+}
+
+/// A transactional batch or a marker, in log order.
+pub(super) enum TxnEvent {
+    Data {
+        producer_id: i64,
+        offset: i64,
+    },
+    Marker {
+        producer_id: i64,
+        offset: i64,
+        commit: bool,
+    },
+}
+
+/// The transaction events of a record set copied from the leader (its
+/// offsets already final).
+fn txn_events_of(set: &[u8], events: &mut Vec<TxnEvent>) {
+    let mut at = 0;
+    while let Ok(header) = BatchHeader::parse(&set[at..]) {
+        let end = (at + header.total_bytes()).min(set.len());
+        if header.is_transactional() && header.producer_id >= 0 {
+            if header.is_control() {
+                // The leader validated it; a marker that does not read is
+                // no transaction's end (Kafka's other control records).
+                if let Ok(Some(marker)) = read_marker(&set[at..end]) {
+                    events.push(TxnEvent::Marker {
+                        producer_id: header.producer_id,
+                        offset: header.base_offset,
+                        commit: marker.commit,
+                    });
+                }
+            } else {
+                events.push(TxnEvent::Data {
+                    producer_id: header.producer_id,
+                    offset: header.base_offset,
+                });
+            }
+        }
+        if end <= at || end >= set.len() {
+            break;
+        }
+        at = end;
+    }
 }

@@ -12,7 +12,7 @@ use futures::future::{select, Either};
 
 use super::Shard;
 use crate::clock::steady_ms;
-use crate::mesh::data::{found_record_bytes, FetchWait, PartitionRead, ReadOutcome};
+use crate::mesh::data::{found_record_bytes, FetchWait, PartitionRead, ReadBound, ReadOutcome};
 use crate::partition::{DataSignal, FollowerFetch, Partition};
 
 /// Bound on read-and-park rounds of one fetch long-poll (each round follows
@@ -36,6 +36,7 @@ impl Shard {
         &self,
         reads: &[PartitionRead],
         replica_id: Option<i32>,
+        bound: ReadBound,
     ) -> Vec<Result<ReadOutcome, ErrorCode>> {
         let mut outcomes = Vec::with_capacity(reads.len());
         let mut planned = Vec::new();
@@ -49,7 +50,7 @@ impl Shard {
                 Some(p) => match check_reader(&p, read, replica_id, now) {
                     Some(answer) => Some(answer),
                     None => {
-                        let outcome = p.read_without_io(read.offset, replica_id.is_some());
+                        let outcome = p.read_without_io(read.offset, bound);
                         if outcome.is_none() {
                             planned.push((i, p, read));
                         }
@@ -59,11 +60,10 @@ impl Shard {
             };
             outcomes.push(outcome);
         }
-        let to_log_end = replica_id.is_some();
         let done = futures::future::join_all(
             planned
                 .iter()
-                .map(|(_, p, read)| p.read(read.offset, read.max_bytes, to_log_end)),
+                .map(|(_, p, read)| p.read(read.offset, read.max_bytes, bound)),
         )
         .await;
         for ((i, _, _), outcome) in planned.iter().zip(done) {
@@ -83,10 +83,11 @@ impl Shard {
         &self,
         reads: &[PartitionRead],
         replica_id: Option<i32>,
+        bound: ReadBound,
         wait: Option<(FetchWait, oneshot::Receiver<()>)>,
     ) -> Vec<Result<ReadOutcome, ErrorCode>> {
         let started = std::time::Instant::now();
-        let mut outcomes = self.read_once(reads, replica_id).await;
+        let mut outcomes = self.read_once(reads, replica_id, bound).await;
         let Some((wait, mut ended)) = wait else {
             return outcomes;
         };
@@ -98,14 +99,13 @@ impl Shard {
                 break;
             }
             let remaining_ms = wait.timeout_ms - elapsed_ms;
-            let to_log_end = replica_id.is_some();
             match self
-                .park(reads, &outcomes, to_log_end, remaining_ms, &mut ended)
+                .park(reads, &outcomes, bound, remaining_ms, &mut ended)
                 .await
             {
-                Woken::Data => outcomes = self.read_once(reads, replica_id).await,
+                Woken::Data => outcomes = self.read_once(reads, replica_id, bound).await,
                 Woken::Ended => {
-                    outcomes = self.read_once(reads, replica_id).await;
+                    outcomes = self.read_once(reads, replica_id, bound).await;
                     break;
                 }
                 Woken::Stop => break,
@@ -123,7 +123,7 @@ impl Shard {
         &self,
         reads: &[PartitionRead],
         outcomes: &[Result<ReadOutcome, ErrorCode>],
-        to_log_end: bool,
+        bound: ReadBound,
         timeout_ms: u64,
         ended: &mut oneshot::Receiver<()>,
     ) -> Woken {
@@ -131,14 +131,15 @@ impl Shard {
         let mut watching = false;
         let owned = self.backend.partitions_of(reads);
         for ((read, outcome), owner) in reads.iter().zip(outcomes).zip(owned) {
-            let seen = match outcome {
-                Ok(o) if !to_log_end => o.high_watermark,
+            let seen = match (outcome, bound) {
+                (Ok(o), ReadBound::HighWatermark) => o.high_watermark,
+                (Ok(o), ReadBound::LastStable) => o.last_stable_offset,
                 _ => read.offset,
             };
             let Some(p) = owner else {
                 continue;
             };
-            if !p.watch_beyond(seen.max(read.offset), to_log_end, &signal) {
+            if !p.watch_beyond(seen.max(read.offset), bound, &signal) {
                 // A write landed while the reads ran.
                 return Woken::Data;
             }
@@ -191,7 +192,9 @@ fn check_reader(
         Ok(FollowerFetch::Diverging(end)) => Some(Ok(ReadOutcome {
             records: None,
             high_watermark: partition.high_watermark_offset(),
+            last_stable_offset: partition.last_stable_offset(),
             log_start_offset: partition.log_start_offset(),
+            aborted: Vec::new(),
             diverging_epoch: Some(end),
         })),
     }

@@ -28,12 +28,14 @@ use crate::groups::GroupHost;
 use crate::io::splice::SpliceRing;
 use crate::mesh::admin::AdminRequest;
 use crate::mesh::data::{
-    Append, DataRequest, DeleteRecords, EndWait, FindEpochEnd, ListOffset, ListedOffset, Read,
+    Append, AppendOutcome, DataRequest, DeleteRecords, EndWait, FindEpochEnd, ListOffset,
+    ListedOffset, Read, WriteMarker,
 };
 use crate::mesh::metadata::{ApplyMetadata, MetadataRequest, OfflineHere, OfflineReport};
 use crate::mesh::metrics::{LogDirSizes, MetricsRequest, PartitionSize, TakeSnapshot};
 use crate::mesh::{Call, Mesh, MeshMessage, Reply, Request};
 use crate::metrics::ShardMetrics;
+use crate::partition::Partition;
 use crate::stop::StopFlag;
 
 pub struct Shard {
@@ -140,14 +142,28 @@ impl Shard {
     fn serve(self: Rc<Self>, request: Request) -> LocalBoxFuture<'static, Reply> {
         match request {
             Request::Data(DataRequest::Append(op)) => {
-                let appended = self.start_append(op);
+                let records = op.records;
+                let appended =
+                    self.start_write(&op.topic, op.partition, op.acks, op.timeout_ms, |p| {
+                        p.enqueue(records)
+                    });
                 async move { Append::wrap_reply(appended.await) }.boxed_local()
             }
-            Request::Data(DataRequest::Read(Read {
-                reads,
-                wait,
-                replica_id,
-            })) => {
+            Request::Data(DataRequest::WriteMarker(op)) => {
+                let marker = op.marker;
+                let written = self.start_write(&op.topic, op.partition, -1, op.timeout_ms, |p| {
+                    p.enqueue_marker(marker)
+                });
+                async move { WriteMarker::wrap_reply(written.await) }.boxed_local()
+            }
+            Request::Data(DataRequest::Read(read)) => {
+                let bound = read.bound();
+                let Read {
+                    reads,
+                    wait,
+                    replica_id,
+                    ..
+                } = read;
                 let wait = wait.map(|w| {
                     let (sender, receiver) = oneshot::channel();
                     self.parked_fetches
@@ -156,9 +172,9 @@ impl Shard {
                     (w, receiver)
                 });
                 async move {
-                    Read::wrap_reply(self.read_partitions(&reads, replica_id, wait).await)
+                    Read::wrap_reply(self.read_partitions(&reads, replica_id, bound, wait).await)
                 }
-                    .boxed_local()
+                .boxed_local()
             }
             Request::Data(DataRequest::EndWait(EndWait { origin, id })) => {
                 if let Some(end) = self.parked_fetches.borrow_mut().remove(&(origin, id)) {
@@ -168,14 +184,12 @@ impl Shard {
             }
             Request::Data(DataRequest::ListOffset(op)) => async move {
                 let listed = match self.backend.partition(&op.topic, op.partition) {
-                    Some(p) => {
-                        p.list_offset(op.timestamp_ms)
-                            .await
-                            .map(|(offset, timestamp_ms)| ListedOffset {
-                                offset,
-                                timestamp_ms,
-                            })
-                    }
+                    Some(p) => p.list_offset(op.timestamp_ms, op.read_committed).await.map(
+                        |(offset, timestamp_ms)| ListedOffset {
+                            offset,
+                            timestamp_ms,
+                        },
+                    ),
                     None => Err(self.backend.absent_partition_error(&op.topic, op.partition)),
                 };
                 ListOffset::wrap_reply(listed)
@@ -244,22 +258,27 @@ impl Shard {
 
     /// Queues an append on its partition now; the future resolves once it is
     /// written, and for acks=all synced by the partition's group commit.
-    fn start_append(
+    /// Queues a write (a producer's records, a marker) on a partition
+    /// this shard owns, synchronously so writes keep arrival order; the
+    /// future answers once it is written (acks=all: in the ISR).
+    fn start_write(
         &self,
-        op: Append,
-    ) -> LocalBoxFuture<'static, Result<crate::mesh::data::AppendOutcome, ErrorCode>> {
-        let Some(owned) = self.backend.partition(&op.topic, op.partition) else {
-            let code = self.backend.absent_partition_error(&op.topic, op.partition);
+        topic: &str,
+        partition: i32,
+        acks: i16,
+        timeout_ms: u64,
+        enqueue: impl FnOnce(&Rc<Partition>) -> oneshot::Receiver<Result<AppendOutcome, ErrorCode>>,
+    ) -> LocalBoxFuture<'static, Result<AppendOutcome, ErrorCode>> {
+        let Some(owned) = self.backend.partition(topic, partition) else {
+            let code = self.backend.absent_partition_error(topic, partition);
             return async move { Err(code) }.boxed_local();
         };
-        let acks = op.acks;
         if acks == -1 {
             if let Err(code) = owned.enough_replicas() {
                 return async move { Err(code) }.boxed_local();
             }
         }
-        let written = owned.enqueue(op.records);
-        let timeout_ms = op.timeout_ms;
+        let written = enqueue(&owned);
         async move {
             let outcome = written.await.unwrap_or(Err(codes::UNKNOWN_SERVER_ERROR));
             let Ok(appended) = &outcome else {
