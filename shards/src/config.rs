@@ -59,6 +59,14 @@ pub struct BrokerConfig {
     /// `offsets.topic.replication.factor` (at most the live brokers when the
     /// topic is made).
     pub offsets_topic_replication_factor: u32,
+    /// `transaction.state.log.num.partitions`
+    pub transaction_state_partitions: u32,
+    /// `transaction.state.log.replication.factor` (at most the live brokers
+    /// when the topic is made).
+    pub transaction_state_replication_factor: u32,
+    /// `transaction.max.timeout.ms`: the longest transaction timeout a
+    /// producer may ask for.
+    pub transaction_max_timeout_ms: i32,
     /// How segment appends reach the disk (buffered io_uring or O_DIRECT).
     pub segment_write_mode: SegmentWriteMode,
     /// `producer.id.expiration.ms`: idempotent producers idle this long are
@@ -165,6 +173,9 @@ impl BrokerConfig {
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9644))),
             offsets_topic_partitions: engine::group::OFFSETS_TOPIC_PARTITIONS_DEFAULT,
             offsets_topic_replication_factor: 3,
+            transaction_state_partitions: engine::txn::TRANSACTION_STATE_PARTITIONS_DEFAULT,
+            transaction_state_replication_factor: 3,
+            transaction_max_timeout_ms: engine::txn::TRANSACTION_MAX_TIMEOUT_MS_DEFAULT,
             segment_write_mode: SegmentWriteMode::Buffered,
             producer_id_expiration_ms: engine::txn::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
             quorum: QuorumSettings::default(),

@@ -11,7 +11,7 @@
 //! | L5 | `net` |
 //! | L4 | `kafka` |
 //! | L3 | `shard` |
-//! | L2 | `controller`, `groups`, `partition` |
+//! | L2 | `controller`, `cluster`, `groups`, `txns`, `partition` |
 //! | L1 | `mesh`, `disk` |
 //! | L0 | `io`, `config`, `clock`, `stop`, `metrics`, `limits` |
 
@@ -31,6 +31,7 @@ mod net;
 mod partition;
 mod shard;
 mod stop;
+mod txns;
 
 pub use broker::{run, BrokerError};
 pub use config::BrokerConfig;

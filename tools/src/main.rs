@@ -213,6 +213,30 @@ struct ServeArgs {
         default_value_t = 3
     )]
     offsets_topic_replication_factor: u32,
+    /// transaction.state.log.num.partitions: partitions of
+    /// __transaction_state, made on the first transactional producer
+    #[arg(
+        long,
+        env = "GREGOR_TRANSACTION_STATE_LOG_NUM_PARTITIONS",
+        default_value_t = 50
+    )]
+    transaction_state_log_num_partitions: u32,
+    /// transaction.state.log.replication.factor: replicas of
+    /// __transaction_state (fewer when fewer brokers are live as it is made)
+    #[arg(
+        long,
+        env = "GREGOR_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+        default_value_t = 3
+    )]
+    transaction_state_log_replication_factor: u32,
+    /// transaction.max.timeout.ms: the longest transaction timeout a
+    /// producer may ask for
+    #[arg(
+        long,
+        env = "GREGOR_TRANSACTION_MAX_TIMEOUT_MS",
+        default_value_t = 900_000
+    )]
+    transaction_max_timeout_ms: i32,
     /// producer.id.expiration.ms: idempotent producers idle this long are forgotten
     #[arg(
         long,
@@ -372,6 +396,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.offsets_topic_partitions = args.offsets_topic_num_partitions;
     config.offsets_topic_replication_factor = args.offsets_topic_replication_factor.max(1);
+    if args.transaction_state_log_num_partitions == 0 {
+        bail!("--transaction-state-log-num-partitions must be at least 1");
+    }
+    config.transaction_state_partitions = args.transaction_state_log_num_partitions;
+    config.transaction_state_replication_factor =
+        args.transaction_state_log_replication_factor.max(1);
+    if args.transaction_max_timeout_ms < 1 {
+        bail!("--transaction-max-timeout-ms must be at least 1");
+    }
+    config.transaction_max_timeout_ms = args.transaction_max_timeout_ms;
     if args.producer_id_expiration_ms < 1 {
         bail!("--producer-id-expiration-ms must be at least 1");
     }

@@ -270,7 +270,21 @@ impl TxnCoordinator {
         records: impl IntoIterator<Item = (String, Option<TxnRecord>)>,
     ) -> (TxnCoordinator, Vec<TxnMarkers>) {
         let mut coordinator = TxnCoordinator::new(max_timeout_ms);
+        let resume = coordinator.load_records(records);
+        (coordinator, resume)
+    }
+
+    /// Adds the ids of one more `__transaction_state` partition from its
+    /// records (this coordinator became its leader), as `load` does.
+    /// Returns the markers to write again for its prepared transactions.
+    pub fn load_records(
+        &mut self,
+        records: impl IntoIterator<Item = (String, Option<TxnRecord>)>,
+    ) -> Vec<TxnMarkers> {
+        let coordinator = self;
+        let mut loaded = BTreeSet::new();
         for (id, record) in records {
+            loaded.insert(id.clone());
             match record {
                 Some(mut record) => {
                     // Kafka never writes its in-memory fencing step; read
@@ -294,14 +308,16 @@ impl TxnCoordinator {
                 }
             }
         }
-        let mut prepared: Vec<String> = coordinator
-            .entries
-            .iter()
-            .filter(|(_, e)| e.record.state.is_prepare())
-            .map(|(id, _)| id.clone())
+        let prepared: Vec<String> = loaded
+            .into_iter()
+            .filter(|id| {
+                coordinator
+                    .entries
+                    .get(id)
+                    .is_some_and(|e| e.record.state.is_prepare())
+            })
             .collect();
-        prepared.sort();
-        let resume = prepared
+        prepared
             .into_iter()
             .map(|id| {
                 let sequence = coordinator.take_sequence();
@@ -309,8 +325,23 @@ impl TxnCoordinator {
                 entry.prepared_by = Some(sequence);
                 markers_of(&id, &entry.record, sequence)
             })
-            .collect();
-        (coordinator, resume)
+            .collect()
+    }
+
+    /// Forgets the ids `leaves` names (their partition moved to another
+    /// coordinator); their writes in flight complete as stale. Returns how
+    /// many were forgotten.
+    pub fn unload(&mut self, leaves: impl Fn(&str) -> bool) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|id, _| !leaves(id));
+        before - self.entries.len()
+    }
+
+    /// Whether an id has a transaction open (its timeout must be watched).
+    pub fn has_open_transactions(&self) -> bool {
+        self.entries
+            .values()
+            .any(|e| e.record.state == TxnState::Ongoing)
     }
 
     /// The id's durable state.

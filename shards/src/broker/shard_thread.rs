@@ -23,6 +23,7 @@ use crate::net::connection::accept_loop;
 use crate::net::metrics_http::{bind_metrics, serve_http};
 use crate::shard::{Shard, ShardParts};
 use crate::stop::StopFlag;
+use crate::txns::TxnHost;
 use engine::metadata::BrokerRegistration;
 
 /// What a shard thread tells the main thread while it starts.
@@ -125,12 +126,14 @@ pub async fn run_shard(
         }
     };
     let groups = Rc::new(GroupHost::new(config.groups, backend.clone(), stop.clone()));
+    let txns = Rc::new(TxnHost::new(backend.clone(), stop.clone()));
     let shard = Shard::new(ShardParts {
         config: config.clone(),
         backend: backend.clone(),
         mesh,
         controller,
         groups: groups.clone(),
+        txns: txns.clone(),
         stop: stop.clone(),
         splice,
     });
@@ -164,6 +167,8 @@ pub async fn run_shard(
     glommio::spawn_local(groups.clone().run_ticker()).detach();
     glommio::spawn_local(shard.clone().run_isr_checks()).detach();
     glommio::spawn_local(groups.clone().follow_offsets_leadership()).detach();
+    glommio::spawn_local(txns.clone().follow_leadership()).detach();
+    glommio::spawn_local(txns.clone().run_timeout_checker()).detach();
     if let Some(lifecycle) = &lifecycle {
         step("waiting for the metadata quorum to count this broker live");
         lifecycle.wait_unfenced(&stop).await;

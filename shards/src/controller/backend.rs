@@ -11,6 +11,7 @@ use engine::group::OFFSETS_TOPIC;
 use engine::log::LogConfig;
 use engine::metadata::{ClusterImage, MetadataRecord, TopicConfig, TopicImage};
 use engine::protocol::{self as codes, ErrorCode};
+use engine::txn::TRANSACTION_STATE_TOPIC;
 use futures::channel::oneshot;
 use tracing::{error, info, warn};
 
@@ -46,11 +47,42 @@ pub struct Backend {
     replicated_topics: RefCell<Option<Vec<String>>>,
     /// This shard's fetch sessions for the partitions it follows.
     fetchers: ReplicaFetchers,
-    /// Replicated `__consumer_offsets` partitions whose role was set since
-    /// the group host last looked: index -> leads (bounded by the
-    /// partition count), and the group host's wake-up.
-    offsets_roles: RefCell<BTreeMap<i32, bool>>,
-    offsets_roles_waiter: RefCell<Option<oneshot::Sender<()>>>,
+    /// Roles of `__consumer_offsets` partitions, for the group host.
+    offsets_roles: RoleChanges,
+    /// Roles of `__transaction_state` partitions, for the transaction host.
+    txn_state_roles: RoleChanges,
+}
+
+/// Partitions of an internal topic whose role was set since its host last
+/// looked: index -> leads (bounded by the partition count), and the host's
+/// wake-up.
+#[derive(Default)]
+struct RoleChanges {
+    changes: RefCell<BTreeMap<i32, bool>>,
+    waiter: RefCell<Option<oneshot::Sender<()>>>,
+}
+
+impl RoleChanges {
+    fn note(&self, index: i32, leads: bool) {
+        self.changes.borrow_mut().insert(index, leads);
+        if let Some(waiter) = self.waiter.borrow_mut().take() {
+            let _ = waiter.send(());
+        }
+    }
+
+    async fn take(&self) -> BTreeMap<i32, bool> {
+        loop {
+            let changes = std::mem::take(&mut *self.changes.borrow_mut());
+            if !changes.is_empty() {
+                return changes;
+            }
+            let (sender, receiver) = oneshot::channel();
+            *self.waiter.borrow_mut() = Some(sender);
+            if receiver.await.is_err() {
+                return BTreeMap::new();
+            }
+        }
+    }
 }
 
 /// How many partitions in a row may fail to open in one retry round before
@@ -77,8 +109,8 @@ impl Backend {
             unopened: RefCell::new(BTreeMap::new()),
             replicated_topics: RefCell::new(None),
             fetchers: ReplicaFetchers::new(node_id),
-            offsets_roles: RefCell::new(BTreeMap::new()),
-            offsets_roles_waiter: RefCell::new(None),
+            offsets_roles: RoleChanges::default(),
+            txn_state_roles: RoleChanges::default(),
         }
     }
 
@@ -249,6 +281,7 @@ impl Backend {
         };
         if image_partition.replicas.is_empty() {
             // The single legacy node's partition: it always leads.
+            self.note_internal_role(partition, true);
             return;
         }
         let node_id = self.config.node_id;
@@ -266,11 +299,11 @@ impl Backend {
                     crate::clock::steady_ms(),
                 )
                 .await;
-            self.note_offsets_role(partition, true);
+            self.note_internal_role(partition, true);
             return;
         }
         partition.become_follower(image_partition.leader, epoch);
-        self.note_offsets_role(partition, false);
+        self.note_internal_role(partition, false);
         let target = leader_broker.and_then(|(shard, broker)| {
             let port = broker.replication_port(shard)?;
             Some((
@@ -290,34 +323,26 @@ impl Backend {
         }
     }
 
-    /// Tells the group host that a replicated `__consumer_offsets`
-    /// partition here leads (load its groups) or follows (unload them).
-    fn note_offsets_role(&self, partition: &Partition, leads: bool) {
-        if partition.topic != OFFSETS_TOPIC {
-            return;
-        }
-        self.offsets_roles
-            .borrow_mut()
-            .insert(partition.index, leads);
-        if let Some(waiter) = self.offsets_roles_waiter.borrow_mut().take() {
-            let _ = waiter.send(());
+    /// Tells the group host that a `__consumer_offsets` partition here
+    /// leads (load its groups) or follows (unload them), and the
+    /// transaction host the same of a `__transaction_state` partition.
+    fn note_internal_role(&self, partition: &Partition, leads: bool) {
+        if partition.topic == OFFSETS_TOPIC {
+            self.offsets_roles.note(partition.index, leads);
+        } else if partition.topic == TRANSACTION_STATE_TOPIC {
+            self.txn_state_roles.note(partition.index, leads);
         }
     }
 
     /// Waits until an offsets partition's role was set, then takes what
     /// was set (index -> leads).
     pub async fn offsets_role_changes(&self) -> BTreeMap<i32, bool> {
-        loop {
-            let changes = std::mem::take(&mut *self.offsets_roles.borrow_mut());
-            if !changes.is_empty() {
-                return changes;
-            }
-            let (sender, receiver) = oneshot::channel();
-            *self.offsets_roles_waiter.borrow_mut() = Some(sender);
-            if receiver.await.is_err() {
-                return BTreeMap::new();
-            }
-        }
+        self.offsets_roles.take().await
+    }
+
+    /// The same for `__transaction_state` partitions.
+    pub async fn txn_state_role_changes(&self) -> BTreeMap<i32, bool> {
+        self.txn_state_roles.take().await
     }
 
     async fn settle_roles_of(&self, partitions: Vec<Rc<Partition>>) {

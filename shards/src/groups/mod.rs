@@ -20,13 +20,12 @@ use engine::group::{
 use engine::protocol::kafka_protocol::messages::ConsumerProtocolSubscription;
 use engine::protocol::kafka_protocol::protocol::Decodable;
 use engine::protocol::{self as codes, ErrorCode};
-use engine::record::{build_batch, decode_records, BatchCompression, BatchHeader, NewRecord};
+use engine::record::{build_batch, decode_records, BatchCompression, NewRecord};
 use futures::channel::oneshot;
 use tracing::{info, warn};
 
 use crate::clock::steady_ms;
 use crate::controller::Backend;
-use crate::mesh::data::ReadBound;
 use crate::mesh::groups::{
     join_error, sync_error, CommitOffsets, DeleteGroup, DeleteOffsets, DescribeGroup, FetchOffsets,
     FetchedOffset, GroupRequest, Heartbeat, JoinGroup, LeaveGroup, ListGroups, ListedGroup,
@@ -48,8 +47,6 @@ const TICKER_WAKES_MAX: usize = 100_000;
 /// How long an offset commit waits for its record to reach the ISR
 /// (Kafka's `offsets.commit.timeout.ms`).
 const OFFSET_COMMIT_TIMEOUT_MS: u64 = 5_000;
-/// Read size while loading a `__consumer_offsets` partition.
-const LOAD_READ_BYTES: usize = 1 << 20;
 
 pub struct GroupHost {
     coordinator: RefCell<Coordinator>,
@@ -59,7 +56,7 @@ pub struct GroupHost {
     /// Offsets partitions whose groups are loading after this shard became
     /// their leader: group ops wait (COORDINATOR_LOAD_IN_PROGRESS).
     partitions_loading: Cell<usize>,
-    /// The replicated offsets partitions this shard leads and has loaded.
+    /// The offsets partitions this shard leads and has loaded.
     loaded_partitions: RefCell<BTreeSet<i32>>,
     /// Set while the ticker sleeps: the next group operation wakes it, to
     /// start ticking (a shard with no groups takes no timer) or to bring
@@ -435,9 +432,9 @@ impl GroupHost {
         let mut records = 0usize;
         for partition in owned {
             records += self.load_partition(&partition).await;
-            if partition.is_replicated() {
-                self.loaded_partitions.borrow_mut().insert(partition.index);
-            }
+            // Its role was noted when it opened: the leadership follower
+            // must not load it twice.
+            self.loaded_partitions.borrow_mut().insert(partition.index);
         }
         self.loading.set(false);
         let groups = self.coordinator.borrow().groups().count();
@@ -455,49 +452,29 @@ impl GroupHost {
     async fn load_partition(&self, partition: &Partition) -> usize {
         let now = steady_ms();
         let mut records = 0usize;
-        let mut offset = partition.log_start_offset();
-        // Each round advances past at least one batch or stops.
-        for _round in 0..10_000_000u64 {
-            if offset >= partition.log_end_offset() {
-                break;
-            }
-            let batches = match partition
-                .read_bytes(offset, LOAD_READ_BYTES, ReadBound::LogEnd)
-                .await
-            {
-                Ok(batches) if !batches.is_empty() => batches,
-                Ok(_) => break,
-                Err(code) => {
-                    warn!(
-                        partition = partition.index,
-                        code, "cannot load group records"
-                    );
-                    break;
+        let loaded = partition
+            .for_each_batch(|header, batch| {
+                if header.is_control() {
+                    return;
                 }
-            };
-            let mut position = 0usize;
-            while position < batches.len() {
-                let Ok(header) = BatchHeader::parse(&batches[position..]) else {
-                    break;
+                let Ok(batch_records) = decode_records(batch) else {
+                    return;
                 };
-                let end = position + header.total_bytes();
-                if end > batches.len() {
-                    break;
-                }
-                if let Ok(batch_records) = decode_records(&batches[position..end]) {
-                    let mut coordinator = self.coordinator.borrow_mut();
-                    for record in batch_records {
-                        let Some(key) = record.key else { continue };
-                        if let Some(decoded) = GroupLogRecord::decode(&key, record.value.as_deref())
-                        {
-                            coordinator.apply(&decoded, now);
-                            records += 1;
-                        }
+                let mut coordinator = self.coordinator.borrow_mut();
+                for record in batch_records {
+                    let Some(key) = record.key else { continue };
+                    if let Some(decoded) = GroupLogRecord::decode(&key, record.value.as_deref()) {
+                        coordinator.apply(&decoded, now);
+                        records += 1;
                     }
                 }
-                offset = header.next_offset();
-                position = end;
-            }
+            })
+            .await;
+        if let Err(code) = loaded {
+            warn!(
+                partition = partition.index,
+                code, "cannot load group records"
+            );
         }
         records
     }

@@ -15,7 +15,7 @@ use futures::future::LocalBoxFuture;
 use super::dispatch::{answer, RequestContext, RequestError, Started};
 use super::{
     api_versions, configs, fetch, groups, log_dirs, metadata, offsets, produce, producer_ids,
-    telemetry, topics,
+    telemetry, topics, transactions,
 };
 
 pub enum Handler {
@@ -93,6 +93,11 @@ pub static APIS: &[Api] = &[
     api(K::PushTelemetry, (0, 0), "PushTelemetry", Answer(|c, f| answer(c, f, telemetry::push_telemetry))),
     // v5 belongs to transactions v2 (KIP-890): not advertised before it works.
     api(K::InitProducerId, (0, 4), "InitProducerId", Answer(|c, f| answer(c, f, producer_ids::init_producer_id))),
+    // v4+ are the brokers' batched verification (KIP-890); clients send v3.
+    api(K::AddPartitionsToTxn, (0, 3), "AddPartitionsToTxn", Answer(|c, f| answer(c, f, transactions::add_partitions_to_txn))),
+    api(K::AddOffsetsToTxn, (0, 4), "AddOffsetsToTxn", Answer(|c, f| answer(c, f, transactions::add_offsets_to_txn))),
+    // v5 is transactions v2 (KIP-890 part 2): not advertised before it works.
+    api(K::EndTxn, (0, 4), "EndTxn", Answer(|c, f| answer(c, f, transactions::end_txn))),
 ];
 
 /// The table's entry for an API key.
@@ -137,11 +142,16 @@ mod tests {
         assert!(!served(ApiKey::ListOffsets, 0));
         assert!(served(ApiKey::JoinGroup, 0));
         assert!(!served(ApiKey::JoinGroup, 10));
-        // Not implemented yet: not advertised, not served.
-        assert!(find_api(ApiKey::AddPartitionsToTxn).is_none());
-        assert!(!served(ApiKey::EndTxn, 0));
+        // Transactions v1 only: v2 (KIP-890 part 2) and the brokers'
+        // batched verification are not advertised yet.
+        assert!(served(ApiKey::AddPartitionsToTxn, 3));
+        assert!(!served(ApiKey::AddPartitionsToTxn, 4));
+        assert!(served(ApiKey::EndTxn, 4));
+        assert!(!served(ApiKey::EndTxn, 5));
         assert!(served(ApiKey::InitProducerId, 4));
         assert!(!served(ApiKey::InitProducerId, 5));
+        // Not implemented yet: not advertised, not served.
+        assert!(find_api(ApiKey::WriteTxnMarkers).is_none());
     }
 
     #[test]

@@ -22,7 +22,13 @@ use crate::mesh::groups::{
 };
 use crate::mesh::Call;
 use crate::shard::Shard;
+use crate::txns;
 use engine::group::OFFSETS_TOPIC;
+use engine::txn::TRANSACTION_STATE_TOPIC;
+
+/// FindCoordinator's key types.
+const COORDINATOR_GROUP: i8 = 0;
+const COORDINATOR_TRANSACTION: i8 = 1;
 
 /// `offset.metadata.max.bytes` default.
 const OFFSET_METADATA_BYTES_MAX: usize = 4096;
@@ -60,18 +66,36 @@ pub async fn find_coordinator(
     } else {
         vec![request.key.to_string()]
     };
-    if request.key_type == 0 && shard.image().topic(OFFSETS_TOPIC).is_none() {
-        // A cluster makes its offsets topic on the first FindCoordinator,
-        // as Kafka does (a single node made it at its first start); the
-        // client asks again meanwhile.
-        create_offsets_topic(shard).await;
+    // A cluster makes its offsets topic on the first FindCoordinator for a
+    // group, as Kafka does (a single node made it at its first start), and
+    // the transaction state topic on the first for a transactional id; the
+    // client asks again meanwhile.
+    match request.key_type {
+        COORDINATOR_GROUP if shard.image().topic(OFFSETS_TOPIC).is_none() => {
+            let replication_factor = shard.config.offsets_topic_replication_factor;
+            let partitions = shard.config.offsets_topic_partitions;
+            create_internal_topic(shard, OFFSETS_TOPIC, partitions, replication_factor).await;
+        }
+        COORDINATOR_TRANSACTION if shard.image().topic(TRANSACTION_STATE_TOPIC).is_none() => {
+            let replication_factor = shard.config.transaction_state_replication_factor;
+            let partitions = shard.config.transaction_state_partitions;
+            create_internal_topic(
+                shard,
+                TRANSACTION_STATE_TOPIC,
+                partitions,
+                replication_factor,
+            )
+            .await;
+        }
+        _ => {}
     }
     let answer = |key: &str| -> Result<(i32, String, i32), ErrorCode> {
-        if request.key_type != 0 {
-            // Transactions come later: no transaction coordinator yet.
-            return Err(codes::COORDINATOR_NOT_AVAILABLE);
+        let node = match request.key_type {
+            COORDINATOR_GROUP => coordinator_node(&shard.backend, key),
+            COORDINATOR_TRANSACTION => txns::coordinator_node(&shard.backend, key),
+            _ => return Err(codes::INVALID_REQUEST),
         }
-        let node = coordinator_node(&shard.backend, key).ok_or(codes::COORDINATOR_NOT_AVAILABLE)?;
+        .ok_or(codes::COORDINATOR_NOT_AVAILABLE)?;
         if node == shard.config.node_id {
             return Ok((
                 node,
@@ -132,17 +156,20 @@ pub async fn find_coordinator(
     response
 }
 
-/// Asks the controller to create `__consumer_offsets`, compacted, with
-/// `offsets.topic.num.partitions` partitions.
-async fn create_offsets_topic(shard: &Rc<Shard>) {
+/// Asks the controller to create an internal topic (`__consumer_offsets`,
+/// `__transaction_state`), compacted.
+async fn create_internal_topic(
+    shard: &Rc<Shard>,
+    name: &str,
+    partitions: u32,
+    replication_factor: u32,
+) {
     let spec = TopicSpec {
-        name: OFFSETS_TOPIC.to_string(),
-        partitions: shard.config.offsets_topic_partitions as i32,
+        name: name.to_string(),
+        partitions: partitions as i32,
         // Kafka refuses when fewer brokers are live; a fresh cluster whose
         // brokers are still registering gets what is there.
-        replication_factor: shard
-            .config
-            .offsets_topic_replication_factor
+        replication_factor: replication_factor
             .clamp(1, shard.image().live_brokers().count().max(1) as u32)
             as i16,
         configs: vec![("cleanup.policy".into(), "compact".into())],
@@ -150,7 +177,7 @@ async fn create_offsets_topic(shard: &Rc<Shard>) {
     };
     if let Some(result) = create_via_controller(shard, vec![spec]).await.first() {
         if result.error != codes::NONE && result.error != codes::TOPIC_ALREADY_EXISTS {
-            tracing::warn!(error = result.error, message = ?result.message, "cannot create __consumer_offsets yet");
+            tracing::warn!(topic = name, error = result.error, message = ?result.message, "cannot create an internal topic yet");
         }
     }
 }

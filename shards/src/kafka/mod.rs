@@ -16,3 +16,4 @@ mod producer_ids;
 mod response;
 mod telemetry;
 mod topics;
+mod transactions;

@@ -2,7 +2,7 @@
 //! lock-free SPSC queues) is the only way shards talk (DESIGN.md §3).
 //!
 //! Every op is a struct of its subsystem's file (`data`, `admin`, `groups`,
-//! `metadata`, `metrics`) that implements [`Call`]: its reply type, and the
+//! `metadata`, `metrics`, `txns`) that implements [`Call`]: its reply type, and the
 //! reply a caller gets when the op cannot be delivered. A caller sends an
 //! op and gets exactly its reply type back; the wire enums below carry them
 //! between shards and are matched in one place each (`Call::unwrap_reply`,
@@ -14,6 +14,7 @@ pub mod groups;
 pub mod metadata;
 pub mod metrics;
 pub mod routing;
+pub mod txns;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -35,6 +36,7 @@ pub enum Request {
     Group(groups::GroupRequest),
     Metadata(metadata::MetadataRequest),
     Metrics(metrics::MetricsRequest),
+    Txn(txns::TxnRequest),
 }
 
 /// One op's reply, as it travels back.
@@ -45,6 +47,7 @@ pub enum Reply {
     Group(groups::GroupReply),
     Metadata(metadata::MetadataReply),
     Metrics(metrics::MetricsReply),
+    Txn(txns::TxnReply),
 }
 
 #[derive(Debug)]

@@ -35,6 +35,8 @@ struct PlannedRead {
     /// Offsets covered (records, counting compacted-away gaps).
     records: u64,
 }
+/// Read size while a host loads an internal partition.
+const LOAD_READ_BYTES: usize = 1 << 20;
 /// Bound on read rounds for one fetch (each round advances or returns).
 const READ_ROUNDS_MAX: usize = 4096;
 /// Bound on fresh starts of one fetch plan whose segment was replaced.
@@ -251,6 +253,45 @@ impl Partition {
             return Err(codes::KAFKA_STORAGE_ERROR);
         }
         Ok(Bytes::copy_from_slice(&bytes))
+    }
+
+    /// Hands every batch from the log start to the log end to `each`, in
+    /// order: how the broker's own hosts (groups, transactions) load an
+    /// internal partition they now lead. Stops at the first read error.
+    pub async fn for_each_batch(
+        &self,
+        mut each: impl FnMut(&BatchHeader, &[u8]),
+    ) -> Result<(), ErrorCode> {
+        let mut offset = self.log_start_offset();
+        // Each round advances past at least one batch or stops.
+        for _round in 0..10_000_000u64 {
+            if offset >= self.log_end_offset() {
+                break;
+            }
+            let batches = self
+                .read_bytes(offset, LOAD_READ_BYTES, ReadBound::LogEnd)
+                .await?;
+            if batches.is_empty() {
+                break;
+            }
+            let mut position = 0usize;
+            while position < batches.len() {
+                let Ok(header) = BatchHeader::parse(&batches[position..]) else {
+                    break;
+                };
+                let end = position + header.total_bytes();
+                if end > batches.len() {
+                    break;
+                }
+                each(&header, &batches[position..end]);
+                offset = header.next_offset();
+                position = end;
+            }
+            if position == 0 {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn storage_error(&self, what: &str, e: &dyn std::fmt::Display) -> ErrorCode {

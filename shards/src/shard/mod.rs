@@ -1,6 +1,6 @@
 //! L3: one shard, the composition root of one core. It owns (through the
 //! controller's backend) the partitions placed on this core, hosts the
-//! group coordinator and, on shard 0, the controller, parks fetch
+//! group and transaction coordinators and, on shard 0, the controller, parks fetch
 //! long-polls, and serves the ops other shards send it over the mesh.
 
 mod fetch_parking;
@@ -8,6 +8,7 @@ mod isr;
 mod maintenance;
 mod metrics_snapshot;
 mod offline;
+mod txn_services;
 
 pub use offline::OfflinePartitions;
 
@@ -37,6 +38,7 @@ use crate::mesh::{Call, Mesh, MeshMessage, Reply, Request};
 use crate::metrics::ShardMetrics;
 use crate::partition::Partition;
 use crate::stop::StopFlag;
+use crate::txns::{TxnHost, TxnServices};
 
 pub struct Shard {
     pub id: usize,
@@ -48,6 +50,8 @@ pub struct Shard {
     /// The metadata controller: on shard 0 only.
     pub controller: Option<Rc<Controller>>,
     pub groups: Rc<GroupHost>,
+    /// The transaction coordinator's host (its services are this shard).
+    pub txns: Rc<TxnHost>,
     /// Fetch long-polls parked on this shard, by (origin shard, fetch id):
     /// the sender ends the wait early (see `EndWait`).
     parked_fetches: RefCell<HashMap<(usize, u64), oneshot::Sender<()>>>,
@@ -67,6 +71,7 @@ pub struct ShardParts {
     pub mesh: Rc<Mesh>,
     pub controller: Option<Rc<Controller>>,
     pub groups: Rc<GroupHost>,
+    pub txns: Rc<TxnHost>,
     pub stop: StopFlag,
     pub splice: Rc<SpliceRing>,
 }
@@ -74,7 +79,7 @@ pub struct ShardParts {
 impl Shard {
     pub fn new(parts: ShardParts) -> Rc<Shard> {
         let request_bytes_max = parts.config.shard_request_bytes_max as u64;
-        Rc::new(Shard {
+        let shard = Rc::new(Shard {
             id: parts.backend.shard_id,
             count: parts.backend.shard_count,
             config: parts.config,
@@ -82,13 +87,18 @@ impl Shard {
             mesh: parts.mesh,
             controller: parts.controller,
             groups: parts.groups,
+            txns: parts.txns,
             parked_fetches: RefCell::new(HashMap::new()),
             next_fetch_id: Cell::new(0),
             request_memory: Rc::new(glommio::sync::Semaphore::new(request_bytes_max)),
             stop: parts.stop,
             metrics: ShardMetrics::default(),
             splice: parts.splice,
-        })
+        });
+        let weak: std::rc::Weak<Shard> = Rc::downgrade(&shard);
+        let services: std::rc::Weak<dyn TxnServices> = weak;
+        shard.txns.set_services(services);
+        shard
     }
 
     pub fn image(&self) -> std::cell::Ref<'_, ClusterImage> {
@@ -220,6 +230,7 @@ impl Shard {
             Request::Group(request) => {
                 async move { self.groups.serve(request).await }.boxed_local()
             }
+            Request::Txn(request) => async move { self.txns.serve(request).await }.boxed_local(),
             Request::Metadata(MetadataRequest::ApplyMetadata(op)) => async move {
                 self.backend.apply(&op.record).await;
                 ApplyMetadata::wrap_reply(())
