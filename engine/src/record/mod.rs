@@ -12,7 +12,7 @@ pub use batch::{
     validate_batch, validate_record_set, validate_replica_record_set, BatchError, BatchHeader,
     BatchSpan, Compression, BATCH_HEADER_BYTES, LOG_OVERHEAD_BYTES, MAGIC_V2,
 };
-pub use builder::{build_batch, BatchCompression, NewRecord};
+pub use builder::{build_batch, build_transactional_batch, BatchCompression, NewRecord};
 pub use codec::{
     compress_records, decompress_records, recompress_batch, DECOMPRESSED_RECORDS_BYTES_MAX,
 };

@@ -20,16 +20,19 @@ use engine::group::{
 use engine::protocol::kafka_protocol::messages::ConsumerProtocolSubscription;
 use engine::protocol::kafka_protocol::protocol::Decodable;
 use engine::protocol::{self as codes, ErrorCode};
-use engine::record::{build_batch, decode_records, BatchCompression, NewRecord};
+use engine::record::{
+    build_batch, build_transactional_batch, decode_records, read_marker, BatchCompression,
+    NewRecord,
+};
 use futures::channel::oneshot;
 use tracing::{info, warn};
 
 use crate::clock::steady_ms;
 use crate::controller::Backend;
 use crate::mesh::groups::{
-    join_error, sync_error, CommitOffsets, DeleteGroup, DeleteOffsets, DescribeGroup, FetchOffsets,
-    FetchedOffset, GroupRequest, Heartbeat, JoinGroup, LeaveGroup, ListGroups, ListedGroup,
-    PartitionErrors, SyncGroup,
+    join_error, sync_error, CommitOffsets, CommitTxnOffsets, DeleteGroup, DeleteOffsets,
+    DescribeGroup, FetchOffsets, FetchedOffset, GroupRequest, Heartbeat, JoinGroup, LeaveGroup,
+    ListGroups, ListedGroup, PartitionErrors, SyncGroup,
 };
 use crate::mesh::{Call, Reply};
 use crate::partition::Partition;
@@ -236,6 +239,10 @@ impl GroupHost {
             GroupRequest::Heartbeat(op) => Heartbeat::wrap_reply(self.heartbeat(op)),
             GroupRequest::LeaveGroup(op) => LeaveGroup::wrap_reply(self.leave(op)),
             GroupRequest::CommitOffsets(op) => CommitOffsets::wrap_reply(self.commit(op).await),
+            GroupRequest::CommitTxnOffsets(op) => {
+                CommitTxnOffsets::wrap_reply(self.commit_txn(op).await)
+            }
+
             GroupRequest::FetchOffsets(op) => FetchOffsets::wrap_reply(self.fetch_offsets(op)),
             GroupRequest::DescribeGroup(op) => DescribeGroup::wrap_reply(self.describe(op)),
             GroupRequest::ListGroups(_) => ListGroups::wrap_reply(self.list()),
@@ -361,17 +368,117 @@ impl GroupHost {
         let partitions: Option<Vec<(String, Vec<i32>)>> = op
             .partitions
             .map(|list| list.into_iter().map(|t| (t.topic, t.partitions)).collect());
-        Ok(self
-            .coordinator
-            .borrow()
+        let coordinator = self.coordinator.borrow();
+        Ok(coordinator
             .fetch_offsets(&op.group_id, partitions.as_deref())
             .into_iter()
-            .map(|(topic, partition, value)| FetchedOffset {
-                topic,
-                partition,
-                value,
+            .map(|(topic, partition, value)| {
+                let unstable = op.require_stable
+                    && coordinator.has_pending_txn_offset(&op.group_id, &topic, partition);
+                if unstable {
+                    FetchedOffset {
+                        topic,
+                        partition,
+                        value: None,
+                        error: codes::UNSTABLE_OFFSET_COMMIT,
+                    }
+                } else {
+                    FetchedOffset {
+                        topic,
+                        partition,
+                        value,
+                        error: codes::NONE,
+                    }
+                }
             })
             .collect())
+    }
+
+    /// TxnOffsetCommit: the offsets are appended in the producer's
+    /// transaction and wait, pending, for its marker.
+    async fn commit_txn(
+        self: &Rc<Self>,
+        op: CommitTxnOffsets,
+    ) -> Result<Vec<ErrorCode>, ErrorCode> {
+        self.begin_op()?;
+        if op.generation_id >= 0 || !op.member_id.is_empty() {
+            // v3+ (KIP-447): the producer names its consumer's generation.
+            let check = self.coordinator.borrow().check_commit(
+                &op.group_id,
+                op.generation_id,
+                &op.member_id,
+                op.group_instance_id.as_deref(),
+            );
+            if check != codes::NONE {
+                return Err(check);
+            }
+        }
+        let records: Vec<GroupLogRecord> = op
+            .offsets
+            .into_iter()
+            .map(|offset| GroupLogRecord::Offset {
+                group_id: op.group_id.clone(),
+                topic: offset.topic,
+                partition: offset.partition,
+                value: Some(offset.value),
+            })
+            .collect();
+        let count = records.len();
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let (index, owner) = coordinator_route(&self.backend, &op.group_id)?;
+        if owner != self.backend.shard_id {
+            return Err(codes::NOT_COORDINATOR);
+        }
+        let partition = self
+            .backend
+            .partition(OFFSETS_TOPIC, index)
+            .ok_or(codes::NOT_COORDINATOR)?;
+        let kvs: Vec<NewRecord> = records
+            .iter()
+            .map(|record| {
+                let (key, value) = record.encode();
+                NewRecord::keyed(key, value)
+            })
+            .collect();
+        let batch = build_transactional_batch(
+            &kvs,
+            crate::clock::now_ms(),
+            op.producer_id,
+            op.producer_epoch,
+        )
+        .map_err(|_| codes::UNKNOWN_SERVER_ERROR)?;
+        let appended = partition
+            .enqueue(Bytes::from(batch))
+            .await
+            .unwrap_or(Err(codes::UNKNOWN_SERVER_ERROR))?;
+        partition
+            .wait_acks_all(appended.base_offset, OFFSET_COMMIT_TIMEOUT_MS)
+            .await?;
+        self.coordinator
+            .borrow_mut()
+            .add_txn_offsets(op.producer_id, &records);
+        Ok(vec![codes::NONE; count])
+    }
+
+    /// A transaction marker was written to offsets partition `partition`,
+    /// which this shard owns: the producer's pending offsets commit or
+    /// vanish.
+    pub fn txn_marker_written(&self, partition: i32, producer_id: i64, commit: bool) {
+        let settled =
+            self.coordinator
+                .borrow_mut()
+                .complete_txn_offsets(producer_id, commit, steady_ms());
+        if settled > 0 {
+            tracing::debug!(
+                partition,
+                producer_id,
+                commit,
+                settled,
+                "transactional offsets settled"
+            );
+        }
     }
 
     fn describe(&self, op: DescribeGroup) -> Result<Option<GroupDescription>, ErrorCode> {
@@ -454,18 +561,30 @@ impl GroupHost {
         let mut records = 0usize;
         let loaded = partition
             .for_each_batch(|header, batch| {
+                let mut coordinator = self.coordinator.borrow_mut();
                 if header.is_control() {
+                    // A transaction's marker settles its pending offsets.
+                    if let Ok(Some(marker)) = read_marker(batch) {
+                        coordinator.complete_txn_offsets(header.producer_id, marker.commit, now);
+                    }
                     return;
                 }
                 let Ok(batch_records) = decode_records(batch) else {
                     return;
                 };
-                let mut coordinator = self.coordinator.borrow_mut();
-                for record in batch_records {
-                    let Some(key) = record.key else { continue };
-                    if let Some(decoded) = GroupLogRecord::decode(&key, record.value.as_deref()) {
-                        coordinator.apply(&decoded, now);
-                        records += 1;
+                let decoded: Vec<GroupLogRecord> = batch_records
+                    .iter()
+                    .filter_map(|record| {
+                        GroupLogRecord::decode(record.key.as_deref()?, record.value.as_deref())
+                    })
+                    .collect();
+                records += decoded.len();
+                if header.is_transactional() {
+                    // TxnOffsetCommit's: pending until the marker.
+                    coordinator.add_txn_offsets(header.producer_id, &decoded);
+                } else {
+                    for record in &decoded {
+                        coordinator.apply(record, now);
                     }
                 }
             })

@@ -435,10 +435,12 @@ async fn fetch_group_offsets(
     shard: &Rc<Shard>,
     group: &str,
     partitions: Option<Vec<TopicPartitions>>,
+    require_stable: bool,
 ) -> (ErrorCode, Vec<FetchedOffset>) {
     let op = FetchOffsets {
         group_id: group.to_string(),
         partitions,
+        require_stable,
     };
     match call_coordinator(shard, group, op, Err).await {
         Ok(offsets) => (codes::NONE, offsets),
@@ -464,7 +466,8 @@ pub async fn offset_fetch(
                     })
                     .collect()
             });
-            let (error, offsets) = fetch_group_offsets(shard, &group, partitions).await;
+            let (error, offsets) =
+                fetch_group_offsets(shard, &group, partitions, request.require_stable).await;
             let mut out = km::offset_fetch_response::OffsetFetchResponseGroup::default()
                 .with_group_id(group_id(&group))
                 .with_error_code(error);
@@ -472,10 +475,12 @@ pub async fn offset_fetch(
                 topic,
                 partition,
                 value: found,
+                error: partition_error,
             } in offsets
             {
                 let entry = km::offset_fetch_response::OffsetFetchResponsePartitions::default()
                     .with_partition_index(partition)
+                    .with_error_code(partition_error)
                     .with_committed_offset(found.as_ref().map_or(-1, |o| o.offset))
                     .with_committed_leader_epoch(found.as_ref().map_or(-1, |o| o.leader_epoch))
                     .with_metadata(Some(s(found.as_ref().map_or("", |o| o.metadata.as_str()))));
@@ -501,7 +506,8 @@ pub async fn offset_fetch(
             })
             .collect()
     });
-    let (error, offsets) = fetch_group_offsets(shard, &group, partitions).await;
+    let require_stable = version >= 7 && request.require_stable;
+    let (error, offsets) = fetch_group_offsets(shard, &group, partitions, require_stable).await;
     if version >= 2 {
         response.error_code = error;
     }
@@ -509,13 +515,14 @@ pub async fn offset_fetch(
         topic,
         partition,
         value: found,
+        error: partition_error,
     } in offsets
     {
         let mut entry = km::offset_fetch_response::OffsetFetchResponsePartition::default()
             .with_partition_index(partition)
             .with_committed_offset(found.as_ref().map_or(-1, |o| o.offset))
             .with_metadata(Some(s(found.as_ref().map_or("", |o| o.metadata.as_str()))))
-            .with_error_code(if version < 2 { error } else { codes::NONE });
+            .with_error_code(if version < 2 { error } else { partition_error });
         if version >= 5 {
             entry.committed_leader_epoch = found.as_ref().map_or(-1, |o| o.leader_epoch);
         }

@@ -1,16 +1,19 @@
-//! Kafka APIs of the transaction coordinator: InitProducerId with a
-//! transactional id, AddPartitionsToTxn, AddOffsetsToTxn and EndTxn. Each
-//! request goes to the shard that leads the transactional id's
-//! `__transaction_state` partition (`txns::TxnHost`).
+//! Kafka APIs of transactions: InitProducerId with a transactional id,
+//! AddPartitionsToTxn, AddOffsetsToTxn and EndTxn go to the shard that
+//! leads the transactional id's `__transaction_state` partition
+//! (`txns::TxnHost`); TxnOffsetCommit to the group's coordinator.
 
 use std::rc::Rc;
 
-use engine::group::{offsets_partition_for, OFFSETS_TOPIC};
+use engine::group::{offsets_partition_for, OffsetAndMetadata, OFFSETS_TOPIC};
 use engine::protocol::kafka_protocol::messages::{self as km};
 use engine::protocol::{self as codes, ErrorCode};
 use engine::txn::{ProducerIdEpoch, TxnPartition, TxnVersion};
 
 use super::dispatch::RequestContext;
+use crate::clock::steady_ms;
+use crate::groups::coordinator_route as group_coordinator_route;
+use crate::mesh::groups::{CommitTxnOffsets, CommittedOffset};
 use crate::mesh::txns::{AddTxnPartitions, EndTxn, InitTxnProducer};
 use crate::mesh::Call;
 use crate::shard::Shard;
@@ -193,6 +196,99 @@ pub async fn end_txn(ctx: RequestContext, request: km::EndTxnRequest) -> km::End
                 code
             }
         }
+    }
+    response
+}
+
+/// TxnOffsetCommit: the consumer's offsets in the producer's transaction,
+/// sent to the group's coordinator; they take effect with the commit
+/// marker and vanish with an abort.
+pub async fn txn_offset_commit(
+    ctx: RequestContext,
+    request: km::TxnOffsetCommitRequest,
+) -> km::TxnOffsetCommitResponse {
+    let shard = &ctx.shard;
+    let group = request.group_id.to_string();
+    let now = steady_ms();
+    let mut offsets = Vec::new();
+    for topic in &request.topics {
+        for p in &topic.partitions {
+            offsets.push(CommittedOffset {
+                topic: topic.name.to_string(),
+                partition: p.partition_index,
+                value: OffsetAndMetadata {
+                    offset: p.committed_offset,
+                    leader_epoch: if ctx.version >= 2 {
+                        p.committed_leader_epoch
+                    } else {
+                        -1
+                    },
+                    metadata: p
+                        .committed_metadata
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .unwrap_or_default(),
+                    commit_timestamp_ms: now,
+                },
+            });
+        }
+    }
+    let unknown = offsets
+        .iter()
+        .any(|o| !shard.backend.partition_exists(&o.topic, o.partition));
+    let count = offsets.len();
+    let errors: Vec<ErrorCode> = if unknown {
+        offsets
+            .iter()
+            .map(|o| {
+                if shard.backend.partition_exists(&o.topic, o.partition) {
+                    codes::OPERATION_NOT_ATTEMPTED
+                } else {
+                    codes::UNKNOWN_TOPIC_OR_PARTITION
+                }
+            })
+            .collect()
+    } else {
+        let op = CommitTxnOffsets {
+            group_id: group.clone(),
+            producer_id: request.producer_id.0,
+            producer_epoch: request.producer_epoch,
+            generation_id: if ctx.version >= 3 {
+                request.generation_id
+            } else {
+                -1
+            },
+            member_id: if ctx.version >= 3 {
+                request.member_id.to_string()
+            } else {
+                String::new()
+            },
+            group_instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
+            offsets,
+        };
+        let result = match group_coordinator_route(&shard.backend, &group) {
+            Ok((_, owner)) => shard.call(owner, op).await,
+            Err(code) => Err(code),
+        };
+        result.unwrap_or_else(|code| vec![code; count])
+    };
+    let mut errors = errors.into_iter();
+    let mut response = km::TxnOffsetCommitResponse::default();
+    for topic in &request.topics {
+        let partitions = topic
+            .partitions
+            .iter()
+            .map(|p| {
+                km::txn_offset_commit_response::TxnOffsetCommitResponsePartition::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(errors.next().unwrap_or(codes::UNKNOWN_SERVER_ERROR))
+            })
+            .collect();
+        response.topics.push(
+            km::txn_offset_commit_response::TxnOffsetCommitResponseTopic::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions),
+        );
     }
     response
 }

@@ -15,6 +15,7 @@ subsystem!(Group, GroupRequest, GroupReply {
     Heartbeat => ErrorCode,
     LeaveGroup => Result<Vec<ErrorCode>, ErrorCode>,
     CommitOffsets => Result<Vec<ErrorCode>, ErrorCode>,
+    CommitTxnOffsets => Result<Vec<ErrorCode>, ErrorCode>,
     FetchOffsets => Result<Vec<FetchedOffset>, ErrorCode>,
     DescribeGroup => Result<Option<GroupDescription>, ErrorCode>,
     ListGroups => Result<Vec<ListedGroup>, ErrorCode>,
@@ -98,6 +99,26 @@ impl CommitOffsets {
     }
 }
 
+/// TxnOffsetCommit: offsets committed in a producer's transaction; they
+/// stay pending until its marker reaches the group's partition.
+#[derive(Debug)]
+pub struct CommitTxnOffsets {
+    pub group_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// -1 (and an empty member id): no member checks (before v3).
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub offsets: Vec<CommittedOffset>,
+}
+
+impl CommitTxnOffsets {
+    fn undelivered_reply(&self) -> Result<Vec<ErrorCode>, ErrorCode> {
+        Err(codes::UNKNOWN_SERVER_ERROR)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct CommittedOffset {
     pub topic: String,
@@ -111,6 +132,9 @@ pub struct CommittedOffset {
 pub struct FetchOffsets {
     pub group_id: String,
     pub partitions: Option<Vec<TopicPartitions>>,
+    /// OffsetFetch v7+: a partition whose offset a transaction holds
+    /// answers UNSTABLE_OFFSET_COMMIT instead of its last offset.
+    pub require_stable: bool,
 }
 
 impl FetchOffsets {
@@ -131,6 +155,8 @@ pub struct FetchedOffset {
     pub partition: i32,
     /// None: no committed offset.
     pub value: Option<OffsetAndMetadata>,
+    /// NONE, or UNSTABLE_OFFSET_COMMIT (see `FetchOffsets::require_stable`).
+    pub error: ErrorCode,
 }
 
 #[derive(Debug)]

@@ -164,7 +164,19 @@ impl Shard {
                 let written = self.start_write(&op.topic, op.partition, -1, op.timeout_ms, |p| {
                     p.enqueue_marker(marker)
                 });
-                async move { WriteMarker::wrap_reply(written.await) }.boxed_local()
+                async move {
+                    let written = written.await;
+                    if written.is_ok() && op.topic == engine::group::OFFSETS_TOPIC {
+                        // The group's offsets in this transaction settle.
+                        self.groups.txn_marker_written(
+                            op.partition,
+                            marker.producer_id,
+                            marker.commit,
+                        );
+                    }
+                    WriteMarker::wrap_reply(written)
+                }
+                .boxed_local()
             }
             Request::Data(DataRequest::Read(read)) => {
                 let bound = read.bound();
