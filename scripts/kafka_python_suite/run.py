@@ -52,7 +52,7 @@ RERUNS_MAX = 3
 NOT_YET = [
     ("test_sasl_integration.py", "SASL: not implemented (no issue yet)"),
     ("test_ssl_integration.py", "TLS: not implemented (no issue yet)"),
-    ("transaction", "transactions: issue 18"),
+
     ("acl", "ACLs: not implemented (no issue yet)"),
     ("elect_leaders", "cluster operations: issue 19"),
     ("metadata_quorum", "cluster operations: issue 19"),

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use engine::protocol::admit_records;
 use engine::protocol::kafka_protocol::messages::{self as km};
 use engine::protocol::{self as codes, ErrorCode};
-use engine::record::count_batches;
+use engine::record::{count_batches, BatchHeader};
+use engine::txn::ProducerIdEpoch;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
@@ -17,7 +18,9 @@ use super::dispatch::{decode, RequestContext, RequestError, Started};
 use super::response::{leader_hint, respond, topic_name};
 use super::topics::auto_create;
 use crate::mesh::data::Append;
+use crate::mesh::txns::AddTxnPartitions;
 use crate::shard::Shard;
+use crate::txns::coordinator_route as txn_coordinator_route;
 
 /// Dispatches every partition's append in arrival order, then returns the
 /// future that collects the outcomes and encodes the answer (none for
@@ -46,6 +49,7 @@ async fn produce(
     version: i16,
 ) -> LocalBoxFuture<'static, Option<km::ProduceResponse>> {
     let acks = request.acks;
+    let transactional_id = request.transactional_id.as_ref().map(|t| t.to_string());
     let timeout_ms = request.timeout_ms.max(0) as u64;
     let mut pending = Vec::new();
     // (topic, partition, indexes in the batch of the records refused)
@@ -86,6 +90,20 @@ async fn produce(
                             refusal.code
                         })
                     });
+                    let admitted = match admitted {
+                        Ok(records) => {
+                            let verified = verify_transaction(
+                                shard,
+                                transactional_id.as_deref(),
+                                &records,
+                                &name,
+                                index,
+                            )
+                            .await;
+                            verified.map(|()| records)
+                        }
+                        Err(code) => Err(code),
+                    };
                     match (owner, admitted) {
                         (Ok(owner), Ok(records)) => {
                             let op = Append {
@@ -187,6 +205,53 @@ async fn produce(
         (acks != 0).then_some(response)
     }
     .boxed_local()
+}
+
+/// KIP-890 part 1: a transactional batch is appended only if its
+/// transaction is open at the coordinator and includes this partition (a
+/// late batch of an ended or fenced transaction must not join the next
+/// one). The coordinator's transient answers become NOT_ENOUGH_REPLICAS,
+/// which the producer retries, as Kafka answers.
+async fn verify_transaction(
+    shard: &Rc<Shard>,
+    transactional_id: Option<&str>,
+    records: &Bytes,
+    topic: &str,
+    partition: i32,
+) -> Result<(), ErrorCode> {
+    let Ok(header) = BatchHeader::parse(records) else {
+        // The owner's validation answers CORRUPT_MESSAGE.
+        return Ok(());
+    };
+    if !header.is_transactional() {
+        return Ok(());
+    }
+    let Some(transactional_id) = transactional_id else {
+        return Err(codes::INVALID_TXN_STATE);
+    };
+    let op = AddTxnPartitions {
+        transactional_id: transactional_id.to_string(),
+        producer: ProducerIdEpoch {
+            producer_id: header.producer_id,
+            producer_epoch: header.producer_epoch,
+        },
+        partitions: vec![(topic.to_string(), partition)],
+        verify_only: true,
+    };
+    let verified = match txn_coordinator_route(&shard.backend, transactional_id) {
+        Ok((_, owner)) => shard.call(owner, op).await,
+        Err(code) => Err(code),
+    };
+    verified.map_err(|code| match code {
+        codes::COORDINATOR_NOT_AVAILABLE
+        | codes::COORDINATOR_LOAD_IN_PROGRESS
+        | codes::NOT_COORDINATOR
+        | codes::CONCURRENT_TRANSACTIONS => codes::NOT_ENOUGH_REPLICAS,
+        codes::PRODUCER_FENCED | codes::INVALID_PRODUCER_ID_MAPPING => {
+            codes::INVALID_PRODUCER_EPOCH
+        }
+        code => code,
+    })
 }
 
 /// The partition's leader and epoch as this broker's image has them.
