@@ -350,13 +350,19 @@ impl TxnHost {
         let mut pause_ms = MARKER_RETRY_MS_MIN;
         let mut remaining = markers.partitions.clone();
         loop {
-            if self.stop.is_raised() || self.begin_op(&markers.transactional_id).is_err() {
+            // Only a move of the id's partition to another coordinator (which
+            // resumes the markers when it loads it) or the broker's stop
+            // ends this; a partition that is not routable yet (this broker
+            // restarting, still fenced) is waited for.
+            let Some(index) = self.partition_of(&markers.transactional_id) else {
+                return;
+            };
+            let coordinating = self.loaded_partitions.borrow().contains(&index)
+                || self.loading_partitions.borrow().contains(&index);
+            if self.stop.is_raised() || !coordinating {
                 return;
             }
             let Ok(services) = self.services() else {
-                return;
-            };
-            let Ok((index, _)) = coordinator_route(&self.backend, &markers.transactional_id) else {
                 return;
             };
             let coordinator_epoch = self
@@ -430,6 +436,17 @@ impl TxnHost {
         }
     }
 
+    /// The `__transaction_state` partition of a transactional id (None
+    /// before the topic exists).
+    fn partition_of(&self, transactional_id: &str) -> Option<i32> {
+        let count = self
+            .backend
+            .image()
+            .topic(TRANSACTION_STATE_TOPIC)?
+            .partition_count() as u32;
+        Some(transaction_state_partition_for(transactional_id, count))
+    }
+
     /// Reads one `__transaction_state` partition into the coordinator and
     /// resumes the markers of its prepared transactions.
     async fn load_partition(self: &Rc<Self>, partition: &Partition) -> usize {
@@ -493,14 +510,10 @@ impl TxnHost {
                     }
                 } else if !leads && loaded {
                     self.loaded_partitions.borrow_mut().remove(&index);
-                    let count = self
-                        .backend
-                        .image()
-                        .topic(TRANSACTION_STATE_TOPIC)
-                        .map_or(0, |t| t.partition_count() as u32);
-                    let ids = self.coordinator.borrow_mut().unload(|id| {
-                        count > 0 && transaction_state_partition_for(id, count) == index
-                    });
+                    let ids = self
+                        .coordinator
+                        .borrow_mut()
+                        .unload(|id| self.partition_of(id) == Some(index));
                     info!(
                         shard = self.backend.shard_id,
                         partition = index,

@@ -1,0 +1,287 @@
+"""Transactions with real clients at their defaults (confluent-kafka, plus
+kafka-python's own transactional tests in its suite): aborted records are
+invisible to read_committed readers and visible to read_uncommitted ones, an
+open transaction holds the last stable offset until it ends, a second
+instance fences the first, a transaction past its timeout is aborted,
+transactional offsets commit with their transaction, and an exactly-once
+copy survives kill -9 of the broker and of the copiers. Histories of sends,
+transaction ends and polls go through scripts/txn_history_check.py.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import KafkaException, Producer, TopicPartition
+
+from helpers import confluent_consumer, create_topic_confluent, unique_name, wait_until
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from txn_history_check import READ_COMMITTED, READ_UNCOMMITTED, TxnHistory  # noqa: E402
+
+COPIER = Path(__file__).resolve().parent / "clients" / "txn_copier.py"
+# The exactly-once copy: records, input partitions, records per transaction.
+COPY_RECORDS = 100_000
+COPY_PARTITIONS = 2
+COPY_BATCH = 300
+COPY_KILLS = 3
+WAIT_S = 60
+
+
+def txn_producer(bootstrap: str, transactional_id: str, **extra) -> Producer:
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": transactional_id, **extra})
+    producer.init_transactions(30)
+    return producer
+
+
+def read_all(bootstrap: str, topic: str, partitions: int, isolation: str) -> list[tuple[int, int, str]]:
+    """Every record of `topic` up to the end `isolation` sees (its last
+    stable offset for read_committed), as (partition, offset, value)."""
+    consumer = confluent_consumer(bootstrap, **{"isolation.level": isolation})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    records, at_end = [], set()
+    deadline = time.monotonic() + WAIT_S
+    while len(at_end) < partitions:
+        assert time.monotonic() < deadline, f"no end of {topic} within {WAIT_S}s"
+        message = consumer.poll(1.0)
+        if message is None:
+            continue
+        if message.error():
+            at_end.add(message.partition())
+            continue
+        records.append((message.partition(), message.offset(), message.value().decode()))
+    consumer.close()
+    return records
+
+
+def test_aborts_are_invisible_to_read_committed_and_an_open_transaction_holds_the_lso(broker):
+    topic = unique_name("txn")
+    create_topic_confluent(broker.bootstrap, topic, 1)
+    history = TxnHistory()
+    producer = txn_producer(broker.bootstrap, unique_name("tid"))
+
+    def run(txn: str, values: list[str], end: str | None) -> None:
+        producer.begin_transaction()
+        for value in values:
+            producer.produce(topic, value=value.encode(), partition=0)
+        producer.flush(30)
+        for value in values:
+            history.send("p1", value, 0, outcome="ok", txn=txn)
+        if end is None:
+            return
+        invoked = history.clock()
+        (producer.commit_transaction if end == "commit" else producer.abort_transaction)(30)
+        history.end_txn("p1", txn, end=end, outcome="ok", invoke_ns=invoked)
+
+    run("t1", ["a1", "a2", "a3"], "abort")
+    run("t2", ["c1", "c2"], "commit")
+    run("t3", ["o1"], None)  # left open
+    committed = read_all(broker.bootstrap, topic, 1, READ_COMMITTED)
+    assert [v for _, _, v in committed] == ["c1", "c2"]
+    uncommitted = read_all(broker.bootstrap, topic, 1, READ_UNCOMMITTED)
+    assert [v for _, _, v in uncommitted] == ["a1", "a2", "a3", "c1", "c2", "o1"]
+    # ListOffsets(latest) for read_committed is the last stable offset: the
+    # open transaction's first record; for read_uncommitted the high watermark.
+    committed_end = confluent_consumer(broker.bootstrap, **{"isolation.level": READ_COMMITTED})
+    open_offset = uncommitted[-1][1]
+    assert committed_end.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1] == open_offset
+    # A read_committed long poll parked at the LSO wakes when the open
+    # transaction commits.
+    committed_end.assign([TopicPartition(topic, 0, open_offset)])
+    parked = committed_end.poll(0.5)
+    assert parked is None or parked.error(), "a read_committed read past the LSO"
+    invoked = history.clock()
+    producer.commit_transaction(30)
+    history.end_txn("p1", "t3", end="commit", outcome="ok", invoke_ns=invoked)
+    message = wait_until(
+        lambda: (m := committed_end.poll(0.5)) is not None and not m.error() and m, WAIT_S, "the committed record"
+    )
+    assert message.value() == b"o1"
+    committed_end.close()
+    history.final(read_all(broker.bootstrap, topic, 1, READ_COMMITTED), isolation=READ_COMMITTED)
+    history.final(read_all(broker.bootstrap, topic, 1, READ_UNCOMMITTED), isolation=READ_UNCOMMITTED)
+    report = history.check()
+    print(report.summary())
+    assert report.ok(), "\n".join(report.details())
+
+
+def test_a_second_instance_fences_the_first_and_aborts_its_transaction(broker):
+    topic = unique_name("fence")
+    create_topic_confluent(broker.bootstrap, topic, 1)
+    transactional_id = unique_name("tid")
+    first = txn_producer(broker.bootstrap, transactional_id)
+    first.begin_transaction()
+    first.produce(topic, value=b"zombie", partition=0)
+    first.flush(30)
+    second = txn_producer(broker.bootstrap, transactional_id)
+    with pytest.raises(KafkaException) as raised:
+        first.commit_transaction(30)
+    assert raised.value.args[0].fatal(), raised.value
+    second.begin_transaction()
+    second.produce(topic, value=b"live", partition=0)
+    second.commit_transaction(30)
+    assert [v for _, _, v in read_all(broker.bootstrap, topic, 1, READ_COMMITTED)] == ["live"]
+
+
+def test_a_transaction_past_its_timeout_is_aborted(broker):
+    topic = unique_name("timeout")
+    create_topic_confluent(broker.bootstrap, topic, 1)
+    stale = txn_producer(broker.bootstrap, unique_name("tid"), **{"transaction.timeout.ms": 2000})
+    stale.begin_transaction()
+    stale.produce(topic, value=b"expired", partition=0)
+    stale.flush(30)
+    other = txn_producer(broker.bootstrap, unique_name("tid"))
+    other.begin_transaction()
+    other.produce(topic, value=b"after", partition=0)
+    other.commit_transaction(30)
+    # The stale transaction holds the LSO until the coordinator aborts it.
+    consumer = confluent_consumer(broker.bootstrap, **{"isolation.level": READ_COMMITTED})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    message = wait_until(
+        lambda: (m := consumer.poll(0.5)) is not None and not m.error() and m, WAIT_S, "the timed-out abort"
+    )
+    assert message.value() == b"after"
+    consumer.close()
+    with pytest.raises(KafkaException):
+        stale.commit_transaction(30)
+    assert [v for _, _, v in read_all(broker.bootstrap, topic, 1, READ_COMMITTED)] == ["after"]
+
+
+def test_transactional_offsets_commit_with_their_transaction(broker):
+    from confluent_kafka import Consumer
+
+    source = unique_name("src")
+    create_topic_confluent(broker.bootstrap, source, 1)
+    plain = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(10):
+        plain.produce(source, value=str(i).encode(), partition=0)
+    plain.flush(30)
+    group = unique_name("group")
+    consumer = Consumer({
+        "bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False,
+        "auto.offset.reset": "earliest", "isolation.level": READ_COMMITTED,
+    })
+    consumer.assign([TopicPartition(source, 0, 0)])
+    producer = txn_producer(broker.bootstrap, unique_name("tid"))
+    for end, offset in (("abort", 4), ("commit", 7)):
+        producer.begin_transaction()
+        producer.send_offsets_to_transaction(
+            [TopicPartition(source, 0, offset)], consumer.consumer_group_metadata(), 30
+        )
+        if end == "abort":
+            producer.abort_transaction(30)
+        else:
+            producer.commit_transaction(30)
+        (committed,) = consumer.committed([TopicPartition(source, 0)], timeout=10)
+        assert committed.offset == (-1001 if end == "abort" else 7), end
+    consumer.close()
+    # They survive a restart (replayed with their marker).
+    broker.kill9()
+    broker.start()
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group})
+    (committed,) = consumer.committed([TopicPartition(source, 0)], timeout=30)
+    assert committed.offset == 7
+    consumer.close()
+
+
+def test_exactly_once_copy_survives_kills_of_the_broker_and_the_copiers(broker, tmp_path):
+    source, sink = unique_name("copy-in"), unique_name("copy-out")
+    create_topic_confluent(broker.bootstrap, source, COPY_PARTITIONS)
+    create_topic_confluent(broker.bootstrap, sink, COPY_PARTITIONS)
+    plain = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(COPY_RECORDS):
+        plain.produce(source, key=str(i).encode(), value=str(i).encode(), partition=i % COPY_PARTITIONS)
+    plain.flush(60)
+    group = unique_name("copiers")
+
+    def start_copier(n: int) -> subprocess.Popen:
+        with open(tmp_path / f"copier-{n}.log", "a") as log:
+            return subprocess.Popen(
+                [sys.executable, str(COPIER), broker.bootstrap, f"{group}-tid-{n}", group, source, sink, str(COPY_BATCH)],
+                stdout=log,
+                stderr=log,
+            )
+
+    copiers = [start_copier(n) for n in range(2)]
+    # A read_committed reader of the output all along: what it reads must
+    # be in the final output, in the same order, each once.
+    seen: dict[int, list[tuple[int, str]]] = {p: [] for p in range(COPY_PARTITIONS)}
+    stop = threading.Event()
+
+    def reader() -> None:
+        consumer = confluent_consumer(broker.bootstrap, **{"isolation.level": READ_COMMITTED, "enable.partition.eof": False})
+        consumer.assign([TopicPartition(sink, p, 0) for p in range(COPY_PARTITIONS)])
+        while not stop.is_set():
+            message = consumer.poll(0.5)
+            if message is not None and not message.error():
+                seen[message.partition()].append((message.offset(), message.value().decode()))
+        consumer.close()
+
+    reading = threading.Thread(target=reader, daemon=True)
+    reading.start()
+
+    def supervise() -> None:
+        # A copier that stopped on a fatal error or its watchdog is started
+        # again, as its supervisor would.
+        for n, copier in enumerate(copiers):
+            if copier.poll() is not None:
+                print(f"copier {n} exited with {copier.returncode}; starting it again")
+                copiers[n] = start_copier(n)
+
+    def written() -> int:
+        supervise()
+        with_end = confluent_consumer(broker.bootstrap)
+        try:
+            return sum(
+                with_end.get_watermark_offsets(TopicPartition(sink, p), timeout=10)[1] for p in range(COPY_PARTITIONS)
+            )
+        except KafkaException:
+            return 0  # the broker is starting
+        finally:
+            with_end.close()
+
+    def copied() -> int:
+        supervise()
+        return sum(1 for _ in read_all(broker.bootstrap, sink, COPY_PARTITIONS, READ_COMMITTED))
+
+    try:
+        kills = 0
+        for kill in range(COPY_KILLS):
+            # Progress is the output's end moving (cheap: no read).
+            progress = written()
+            wait_until(lambda: written() > progress + COPY_BATCH, WAIT_S, f"copy progress before kill {kill}")
+            kills += 1
+            broker.kill9()
+            broker.start()
+            victim = kill % len(copiers)
+            copiers[victim].send_signal(signal.SIGKILL)
+            copiers[victim].wait()
+            copiers[victim] = start_copier(victim)
+        wait_until(lambda: copied() >= COPY_RECORDS, 4 * WAIT_S, "the whole copy", state=copied)
+        # The kills must land while the copy runs, or they test nothing.
+        assert kills == COPY_KILLS, f"the copy ended after {kills} kills"
+    finally:
+        for copier in copiers:
+            copier.kill()
+            copier.wait()
+        stop.set()
+        reading.join(30)
+    output = read_all(broker.bootstrap, sink, COPY_PARTITIONS, READ_COMMITTED)
+    values = [int(v) for _, _, v in output]
+    duplicates = len(values) - len(set(values))
+    missing = sorted(set(range(COPY_RECORDS)) - set(values))
+    print(f"copy: {len(values)} records out, {duplicates} duplicates, {len(missing)} missing")
+    assert duplicates == 0 and not missing, f"{duplicates} duplicates; missing {missing[:20]}"
+    final = {p: [(o, v) for q, o, v in output if q == p] for p in range(COPY_PARTITIONS)}
+    for p, records in seen.items():
+        # The reader may have restarted its read at an earlier offset after
+        # the broker's kill: drop what it read twice at the same offset.
+        unique = sorted(set(records))
+        assert all(record in final[p] for record in unique), f"partition {p}: the reader saw records the output lacks"
+        print(f"reader: partition {p}: {len(unique)} records read while copying")
