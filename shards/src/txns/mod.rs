@@ -79,6 +79,15 @@ pub struct TxnHost {
     stop: StopFlag,
 }
 
+/// Whether this broker is one of several. Transactions are served by a
+/// single broker only for now: markers to partitions other brokers lead
+/// (inter-broker WriteTxnMarkers) and verification against a coordinator
+/// on another broker are not built yet, so a cluster answers
+/// COORDINATOR_NOT_AVAILABLE rather than leave transactions hanging.
+pub fn in_cluster(backend: &Backend) -> bool {
+    backend.image().brokers().count() > 1
+}
+
 /// The `__transaction_state` partition of a transactional id and the shard
 /// that leads it here (its coordinator); NOT_COORDINATOR when this broker
 /// does not lead it.
@@ -86,6 +95,9 @@ pub fn coordinator_route(
     backend: &Backend,
     transactional_id: &str,
 ) -> Result<(i32, usize), ErrorCode> {
+    if in_cluster(backend) {
+        return Err(codes::COORDINATOR_NOT_AVAILABLE);
+    }
     let partitions = backend
         .image()
         .topic(TRANSACTION_STATE_TOPIC)
@@ -105,6 +117,9 @@ pub fn coordinator_route(
 /// `__transaction_state` partition (None while there is none, or no such
 /// topic yet).
 pub fn coordinator_node(backend: &Backend, transactional_id: &str) -> Option<i32> {
+    if in_cluster(backend) {
+        return None;
+    }
     let image = backend.image();
     let topic = image.topic(TRANSACTION_STATE_TOPIC)?;
     let partition =
