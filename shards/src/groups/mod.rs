@@ -30,9 +30,9 @@ use tracing::{info, warn};
 use crate::clock::steady_ms;
 use crate::controller::Backend;
 use crate::mesh::groups::{
-    join_error, sync_error, CommitOffsets, CommitTxnOffsets, DeleteGroup, DeleteOffsets,
-    DescribeGroup, FetchOffsets, FetchedOffset, GroupRequest, Heartbeat, JoinGroup, LeaveGroup,
-    ListGroups, ListedGroup, PartitionErrors, SyncGroup,
+    join_error, sync_error, CommitOffsets, CommitTxnOffsets, CommittedOffset, DeleteGroup,
+    DeleteOffsets, DescribeGroup, FetchOffsets, FetchedOffset, GroupRequest, Heartbeat, JoinGroup,
+    LeaveGroup, ListGroups, ListedGroup, PartitionErrors, SyncGroup,
 };
 use crate::mesh::{Call, Reply};
 use crate::partition::Partition;
@@ -91,6 +91,19 @@ impl GroupHost {
         self.parked.borrow_mut().insert(token, sender);
         (token, receiver)
     }
+}
+
+/// The `__consumer_offsets` records of a group's committed offsets.
+fn offset_records(group_id: &str, offsets: Vec<CommittedOffset>) -> Vec<GroupLogRecord> {
+    offsets
+        .into_iter()
+        .map(|offset| GroupLogRecord::Offset {
+            group_id: group_id.to_string(),
+            topic: offset.topic,
+            partition: offset.partition,
+            value: Some(offset.value),
+        })
+        .collect()
 }
 
 /// Whether the group's members subscribe to `topic` (consumer protocol).
@@ -335,16 +348,7 @@ impl GroupHost {
         if check != codes::NONE {
             return Err(check);
         }
-        let records: Vec<GroupLogRecord> = op
-            .offsets
-            .into_iter()
-            .map(|offset| GroupLogRecord::Offset {
-                group_id: op.group_id.clone(),
-                topic: offset.topic,
-                partition: offset.partition,
-                value: Some(offset.value),
-            })
-            .collect();
+        let records = offset_records(&op.group_id, op.offsets);
         let count = records.len();
         // Deletions that land while the commit is being made durable win
         // over it, as they follow it in the log.
@@ -413,16 +417,7 @@ impl GroupHost {
                 return Err(check);
             }
         }
-        let records: Vec<GroupLogRecord> = op
-            .offsets
-            .into_iter()
-            .map(|offset| GroupLogRecord::Offset {
-                group_id: op.group_id.clone(),
-                topic: offset.topic,
-                partition: offset.partition,
-                value: Some(offset.value),
-            })
-            .collect();
+        let records = offset_records(&op.group_id, op.offsets);
         let count = records.len();
         if count == 0 {
             return Ok(Vec::new());

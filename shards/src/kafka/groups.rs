@@ -347,6 +347,27 @@ pub async fn leave_group(
     response
 }
 
+/// One partition's offset as OffsetCommit and TxnOffsetCommit carry it.
+pub fn committed_offset(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    leader_epoch: i32,
+    metadata: Option<&str>,
+    now_ms: i64,
+) -> CommittedOffset {
+    CommittedOffset {
+        topic: topic.to_string(),
+        partition,
+        value: OffsetAndMetadata {
+            offset,
+            leader_epoch,
+            metadata: metadata.unwrap_or_default().to_string(),
+            commit_timestamp_ms: now_ms,
+        },
+    }
+}
+
 pub async fn offset_commit(
     ctx: RequestContext,
     request: km::OffsetCommitRequest,
@@ -358,24 +379,19 @@ pub async fn offset_commit(
     let mut offsets = Vec::new();
     for topic in &request.topics {
         for p in &topic.partitions {
-            offsets.push(CommittedOffset {
-                topic: topic.name.0.to_string(),
-                partition: p.partition_index,
-                value: OffsetAndMetadata {
-                    offset: p.committed_offset,
-                    leader_epoch: if version >= 6 {
-                        p.committed_leader_epoch
-                    } else {
-                        -1
-                    },
-                    metadata: p
-                        .committed_metadata
-                        .as_ref()
-                        .map(|m| m.to_string())
-                        .unwrap_or_default(),
-                    commit_timestamp_ms: now,
-                },
-            });
+            let leader_epoch = if version >= 6 {
+                p.committed_leader_epoch
+            } else {
+                -1
+            };
+            offsets.push(committed_offset(
+                topic.name.as_str(),
+                p.partition_index,
+                p.committed_offset,
+                leader_epoch,
+                p.committed_metadata.as_deref(),
+                now,
+            ));
         }
     }
     // offset.metadata.max.bytes: larger metadata fails the whole request,

@@ -5,15 +5,16 @@
 
 use std::rc::Rc;
 
-use engine::group::{offsets_partition_for, OffsetAndMetadata, OFFSETS_TOPIC};
+use engine::group::{offsets_partition_for, OFFSETS_TOPIC};
 use engine::protocol::kafka_protocol::messages::{self as km};
 use engine::protocol::{self as codes, ErrorCode};
 use engine::txn::{ProducerIdEpoch, TxnPartition, TxnVersion};
 
 use super::dispatch::RequestContext;
+use super::groups::committed_offset;
 use crate::clock::steady_ms;
 use crate::groups::coordinator_route as group_coordinator_route;
-use crate::mesh::groups::{CommitTxnOffsets, CommittedOffset};
+use crate::mesh::groups::CommitTxnOffsets;
 use crate::mesh::txns::{AddTxnPartitions, EndTxn, InitTxnProducer};
 use crate::mesh::Call;
 use crate::shard::Shard;
@@ -213,24 +214,19 @@ pub async fn txn_offset_commit(
     let mut offsets = Vec::new();
     for topic in &request.topics {
         for p in &topic.partitions {
-            offsets.push(CommittedOffset {
-                topic: topic.name.to_string(),
-                partition: p.partition_index,
-                value: OffsetAndMetadata {
-                    offset: p.committed_offset,
-                    leader_epoch: if ctx.version >= 2 {
-                        p.committed_leader_epoch
-                    } else {
-                        -1
-                    },
-                    metadata: p
-                        .committed_metadata
-                        .as_ref()
-                        .map(|m| m.to_string())
-                        .unwrap_or_default(),
-                    commit_timestamp_ms: now,
-                },
-            });
+            let leader_epoch = if ctx.version >= 2 {
+                p.committed_leader_epoch
+            } else {
+                -1
+            };
+            offsets.push(committed_offset(
+                topic.name.as_str(),
+                p.partition_index,
+                p.committed_offset,
+                leader_epoch,
+                p.committed_metadata.as_deref(),
+                now,
+            ));
         }
     }
     let unknown = offsets

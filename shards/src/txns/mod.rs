@@ -202,18 +202,7 @@ impl TxnHost {
         op: InitTxnProducer,
     ) -> Result<ProducerIdEpoch, ErrorCode> {
         self.begin_op(&op.transactional_id)?;
-        // A new id is needed for a new transactional id or at the last
-        // epoch; it is fetched first (an async call), and unused otherwise.
-        let needs_id = self
-            .coordinator
-            .borrow()
-            .record(&op.transactional_id)
-            .is_none_or(|r| r.producer_epoch >= i16::MAX - 2);
-        let mut spare = if needs_id {
-            Some(self.services()?.allocate_producer_id().await?)
-        } else {
-            None
-        };
+        let mut spare = self.spare_producer_id(&op.transactional_id, true).await?;
         let decision = self.coordinator.borrow_mut().init_producer_id(
             &op.transactional_id,
             op.timeout_ms,
@@ -233,6 +222,24 @@ impl TxnHost {
         }
     }
 
+    /// A new producer id for a decision that may need one: a new
+    /// transactional id (`for_new_id`) or one at its last epochs. It is
+    /// fetched before the decision (an async call) and unused otherwise.
+    async fn spare_producer_id(
+        &self,
+        transactional_id: &str,
+        for_new_id: bool,
+    ) -> Result<Option<i64>, ErrorCode> {
+        let needs_id = match self.coordinator.borrow().record(transactional_id) {
+            None => for_new_id,
+            Some(record) => record.producer_epoch >= i16::MAX - 2,
+        };
+        if !needs_id {
+            return Ok(None);
+        }
+        Ok(Some(self.services()?.allocate_producer_id().await?))
+    }
+
     async fn add_partitions(self: &Rc<Self>, op: AddTxnPartitions) -> Result<(), ErrorCode> {
         self.begin_op(&op.transactional_id)?;
         let decision = self.coordinator.borrow_mut().add_partitions(
@@ -250,16 +257,7 @@ impl TxnHost {
 
     async fn end_txn(self: &Rc<Self>, op: EndTxn) -> Result<ProducerIdEpoch, ErrorCode> {
         self.begin_op(&op.transactional_id)?;
-        let needs_id = self
-            .coordinator
-            .borrow()
-            .record(&op.transactional_id)
-            .is_some_and(|r| r.producer_epoch >= i16::MAX - 2);
-        let mut spare = if needs_id {
-            Some(self.services()?.allocate_producer_id().await?)
-        } else {
-            None
-        };
+        let mut spare = self.spare_producer_id(&op.transactional_id, false).await?;
         let decision = self.coordinator.borrow_mut().end_txn(
             &op.transactional_id,
             op.producer,
