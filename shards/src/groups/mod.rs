@@ -444,12 +444,8 @@ impl GroupHost {
             op.producer_epoch,
         )
         .map_err(|_| codes::UNKNOWN_SERVER_ERROR)?;
-        let appended = partition
-            .enqueue(Bytes::from(batch))
-            .await
-            .unwrap_or(Err(codes::UNKNOWN_SERVER_ERROR))?;
         partition
-            .wait_acks_all(appended.base_offset, OFFSET_COMMIT_TIMEOUT_MS)
+            .append_acks_all(Bytes::from(batch), OFFSET_COMMIT_TIMEOUT_MS)
             .await?;
         self.coordinator
             .borrow_mut()

@@ -280,6 +280,21 @@ impl Partition {
         }
     }
 
+    /// Appends a record set the broker writes itself (a coordinator's
+    /// record) and waits for acks=all.
+    pub async fn append_acks_all(
+        self: &Rc<Self>,
+        records: bytes::Bytes,
+        timeout_ms: u64,
+    ) -> Result<crate::mesh::data::AppendOutcome, ErrorCode> {
+        let appended = self
+            .enqueue(records)
+            .await
+            .unwrap_or(Err(codes::UNKNOWN_SERVER_ERROR))?;
+        self.wait_acks_all(appended.base_offset, timeout_ms).await?;
+        Ok(appended)
+    }
+
     /// acks=all for an append at `base_offset`: the ISR's high watermark
     /// passes it (several replicas), or the next fdatasync covers it (one).
     pub async fn wait_acks_all(

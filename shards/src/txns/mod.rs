@@ -11,7 +11,7 @@
 //! partition another shard leads) it asks through [`TxnServices`], which
 //! the shard (L3) implements over the mesh.
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{OnceCell, RefCell};
 use std::collections::BTreeSet;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
@@ -72,8 +72,6 @@ pub struct TxnHost {
     /// Set while the timeout checker sleeps with no transaction open: the
     /// next operation wakes it.
     checker_parked: RefCell<Option<oneshot::Sender<()>>>,
-    /// Marker writers running (a metric, and for tests).
-    marker_writers: Cell<usize>,
     services: OnceCell<Weak<dyn TxnServices>>,
     backend: Rc<Backend>,
     stop: StopFlag,
@@ -139,7 +137,6 @@ impl TxnHost {
             loaded_partitions: RefCell::new(BTreeSet::new()),
             loading_partitions: RefCell::new(BTreeSet::new()),
             checker_parked: RefCell::new(None),
-            marker_writers: Cell::new(0),
             services: OnceCell::new(),
             backend,
             stop,
@@ -210,15 +207,23 @@ impl TxnHost {
             now_ms(),
             &mut || spare.take().ok_or(codes::COORDINATOR_LOAD_IN_PROGRESS),
         );
+        self.settle(decision, |record| ProducerIdEpoch {
+            producer_id: record.producer_id,
+            producer_epoch: record.producer_epoch,
+        })
+        .await
+    }
+
+    /// A decision's answer: given now, or made from the record once its
+    /// write is durable.
+    async fn settle<T>(
+        self: &Rc<Self>,
+        decision: Decision<T>,
+        answer: impl FnOnce(&TxnRecord) -> T,
+    ) -> Result<T, ErrorCode> {
         match decision {
             Decision::Answer(answer) => answer,
-            Decision::Write(write) => {
-                let record = self.run_write(write).await?;
-                Ok(ProducerIdEpoch {
-                    producer_id: record.producer_id,
-                    producer_epoch: record.producer_epoch,
-                })
-            }
+            Decision::Write(write) => Ok(answer(&self.run_write(write).await?)),
         }
     }
 
@@ -249,10 +254,7 @@ impl TxnHost {
             op.verify_only,
             now_ms(),
         );
-        match decision {
-            Decision::Answer(answer) => answer,
-            Decision::Write(write) => self.run_write(write).await.map(|_| ()),
-        }
+        self.settle(decision, |_| ()).await
     }
 
     async fn end_txn(self: &Rc<Self>, op: EndTxn) -> Result<ProducerIdEpoch, ErrorCode> {
@@ -266,13 +268,8 @@ impl TxnHost {
             now_ms(),
             &mut || spare.take().ok_or(codes::COORDINATOR_LOAD_IN_PROGRESS),
         );
-        match decision {
-            Decision::Answer(answer) => answer,
-            Decision::Write(write) => {
-                let record = self.run_write(write).await?;
-                Ok(record.producer_for_next_transaction())
-            }
-        }
+        self.settle(decision, TxnRecord::producer_for_next_transaction)
+            .await
     }
 
     /// Makes a coordinator write durable and does what follows it: the
@@ -336,23 +333,15 @@ impl TxnHost {
         )
         .map_err(|_| codes::UNKNOWN_SERVER_ERROR)?;
         partition.enough_replicas()?;
-        let appended = partition
-            .enqueue(Bytes::from(batch))
-            .await
-            .unwrap_or(Err(codes::UNKNOWN_SERVER_ERROR))?;
         partition
-            .wait_acks_all(appended.base_offset, STATE_WRITE_TIMEOUT_MS)
+            .append_acks_all(Bytes::from(batch), STATE_WRITE_TIMEOUT_MS)
             .await
+            .map(|_| ())
     }
 
     fn spawn_markers(self: &Rc<Self>, markers: TxnMarkers) {
         let host = self.clone();
-        self.marker_writers.set(self.marker_writers.get() + 1);
-        glommio::spawn_local(async move {
-            host.write_markers(markers).await;
-            host.marker_writers.set(host.marker_writers.get() - 1);
-        })
-        .detach();
+        glommio::spawn_local(async move { host.write_markers(markers).await }).detach();
     }
 
     /// Writes a prepared transaction's markers to all its partitions, then
