@@ -280,6 +280,31 @@ def test_group_commits_survive_a_coordinator_kill(cluster_factory):
     assert sorted(first + rest) == sorted(r.key for r in records)
 
 
+def test_former_leaders_of_an_idle_partition_rejoin_the_isr(cluster_factory):
+    """A leader that started its epoch and wrote nothing in it holds that
+    epoch at its log end. Killed and restarted as a follower, its fetches
+    diverge on that epoch: it must drop it and rejoin the ISR, however many
+    leaders in a row the partition loses while idle."""
+    brokers = cluster_factory(3, *FAULT_ARGS)
+    bootstrap = ",".join(b.bootstrap for b in brokers)
+    create_replicated(bootstrap, "idle", 1, 3, {"min.insync.replicas": "2"})
+    records = make_records(50, seed=7)
+    produce_confluent(bootstrap, "idle", records)
+    wait_for_full_isr(bootstrap, "idle", 3)
+    for round_ in range(3):
+        leader_id = partition_state(bootstrap, "idle")[0][0]
+        leader = next(b for b in brokers if b.node_id == leader_id)
+        leader.kill9()
+        others = ",".join(b.bootstrap for b in brokers if b is not leader)
+        wait_until(
+            f"round {round_}: another leader",
+            lambda: (s := leaders_and_isrs(others, "idle")) is not None and s[0][0] not in (-1, leader_id),
+        )
+        leader.start()
+        wait_for_full_isr(bootstrap, "idle", 3)
+    assert len(consume_confluent(bootstrap, "idle", range(1))[0]) == len(records)
+
+
 def test_acks_all_needs_min_insync_replicas(cluster_factory):
     """With min.insync.replicas 3 and one of three brokers dead, acks=all is
     refused (NOT_ENOUGH_REPLICAS, nothing appended) while acks=1 still

@@ -553,6 +553,17 @@ impl Partition {
 
     /// After a truncation to `offset`: write ends, the epoch cache and the
     /// high watermark forget what is gone.
+    /// Forgets the epochs that start at or past `offset` (none of their
+    /// records is in the log); true if there were any.
+    pub(super) fn forget_epochs_from(&self, offset: i64) -> bool {
+        let mut replication = self.replication.borrow_mut();
+        let latest = replication.epochs.latest_epoch();
+        replication.epochs.truncate_from_end(offset);
+        let changed = replication.epochs.latest_epoch() != latest;
+        replication.epochs_dirty |= changed;
+        changed
+    }
+
     pub(super) fn truncated_replication(&self, offset: i64) {
         let mut replication = self.replication.borrow_mut();
         replication.truncations += 1;

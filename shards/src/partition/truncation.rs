@@ -36,10 +36,20 @@ impl Partition {
 
     async fn truncate_holding_writer(&self, offset: i64) -> io::Result<i64> {
         let end = self.written_end.get();
-        if offset >= end || self.is_leader() {
-            // Nothing to cut, or this replica was made leader since its
-            // fetch said to truncate: a leader's log is the truth and only
-            // grows.
+        if self.is_leader() {
+            // This replica was made leader since its fetch said to
+            // truncate: a leader's log is the truth and only grows.
+            return Ok(end);
+        }
+        if offset >= end {
+            // Nothing to cut. But an epoch this replica started at its log
+            // end when it last led, and wrote nothing in, is where its
+            // fetches diverge: it must go, or every fetch would diverge on
+            // it again and the replica never rejoin the ISR (Kafka drops
+            // it the same way).
+            if self.forget_epochs_from(end) {
+                self.persist_epochs().await;
+            }
             return Ok(end);
         }
         self.compaction_fence.begin_truncation().await;
