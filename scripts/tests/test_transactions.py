@@ -21,6 +21,13 @@ import pytest
 from confluent_kafka import KafkaException, Producer, TopicPartition
 
 from helpers import confluent_consumer, create_topic_confluent, unique_name, wait_until
+from test_replication import (
+    FAULT_ARGS,
+    create_replicated,
+    partition_state,
+    wait_for_full_isr,
+    wait_for_one_leader,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from txn_history_check import READ_COMMITTED, READ_UNCOMMITTED, TxnHistory  # noqa: E402
@@ -31,6 +38,8 @@ COPY_RECORDS = 100_000
 COPY_PARTITIONS = 2
 COPY_BATCH = 300
 COPY_KILLS = 3
+# The copy on a cluster moves fewer records (each kill costs an election).
+CLUSTER_COPY_RECORDS = 30_000
 WAIT_S = 60
 
 
@@ -190,12 +199,20 @@ def test_transactional_offsets_commit_with_their_transaction(broker):
     consumer.close()
 
 
-def test_exactly_once_copy_survives_kills_of_the_broker_and_the_copiers(broker, tmp_path):
+def run_exactly_once_copy(bootstrap: str, tmp_path, records: int, kill_brokers, create_topic) -> None:
+    """The exactly-once copy: `records` numbered records in COPY_PARTITIONS
+    input partitions, copied by 2 copiers (confluent-kafka, read_committed,
+    `send_offsets_to_transaction`, COPY_BATCH records per transaction)
+    while a read_committed reader follows the output. COPY_KILLS times, once
+    the copy has moved on, `kill_brokers(kill)` kills (and restarts)
+    brokers and one copier is killed with SIGKILL and started again. The
+    output must equal the input: no duplicate, no gap, and everything the
+    reader saw in it."""
     source, sink = unique_name("copy-in"), unique_name("copy-out")
-    create_topic_confluent(broker.bootstrap, source, COPY_PARTITIONS)
-    create_topic_confluent(broker.bootstrap, sink, COPY_PARTITIONS)
-    plain = Producer({"bootstrap.servers": broker.bootstrap})
-    for i in range(COPY_RECORDS):
+    create_topic(source, COPY_PARTITIONS)
+    create_topic(sink, COPY_PARTITIONS)
+    plain = Producer({"bootstrap.servers": bootstrap})
+    for i in range(records):
         plain.produce(source, key=str(i).encode(), value=str(i).encode(), partition=i % COPY_PARTITIONS)
     plain.flush(60)
     group = unique_name("copiers")
@@ -203,7 +220,7 @@ def test_exactly_once_copy_survives_kills_of_the_broker_and_the_copiers(broker, 
     def start_copier(n: int) -> subprocess.Popen:
         with open(tmp_path / f"copier-{n}.log", "a") as log:
             return subprocess.Popen(
-                [sys.executable, str(COPIER), broker.bootstrap, f"{group}-tid-{n}", group, source, sink, str(COPY_BATCH)],
+                [sys.executable, str(COPIER), bootstrap, f"{group}-tid-{n}", group, source, sink, str(COPY_BATCH)],
                 stdout=log,
                 stderr=log,
             )
@@ -215,7 +232,7 @@ def test_exactly_once_copy_survives_kills_of_the_broker_and_the_copiers(broker, 
     stop = threading.Event()
 
     def reader() -> None:
-        consumer = confluent_consumer(broker.bootstrap, **{"isolation.level": READ_COMMITTED, "enable.partition.eof": False})
+        consumer = confluent_consumer(bootstrap, **{"isolation.level": READ_COMMITTED, "enable.partition.eof": False})
         consumer.assign([TopicPartition(sink, p, 0) for p in range(COPY_PARTITIONS)])
         while not stop.is_set():
             message = consumer.poll(0.5)
@@ -236,19 +253,19 @@ def test_exactly_once_copy_survives_kills_of_the_broker_and_the_copiers(broker, 
 
     def written() -> int:
         supervise()
-        with_end = confluent_consumer(broker.bootstrap)
+        with_end = confluent_consumer(bootstrap)
         try:
             return sum(
                 with_end.get_watermark_offsets(TopicPartition(sink, p), timeout=10)[1] for p in range(COPY_PARTITIONS)
             )
         except KafkaException:
-            return 0  # the broker is starting
+            return 0  # a broker is starting
         finally:
             with_end.close()
 
     def copied() -> int:
         supervise()
-        return sum(1 for _ in read_all(broker.bootstrap, sink, COPY_PARTITIONS, READ_COMMITTED))
+        return sum(1 for _ in read_all(bootstrap, sink, COPY_PARTITIONS, READ_COMMITTED))
 
     try:
         kills = 0
@@ -257,13 +274,12 @@ def test_exactly_once_copy_survives_kills_of_the_broker_and_the_copiers(broker, 
             progress = written()
             wait_until(lambda: written() > progress + COPY_BATCH, WAIT_S, f"copy progress before kill {kill}")
             kills += 1
-            broker.kill9()
-            broker.start()
+            kill_brokers(kill)
             victim = kill % len(copiers)
             copiers[victim].send_signal(signal.SIGKILL)
             copiers[victim].wait()
             copiers[victim] = start_copier(victim)
-        wait_until(lambda: copied() >= COPY_RECORDS, 4 * WAIT_S, "the whole copy", state=copied)
+        wait_until(lambda: copied() >= records, 4 * WAIT_S, "the whole copy", state=copied)
         # The kills must land while the copy runs, or they test nothing.
         assert kills == COPY_KILLS, f"the copy ended after {kills} kills"
     finally:
@@ -272,16 +288,106 @@ def test_exactly_once_copy_survives_kills_of_the_broker_and_the_copiers(broker, 
             copier.wait()
         stop.set()
         reading.join(30)
-    output = read_all(broker.bootstrap, sink, COPY_PARTITIONS, READ_COMMITTED)
+    output = read_all(bootstrap, sink, COPY_PARTITIONS, READ_COMMITTED)
     values = [int(v) for _, _, v in output]
     duplicates = len(values) - len(set(values))
-    missing = sorted(set(range(COPY_RECORDS)) - set(values))
+    missing = sorted(set(range(records)) - set(values))
     print(f"copy: {len(values)} records out, {duplicates} duplicates, {len(missing)} missing")
     assert duplicates == 0 and not missing, f"{duplicates} duplicates; missing {missing[:20]}"
     final = {p: [(o, v) for q, o, v in output if q == p] for p in range(COPY_PARTITIONS)}
-    for p, records in seen.items():
+    for p, read in seen.items():
         # The reader may have restarted its read at an earlier offset after
-        # the broker's kill: drop what it read twice at the same offset.
-        unique = sorted(set(records))
+        # a broker's kill: drop what it read twice at the same offset.
+        unique = sorted(set(read))
         assert all(record in final[p] for record in unique), f"partition {p}: the reader saw records the output lacks"
         print(f"reader: partition {p}: {len(unique)} records read while copying")
+
+
+def test_exactly_once_copy_survives_kills_of_the_broker_and_the_copiers(broker, tmp_path):
+    def kill_brokers(_kill: int) -> None:
+        broker.kill9()
+        broker.start()
+
+    run_exactly_once_copy(
+        broker.bootstrap,
+        tmp_path,
+        COPY_RECORDS,
+        kill_brokers,
+        lambda name, partitions: create_topic_confluent(broker.bootstrap, name, partitions),
+    )
+
+
+def txn_cluster(cluster_factory):
+    """3 brokers of 2 shards each, with few internal partitions (quicker
+    elections and loads), and the fault-test timeouts."""
+    return cluster_factory(
+        3,
+        *FAULT_ARGS,
+        "--transaction-state-log-num-partitions", 4,
+        "--offsets-topic-num-partitions", 3,
+        shards=2,
+    )
+
+
+def test_a_transaction_spans_partitions_led_by_every_broker(cluster_factory):
+    """Markers go to partitions other brokers lead (WriteTxnMarkers) and
+    each leader verifies batches with a coordinator on another broker
+    (AddPartitionsToTxn v4): an abort and a commit across 3 leaders."""
+    brokers = txn_cluster(cluster_factory)
+    bootstrap = ",".join(b.bootstrap for b in brokers)
+    topic = unique_name("spread")
+    create_replicated(bootstrap, topic, 3, 3, {"min.insync.replicas": "2"})
+    wait_for_full_isr(bootstrap, topic, 3)
+    leaders = {leader for leader, _, _ in partition_state(bootstrap, topic).values()}
+    assert len(leaders) == 3, f"partitions led by {leaders}: not spread over the brokers"
+    history = TxnHistory()
+    producer = txn_producer(bootstrap, unique_name("tid"))
+    for txn, end in (("t1", "abort"), ("t2", "commit"), ("t3", "abort"), ("t4", "commit")):
+        producer.begin_transaction()
+        values = [f"{txn}-{p}-{i}" for p in range(3) for i in range(5)]
+        for value in values:
+            producer.produce(topic, value=value.encode(), partition=int(value.split("-")[1]))
+        producer.flush(30)
+        for value in values:
+            history.send("p1", value, int(value.split("-")[1]), outcome="ok", txn=txn)
+        invoked = history.clock()
+        (producer.commit_transaction if end == "commit" else producer.abort_transaction)(30)
+        history.end_txn("p1", txn, end=end, outcome="ok", invoke_ns=invoked)
+    committed = read_all(bootstrap, topic, 3, READ_COMMITTED)
+    assert sorted(v for _, _, v in committed) == sorted(
+        f"{txn}-{p}-{i}" for txn in ("t2", "t4") for p in range(3) for i in range(5)
+    )
+    history.final(committed, isolation=READ_COMMITTED)
+    history.final(read_all(bootstrap, topic, 3, READ_UNCOMMITTED), isolation=READ_UNCOMMITTED)
+    report = history.check()
+    print(report.summary())
+    assert report.ok(), "\n".join(report.details())
+
+
+def test_exactly_once_copy_survives_kills_of_leaders_in_a_cluster(cluster_factory, tmp_path):
+    """The copy on 3 brokers (replication factor 3, min.insync.replicas 2):
+    each round kill -9s a broker (the leader of one output partition, then
+    of the other, then the metadata quorum's leader) and a copier."""
+    brokers = txn_cluster(cluster_factory)
+    bootstrap = ",".join(b.bootstrap for b in brokers)
+    topics: list[str] = []
+
+    def create_topic(name: str, partitions: int) -> None:
+        create_replicated(bootstrap, name, partitions, 3, {"min.insync.replicas": "2"})
+        wait_for_full_isr(bootstrap, name, 3)
+        topics.append(name)
+
+    def kill_brokers(kill: int) -> None:
+        if kill == 2:
+            leader = wait_for_one_leader(brokers)
+        else:
+            state = partition_state(bootstrap, topics[-1])
+            leader = state[kill % COPY_PARTITIONS][0]
+        victim = next(b for b in brokers if b.node_id == leader)
+        victim.kill9()
+        time.sleep(1.0)
+        victim.start()
+        for name in topics:
+            wait_for_full_isr(bootstrap, name, 3)
+
+    run_exactly_once_copy(bootstrap, tmp_path, CLUSTER_COPY_RECORDS, kill_brokers, create_topic)

@@ -302,6 +302,18 @@ impl BrokerImage {
         u16::try_from(u32::from(self.registration.replication_port_base) + shard).ok()
     }
 
+    /// The shard of this broker that owns a partition of `slot`, and the
+    /// `host:port` of that shard's replication listener (where followers
+    /// fetch and other brokers send it inter-broker requests).
+    pub fn replication_address(&self, slot: u32) -> Option<(u32, String)> {
+        let shard = slot % self.registration.shard_count.max(1);
+        let port = self.replication_port(shard)?;
+        Some((
+            shard,
+            format!("{}:{port}", self.registration.replication_host),
+        ))
+    }
+
     pub fn node_id(&self) -> i32 {
         self.registration.node_id
     }

@@ -12,6 +12,8 @@ pub const LEADER_NOT_AVAILABLE: ErrorCode = 5;
 pub const NOT_LEADER_OR_FOLLOWER: ErrorCode = 6;
 pub const REQUEST_TIMED_OUT: ErrorCode = 7;
 pub const MESSAGE_TOO_LARGE: ErrorCode = 10;
+/// The broker could not reach another broker (a transport failure).
+pub const NETWORK_EXCEPTION: ErrorCode = 13;
 pub const INVALID_TOPIC_EXCEPTION: ErrorCode = 17;
 pub const INVALID_REQUIRED_ACKS: ErrorCode = 21;
 pub const UNSUPPORTED_VERSION: ErrorCode = 35;

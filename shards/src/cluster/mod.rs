@@ -8,7 +8,11 @@
 //!   and runs replica fetchers for the partitions it follows
 //!   (`replica_fetcher.rs`), so a partition's replication traffic stays
 //!   between its owning shards.
+//! - Other inter-broker requests (transaction markers, verifications) go
+//!   the same way, to the owning shard's replication listener, over a
+//!   shard's pool of connections (`kafka_client.rs`).
 
+pub mod kafka_client;
 pub mod listener;
 pub mod peers;
 pub mod replica_fetcher;

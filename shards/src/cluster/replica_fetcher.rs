@@ -13,18 +13,14 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use engine::protocol::kafka_protocol::messages::{
-    self as km, fetch_request, ApiKey, BrokerId, RequestHeader, ResponseHeader, TopicName,
-};
-use engine::protocol::kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use engine::protocol::kafka_protocol::messages::{self as km, fetch_request, BrokerId, TopicName};
+use engine::protocol::kafka_protocol::protocol::StrBytes;
 use engine::protocol::{self as codes};
 use engine::replication::EpochEnd;
-use futures::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use tracing::{debug, info, warn};
 
-use super::peers::resolve;
+use super::kafka_client;
 use crate::clock::with_timeout;
 use crate::partition::Partition;
 
@@ -34,9 +30,6 @@ const FETCH_WAIT_MS: i32 = 500;
 /// Per partition and per fetch; bounds the memory of one response.
 const PARTITION_FETCH_BYTES_MAX: i32 = 1 << 20;
 const FETCH_BYTES_MAX: i32 = 16 << 20;
-/// A response larger than this closes the connection.
-const RESPONSE_BYTES_MAX: usize = 64 << 20;
-const CONNECT_TIMEOUT_MS: u64 = 1_000;
 /// How long a fetch may take beyond its wait before the connection is
 /// given up.
 const FETCH_SLACK_MS: u64 = 10_000;
@@ -152,7 +145,13 @@ async fn run_session(session: Rc<Session>, node_id: i32) {
         let mut stream = stream;
         let answered = with_timeout(
             FETCH_WAIT_MS as u64 + FETCH_SLACK_MS,
-            exchange(&mut stream, correlation, &request),
+            kafka_client::exchange(
+                &mut stream,
+                REPLICA_FETCH_VERSION,
+                correlation,
+                "gregor-replica-fetcher",
+                &request,
+            ),
         )
         .await;
         let response = match answered {
@@ -185,17 +184,12 @@ async fn run_session(session: Rc<Session>, node_id: i32) {
 
 async fn connect(session: &Session) -> Option<TcpStream> {
     let address = session.address.borrow().clone();
-    let addr = resolve(&address).await?;
-    match with_timeout(CONNECT_TIMEOUT_MS, TcpStream::connect(addr)).await {
-        Some(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Some(stream)
-        }
-        Some(Err(e)) => {
+    match kafka_client::connect(&address).await {
+        Ok(stream) => Some(stream),
+        Err(e) => {
             debug!(leader = session.leader, %address, error = %e, "cannot reach the leader's replication listener");
             None
         }
-        None => None,
     }
 }
 
@@ -239,59 +233,6 @@ fn build_request(session: &Session, node_id: i32) -> (km::FetchRequest, Sent) {
         .with_session_epoch(-1)
         .with_topics(topics);
     (request, sent)
-}
-
-async fn exchange(
-    stream: &mut TcpStream,
-    correlation: i32,
-    request: &km::FetchRequest,
-) -> std::io::Result<km::FetchResponse> {
-    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
-    let mut body = BytesMut::new();
-    body.extend_from_slice(&[0u8; 4]);
-    RequestHeader::default()
-        .with_request_api_key(ApiKey::Fetch as i16)
-        .with_request_api_version(REPLICA_FETCH_VERSION)
-        .with_correlation_id(correlation)
-        .with_client_id(Some(StrBytes::from_static_str("gregor-replica-fetcher")))
-        .encode(
-            &mut body,
-            km::FetchRequest::header_version(REPLICA_FETCH_VERSION),
-        )
-        .map_err(|e| invalid(format!("fetch header: {e}")))?;
-    request
-        .encode(&mut body, REPLICA_FETCH_VERSION)
-        .map_err(|e| invalid(format!("fetch request: {e}")))?;
-    let size = (body.len() - 4) as u32;
-    body[0..4].copy_from_slice(&size.to_be_bytes());
-    stream.write_all(&body).await?;
-    stream.flush().await?;
-    let mut prefix = [0u8; 4];
-    stream.read_exact(&mut prefix).await?;
-    let length = u32::from_be_bytes(prefix) as usize;
-    if length > RESPONSE_BYTES_MAX {
-        return Err(invalid(format!("fetch response of {length} bytes")));
-    }
-    let mut frame = vec![0u8; length];
-    stream.read_exact(&mut frame).await?;
-    let mut frame = Bytes::from(frame);
-    let header = ResponseHeader::decode(
-        &mut frame,
-        km::FetchResponse::header_version(REPLICA_FETCH_VERSION),
-    )
-    .map_err(|e| invalid(format!("fetch response header: {e}")))?;
-    if header.correlation_id != correlation {
-        return Err(invalid(format!(
-            "fetch response for correlation {} (sent {correlation})",
-            header.correlation_id
-        )));
-    }
-    let response = km::FetchResponse::decode(&mut frame, REPLICA_FETCH_VERSION)
-        .map_err(|e| invalid(format!("fetch response: {e}")))?;
-    if frame.has_remaining() {
-        return Err(invalid("bytes after a fetch response".into()));
-    }
-    Ok(response)
 }
 
 /// Appends what came, truncates where told, syncs, and records the

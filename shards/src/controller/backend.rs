@@ -170,6 +170,24 @@ impl Backend {
         )
     }
 
+    /// Where to send an inter-broker request for a partition another
+    /// broker leads: its leader and the replication listener of the
+    /// leader's shard that owns it. LEADER_NOT_AVAILABLE while it has no
+    /// leader (or its leader is not registered).
+    pub fn leader_address(&self, topic: &str, partition: i32) -> Result<(i32, String), ErrorCode> {
+        let image = self.image.borrow();
+        let found = u32::try_from(partition)
+            .ok()
+            .and_then(|p| image.topic(topic)?.partition(p))
+            .ok_or(codes::UNKNOWN_TOPIC_OR_PARTITION)?;
+        let leader = found.serving_leader(self.config.node_id);
+        image
+            .broker(leader)
+            .and_then(|b| b.replication_address(found.slot))
+            .map(|(_, address)| (leader, address))
+            .ok_or(codes::LEADER_NOT_AVAILABLE)
+    }
+
     /// The partition's leader epoch in this shard's image (0 for a
     /// partition of the single legacy node, or one that does not exist).
     pub fn leader_epoch(&self, topic: &str, partition: i32) -> i32 {
@@ -270,13 +288,13 @@ impl Backend {
                 .and_then(|p| image.topic(&partition.topic)?.partition(p))
                 .cloned()
                 .map(|p| {
-                    let leader_shard = image
+                    let target = image
                         .broker(p.leader)
-                        .map(|b| (p.slot % b.registration.shard_count.max(1), b.clone()));
-                    (p, leader_shard)
+                        .and_then(|b| b.replication_address(p.slot));
+                    (p, target)
                 })
         };
-        let Some((image_partition, leader_broker)) = found else {
+        let Some((image_partition, target)) = found else {
             return;
         };
         if image_partition.replicas.is_empty() {
@@ -304,13 +322,6 @@ impl Backend {
         }
         partition.become_follower(image_partition.leader, epoch);
         self.note_internal_role(partition, false);
-        let target = leader_broker.and_then(|(shard, broker)| {
-            let port = broker.replication_port(shard)?;
-            Some((
-                shard,
-                format!("{}:{port}", broker.registration.replication_host),
-            ))
-        });
         match target {
             Some((shard, address)) if !image_partition.replicas.is_empty() => self.fetchers.follow(
                 partition.clone(),

@@ -94,10 +94,11 @@ pub static APIS: &[Api] = &[
     // v5 belongs to transactions v2 (KIP-890): not advertised before it works.
     api(K::InitProducerId, (0, 4), "InitProducerId", Answer(|c, f| answer(c, f, producer_ids::init_producer_id))),
     // v4+ are the brokers' batched verification (KIP-890); clients send v3.
-    api(K::AddPartitionsToTxn, (0, 3), "AddPartitionsToTxn", Answer(|c, f| answer(c, f, transactions::add_partitions_to_txn))),
+    api(K::AddPartitionsToTxn, (0, 4), "AddPartitionsToTxn", Answer(|c, f| answer(c, f, transactions::add_partitions_to_txn))),
     api(K::AddOffsetsToTxn, (0, 4), "AddOffsetsToTxn", Answer(|c, f| answer(c, f, transactions::add_offsets_to_txn))),
     // v5 is transactions v2 (KIP-890 part 2): not advertised before it works.
     api(K::EndTxn, (0, 4), "EndTxn", Answer(|c, f| answer(c, f, transactions::end_txn))),
+    api(K::WriteTxnMarkers, (1, 1), "WriteTxnMarkers", Answer(|c, f| answer(c, f, transactions::write_txn_markers))),
     // v4 is transactions v2's implicit add (KIP-890 part 2): not advertised yet.
     api(K::TxnOffsetCommit, (0, 3), "TxnOffsetCommit", Answer(|c, f| answer(c, f, transactions::txn_offset_commit))),
 ];
@@ -144,16 +145,17 @@ mod tests {
         assert!(!served(ApiKey::ListOffsets, 0));
         assert!(served(ApiKey::JoinGroup, 0));
         assert!(!served(ApiKey::JoinGroup, 10));
-        // Transactions v1 only: v2 (KIP-890 part 2) and the brokers'
-        // batched verification are not advertised yet.
-        assert!(served(ApiKey::AddPartitionsToTxn, 3));
-        assert!(!served(ApiKey::AddPartitionsToTxn, 4));
+        // Transactions v1 and the brokers' batched verification (v4);
+        // v2 (KIP-890 part 2) is not advertised yet.
+        assert!(served(ApiKey::AddPartitionsToTxn, 4));
+        assert!(!served(ApiKey::AddPartitionsToTxn, 5));
         assert!(served(ApiKey::EndTxn, 4));
         assert!(!served(ApiKey::EndTxn, 5));
         assert!(served(ApiKey::InitProducerId, 4));
         assert!(!served(ApiKey::InitProducerId, 5));
-        // Not implemented yet: not advertised, not served.
-        assert!(find_api(ApiKey::WriteTxnMarkers).is_none());
+        // Inter-broker: v0 was removed in Kafka 4.0.
+        assert!(!served(ApiKey::WriteTxnMarkers, 0));
+        assert!(served(ApiKey::WriteTxnMarkers, 1));
     }
 
     #[test]

@@ -76,11 +76,6 @@ pub async fn find_coordinator(
             let partitions = shard.config.offsets_topic_partitions;
             create_internal_topic(shard, OFFSETS_TOPIC, partitions, replication_factor).await;
         }
-        COORDINATOR_TRANSACTION if txns::in_cluster(&shard.backend) => {
-            tracing::warn!(
-                "a transactional client asked for its coordinator: transactions are served by a single broker only for now (issue 18)"
-            );
-        }
         COORDINATOR_TRANSACTION if shard.image().topic(TRANSACTION_STATE_TOPIC).is_none() => {
             let replication_factor = shard.config.transaction_state_replication_factor;
             let partitions = shard.config.transaction_state_partitions;

@@ -17,10 +17,10 @@ use futures::FutureExt;
 use super::dispatch::{decode, RequestContext, RequestError, Started};
 use super::response::{leader_hint, respond, topic_name};
 use super::topics::auto_create;
+use super::transactions::verify_at_coordinator;
 use crate::mesh::data::Append;
 use crate::mesh::txns::AddTxnPartitions;
 use crate::shard::Shard;
-use crate::txns::coordinator_route as txn_coordinator_route;
 
 /// Dispatches every partition's append in arrival order, then returns the
 /// future that collects the outcomes and encodes the answer (none for
@@ -238,23 +238,21 @@ async fn verify_transaction(
         partitions: vec![(topic.to_string(), partition)],
         verify_only: true,
     };
-    let verified = match txn_coordinator_route(&shard.backend, transactional_id) {
-        Ok((_, owner)) => shard.call(owner, op).await,
-        Err(code) => Err(code),
-    };
-    verified.map_err(|code| match code {
-        codes::COORDINATOR_NOT_AVAILABLE
-        | codes::COORDINATOR_LOAD_IN_PROGRESS
-        | codes::NOT_COORDINATOR
-        | codes::CONCURRENT_TRANSACTIONS => codes::NOT_ENOUGH_REPLICAS,
-        codes::PRODUCER_FENCED | codes::INVALID_PRODUCER_ID_MAPPING => {
-            codes::INVALID_PRODUCER_EPOCH
-        }
-        code => code,
-    })
+    verify_at_coordinator(shard, op)
+        .await
+        .map_err(|code| match code {
+            codes::COORDINATOR_NOT_AVAILABLE
+            | codes::COORDINATOR_LOAD_IN_PROGRESS
+            | codes::NOT_COORDINATOR
+            | codes::CONCURRENT_TRANSACTIONS => codes::NOT_ENOUGH_REPLICAS,
+            codes::PRODUCER_FENCED | codes::INVALID_PRODUCER_ID_MAPPING => {
+                codes::INVALID_PRODUCER_EPOCH
+            }
+            code => code,
+        })
 }
 
-/// The partition's leader and epoch as this broker's image has them.
+/// An answer known before anything is dispatched.
 fn ready_err<T: 'static>(code: ErrorCode) -> LocalBoxFuture<'static, Result<T, ErrorCode>> {
     async move { Err(code) }.boxed_local()
 }

@@ -2,13 +2,19 @@
 //! AddPartitionsToTxn, AddOffsetsToTxn and EndTxn go to the shard that
 //! leads the transactional id's `__transaction_state` partition
 //! (`txns::TxnHost`); TxnOffsetCommit to the group's coordinator.
+//! WriteTxnMarkers and AddPartitionsToTxn v4 are the inter-broker side: a
+//! coordinator's markers for partitions this broker leads, and a partition
+//! leader's verification against the coordinator here.
 
 use std::rc::Rc;
 
 use engine::group::{offsets_partition_for, OFFSETS_TOPIC};
 use engine::protocol::kafka_protocol::messages::{self as km};
+use engine::protocol::kafka_protocol::protocol::StrBytes;
 use engine::protocol::{self as codes, ErrorCode};
+use engine::record::TxnMarker;
 use engine::txn::{ProducerIdEpoch, TxnPartition, TxnVersion};
+use tracing::debug;
 
 use super::dispatch::RequestContext;
 use super::groups::committed_offset;
@@ -18,7 +24,12 @@ use crate::mesh::groups::CommitTxnOffsets;
 use crate::mesh::txns::{AddTxnPartitions, EndTxn, InitTxnProducer};
 use crate::mesh::Call;
 use crate::shard::Shard;
-use crate::txns::coordinator_route;
+use crate::txns::{coordinator_address, coordinator_route, MARKER_WRITE_TIMEOUT_MS};
+
+/// AddPartitionsToTxn's version for a broker's verification (KIP-890).
+const VERIFY_VERSION: i16 = 4;
+/// How long a partition leader waits for a remote coordinator's check.
+const VERIFY_TIMEOUT_MS: u64 = 5_000;
 
 /// Runs a transaction op on the transactional id's coordinator shard.
 async fn call_coordinator<C: Call<Reply = Result<T, ErrorCode>> + 'static, T>(
@@ -66,14 +77,67 @@ fn unknown_partitions(shard: &Shard, partitions: &[TxnPartition]) -> Vec<TxnPart
         .collect()
 }
 
+/// AddPartitionsToTxn: v0–3 from a producer (one transaction), v4 from a
+/// partition leader verifying transactional batches (KIP-890 part 1),
+/// several transactions at once.
 pub async fn add_partitions_to_txn(
     ctx: RequestContext,
     request: km::AddPartitionsToTxnRequest,
 ) -> km::AddPartitionsToTxnResponse {
+    let mut response = km::AddPartitionsToTxnResponse::default();
+    if ctx.version >= 4 {
+        let added = request.transactions.iter().map(|t| {
+            let producer = ProducerIdEpoch {
+                producer_id: t.producer_id.0,
+                producer_epoch: t.producer_epoch,
+            };
+            add_to_transaction(
+                &ctx,
+                t.transactional_id.to_string(),
+                producer,
+                &t.topics,
+                t.verify_only,
+            )
+        });
+        let results = futures::future::join_all(added).await;
+        response.results_by_transaction = request
+            .transactions
+            .iter()
+            .zip(results)
+            .map(|(t, topic_results)| {
+                km::add_partitions_to_txn_response::AddPartitionsToTxnResult::default()
+                    .with_transactional_id(t.transactional_id.clone())
+                    .with_topic_results(topic_results)
+            })
+            .collect();
+    } else {
+        let producer = ProducerIdEpoch {
+            producer_id: request.v3_and_below_producer_id.0,
+            producer_epoch: request.v3_and_below_producer_epoch,
+        };
+        response.results_by_topic_v3_and_below = add_to_transaction(
+            &ctx,
+            request.v3_and_below_transactional_id.to_string(),
+            producer,
+            &request.v3_and_below_topics,
+            false,
+        )
+        .await;
+    }
+    response
+}
+
+/// Adds (or, `verify_only`, checks) one transaction's partitions at its
+/// coordinator; one result per partition asked for.
+async fn add_to_transaction(
+    ctx: &RequestContext,
+    transactional_id: String,
+    producer: ProducerIdEpoch,
+    topics: &[km::add_partitions_to_txn_request::AddPartitionsToTxnTopic],
+    verify_only: bool,
+) -> Vec<km::add_partitions_to_txn_response::AddPartitionsToTxnTopicResult> {
     let shard = &ctx.shard;
-    let transactional_id = request.v3_and_below_transactional_id.to_string();
-    let partitions: Vec<TxnPartition> = request
-        .v3_and_below_topics
+    let partitions: Vec<TxnPartition> = topics
         .iter()
         .flat_map(|t| t.partitions.iter().map(|p| (t.name.to_string(), *p)))
         .collect();
@@ -89,12 +153,9 @@ pub async fn add_partitions_to_txn(
     } else {
         let op = AddTxnPartitions {
             transactional_id: transactional_id.clone(),
-            producer: ProducerIdEpoch {
-                producer_id: request.v3_and_below_producer_id.0,
-                producer_epoch: request.v3_and_below_producer_epoch,
-            },
-            partitions: partitions.clone(),
-            verify_only: false,
+            producer,
+            partitions,
+            verify_only,
         };
         let result = call_coordinator(shard, &transactional_id, op).await;
         let code = result.err().unwrap_or(codes::NONE);
@@ -107,22 +168,143 @@ pub async fn add_partitions_to_txn(
         };
         Box::new(move |_| code)
     };
-    let mut response = km::AddPartitionsToTxnResponse::default();
-    for topic in &request.v3_and_below_topics {
-        let name = topic.name.to_string();
-        let results = topic
-            .partitions
-            .iter()
-            .map(|index| {
-                km::add_partitions_to_txn_response::AddPartitionsToTxnPartitionResult::default()
-                    .with_partition_index(*index)
-                    .with_partition_error_code(code_of(&(name.clone(), *index)))
-            })
-            .collect();
-        response.results_by_topic_v3_and_below.push(
+    topics
+        .iter()
+        .map(|topic| {
+            let name = topic.name.to_string();
+            let results = topic
+                .partitions
+                .iter()
+                .map(|index| {
+                    km::add_partitions_to_txn_response::AddPartitionsToTxnPartitionResult::default()
+                        .with_partition_index(*index)
+                        .with_partition_error_code(code_of(&(name.clone(), *index)))
+                })
+                .collect();
             km::add_partitions_to_txn_response::AddPartitionsToTxnTopicResult::default()
                 .with_name(topic.name.clone())
-                .with_results_by_partition(results),
+                .with_results_by_partition(results)
+        })
+        .collect()
+}
+
+/// KIP-890 part 1 at a partition leader: is `op`'s partition in its
+/// producer's open transaction? Asked of the coordinator's shard here, or
+/// of the broker that coordinates the id (AddPartitionsToTxn v4,
+/// verify-only).
+pub async fn verify_at_coordinator(
+    shard: &Rc<Shard>,
+    op: AddTxnPartitions,
+) -> Result<(), ErrorCode> {
+    debug_assert!(op.verify_only);
+    match coordinator_route(&shard.backend, &op.transactional_id) {
+        Ok((_, owner)) => shard.call(owner, op).await,
+        Err(codes::NOT_COORDINATOR) => {
+            let address = coordinator_address(&shard.backend, &op.transactional_id)?;
+            let mut topics: Vec<km::add_partitions_to_txn_request::AddPartitionsToTxnTopic> =
+                Vec::new();
+            for (topic, partition) in &op.partitions {
+                topics.push(
+                    km::add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                        .with_name(km::TopicName(StrBytes::from_string(topic.clone())))
+                        .with_partitions(vec![*partition]),
+                );
+            }
+            let transaction =
+                km::add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+                    .with_transactional_id(km::TransactionalId(StrBytes::from_string(
+                        op.transactional_id.clone(),
+                    )))
+                    .with_producer_id(km::ProducerId(op.producer.producer_id))
+                    .with_producer_epoch(op.producer.producer_epoch)
+                    .with_verify_only(true)
+                    .with_topics(topics);
+            let request =
+                km::AddPartitionsToTxnRequest::default().with_transactions(vec![transaction]);
+            let response = shard
+                .broker_links
+                .call(&address, VERIFY_VERSION, &request, VERIFY_TIMEOUT_MS)
+                .await
+                .map_err(|e| {
+                    debug!(%address, error = %e, "transaction verification not answered");
+                    codes::COORDINATOR_NOT_AVAILABLE
+                })?;
+            if response.error_code != codes::NONE {
+                return Err(response.error_code);
+            }
+            let codes_found = response
+                .results_by_transaction
+                .iter()
+                .flat_map(|t| &t.topic_results)
+                .flat_map(|t| &t.results_by_partition)
+                .map(|p| p.partition_error_code);
+            match codes_found.into_iter().find(|c| *c != codes::NONE) {
+                Some(code) => Err(code),
+                None if response.results_by_transaction.is_empty() => {
+                    Err(codes::COORDINATOR_NOT_AVAILABLE)
+                }
+                None => Ok(()),
+            }
+        }
+        Err(code) => Err(code),
+    }
+}
+
+/// WriteTxnMarkers from another broker's transaction coordinator: each
+/// marker is written to each partition this broker leads, after every
+/// append queued there before it, and answered once it is in the ISR.
+pub async fn write_txn_markers(
+    ctx: RequestContext,
+    request: km::WriteTxnMarkersRequest,
+) -> km::WriteTxnMarkersResponse {
+    let shard = &ctx.shard;
+    let mut writes = Vec::new();
+    for m in &request.markers {
+        let marker = TxnMarker {
+            producer_id: m.producer_id.0,
+            producer_epoch: m.producer_epoch,
+            commit: m.transaction_result,
+            coordinator_epoch: m.coordinator_epoch,
+        };
+        for topic in &m.topics {
+            for partition in &topic.partition_indexes {
+                writes.push(shard.clone().write_marker_here(
+                    topic.name.to_string(),
+                    *partition,
+                    marker,
+                    MARKER_WRITE_TIMEOUT_MS,
+                ));
+            }
+        }
+    }
+    let mut results = futures::future::join_all(writes).await.into_iter();
+    let mut response = km::WriteTxnMarkersResponse::default();
+    for m in &request.markers {
+        let topics = m
+            .topics
+            .iter()
+            .map(|topic| {
+                let partitions = topic
+                    .partition_indexes
+                    .iter()
+                    .map(|index| {
+                        let code = results.next().map_or(codes::UNKNOWN_SERVER_ERROR, |r| {
+                            r.err().unwrap_or(codes::NONE)
+                        });
+                        km::write_txn_markers_response::WritableTxnMarkerPartitionResult::default()
+                            .with_partition_index(*index)
+                            .with_error_code(code)
+                    })
+                    .collect();
+                km::write_txn_markers_response::WritableTxnMarkerTopicResult::default()
+                    .with_name(topic.name.clone())
+                    .with_partitions(partitions)
+            })
+            .collect();
+        response.markers.push(
+            km::write_txn_markers_response::WritableTxnMarkerResult::default()
+                .with_producer_id(m.producer_id)
+                .with_topics(topics),
         );
     }
     response

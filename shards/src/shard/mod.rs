@@ -23,6 +23,7 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use tracing::{error, warn};
 
+use crate::cluster::kafka_client::BrokerLinks;
 use crate::config::BrokerConfig;
 use crate::controller::{Backend, Controller};
 use crate::groups::GroupHost;
@@ -62,6 +63,9 @@ pub struct Shard {
     pub metrics: ShardMetrics,
     /// Zero-copy sends of fetched record sets (see `io::splice`).
     pub splice: Rc<SpliceRing>,
+    /// Connections to other brokers' shards for inter-broker requests
+    /// (transaction markers and verifications).
+    pub broker_links: BrokerLinks,
 }
 
 /// What a shard is made of; `Shard::new` wires them together.
@@ -94,6 +98,7 @@ impl Shard {
             stop: parts.stop,
             metrics: ShardMetrics::default(),
             splice: parts.splice,
+            broker_links: BrokerLinks::default(),
         });
         let weak: std::rc::Weak<Shard> = Rc::downgrade(&shard);
         let services: std::rc::Weak<dyn TxnServices> = weak;

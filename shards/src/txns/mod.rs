@@ -21,7 +21,7 @@ use engine::protocol::{self as codes, ErrorCode};
 use engine::record::{build_batch, decode_records, BatchCompression, NewRecord, TxnMarker};
 use engine::txn::{
     transaction_state_partition_for, AfterWrite, Decision, ProducerIdEpoch, TxnCoordinator,
-    TxnLogRecord, TxnMarkers, TxnRecord, TxnWrite, TRANSACTION_STATE_TOPIC,
+    TxnLogRecord, TxnMarkers, TxnPartition, TxnRecord, TxnWrite, TRANSACTION_STATE_TOPIC,
 };
 use futures::channel::oneshot;
 use futures::future::LocalBoxFuture;
@@ -42,7 +42,7 @@ const TIMEOUT_CHECK_MS: u64 = 1_000;
 /// answered with an error (Kafka's `transaction.state.log` append timeout).
 const STATE_WRITE_TIMEOUT_MS: u64 = 5_000;
 /// How long one marker write waits for its partition's ISR.
-const MARKER_WRITE_TIMEOUT_MS: u64 = 5_000;
+pub const MARKER_WRITE_TIMEOUT_MS: u64 = 5_000;
 /// Pause between rounds of marker writes that failed (the partition is
 /// moving, its ISR is short): first, and at most.
 const MARKER_RETRY_MS_MIN: u64 = 50;
@@ -52,15 +52,16 @@ const MARKER_RETRY_MS_MAX: u64 = 1_000;
 pub trait TxnServices {
     /// A producer id never handed out before.
     fn allocate_producer_id(self: Rc<Self>) -> LocalBoxFuture<'static, Result<i64, ErrorCode>>;
-    /// Writes `marker` to a partition this broker leads, after every
-    /// append queued there before it; Ok once it is in the ISR.
-    fn write_marker(
+    /// Writes `marker` to each partition at its leader (this broker's
+    /// shards, or another broker's), after every append queued there
+    /// before it; each result is Ok once its marker is in the ISR. One
+    /// result per partition, in order.
+    fn write_markers(
         self: Rc<Self>,
-        topic: String,
-        partition: i32,
+        partitions: Vec<TxnPartition>,
         marker: TxnMarker,
         timeout_ms: u64,
-    ) -> LocalBoxFuture<'static, Result<(), ErrorCode>>;
+    ) -> LocalBoxFuture<'static, Vec<Result<(), ErrorCode>>>;
 }
 
 pub struct TxnHost {
@@ -77,31 +78,28 @@ pub struct TxnHost {
     stop: StopFlag,
 }
 
-/// Whether this broker is one of several. Transactions are served by a
-/// single broker only for now: markers to partitions other brokers lead
-/// (inter-broker WriteTxnMarkers) and verification against a coordinator
-/// on another broker are not built yet, so a cluster answers
-/// COORDINATOR_NOT_AVAILABLE rather than leave transactions hanging.
-pub fn in_cluster(backend: &Backend) -> bool {
-    backend.image().brokers().count() > 1
-}
-
-/// The `__transaction_state` partition of a transactional id and the shard
-/// that leads it here (its coordinator); NOT_COORDINATOR when this broker
-/// does not lead it.
-pub fn coordinator_route(
-    backend: &Backend,
-    transactional_id: &str,
-) -> Result<(i32, usize), ErrorCode> {
-    if in_cluster(backend) {
-        return Err(codes::COORDINATOR_NOT_AVAILABLE);
-    }
+/// The `__transaction_state` partition of a transactional id
+/// (COORDINATOR_NOT_AVAILABLE before the topic exists).
+fn state_partition(backend: &Backend, transactional_id: &str) -> Result<i32, ErrorCode> {
     let partitions = backend
         .image()
         .topic(TRANSACTION_STATE_TOPIC)
         .map(|t| t.partition_count() as u32)
         .ok_or(codes::COORDINATOR_NOT_AVAILABLE)?;
-    let partition = transaction_state_partition_for(transactional_id, partitions);
+    Ok(transaction_state_partition_for(
+        transactional_id,
+        partitions,
+    ))
+}
+
+/// The `__transaction_state` partition of a transactional id and the shard
+/// that leads it here (its coordinator); NOT_COORDINATOR when another
+/// broker leads it.
+pub fn coordinator_route(
+    backend: &Backend,
+    transactional_id: &str,
+) -> Result<(i32, usize), ErrorCode> {
+    let partition = state_partition(backend, transactional_id)?;
     let owner = backend
         .route(TRANSACTION_STATE_TOPIC, partition)
         .map_err(|code| match code {
@@ -111,13 +109,20 @@ pub fn coordinator_route(
     Ok((partition, owner))
 }
 
+/// Where another broker coordinates `transactional_id`: the replication
+/// listener of its shard that leads the id's partition.
+pub fn coordinator_address(backend: &Backend, transactional_id: &str) -> Result<String, ErrorCode> {
+    let partition = state_partition(backend, transactional_id)?;
+    backend
+        .leader_address(TRANSACTION_STATE_TOPIC, partition)
+        .map(|(_, address)| address)
+        .map_err(|_| codes::COORDINATOR_NOT_AVAILABLE)
+}
+
 /// The broker that coordinates `transactional_id`: the leader of its
 /// `__transaction_state` partition (None while there is none, or no such
 /// topic yet).
 pub fn coordinator_node(backend: &Backend, transactional_id: &str) -> Option<i32> {
-    if in_cluster(backend) {
-        return None;
-    }
     let image = backend.image();
     let topic = image.topic(TRANSACTION_STATE_TOPIC)?;
     let partition =
@@ -377,15 +382,14 @@ impl TxnHost {
                 commit: markers.commit,
                 coordinator_epoch,
             };
-            let writes = remaining.iter().map(|(topic, partition)| {
-                services.clone().write_marker(
-                    topic.clone(),
-                    *partition,
+            let results = services
+                .write_markers(
+                    remaining.iter().cloned().collect(),
                     marker,
                     MARKER_WRITE_TIMEOUT_MS,
                 )
-            });
-            let results = futures::future::join_all(writes).await;
+                .await;
+            debug_assert_eq!(results.len(), remaining.len());
             let mut failed = BTreeSet::new();
             for ((topic, partition), result) in remaining.iter().zip(results) {
                 match result {
