@@ -32,14 +32,24 @@ from test_replication import (
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from txn_history_check import READ_COMMITTED, READ_UNCOMMITTED, TxnHistory  # noqa: E402
 
-COPIER = Path(__file__).resolve().parent / "clients" / "txn_copier.py"
+CLIENTS = Path(__file__).resolve().parent / "clients"
+# The copier of each client, by name: a command that takes
+# BOOTSTRAP TRANSACTIONAL_ID GROUP INPUT OUTPUT BATCH.
+COPIERS = {
+    "confluent-kafka": [sys.executable, str(CLIENTS / "txn_copier.py")],
+    "kafka-python": [sys.executable, str(CLIENTS / "txn_copier_kafka_python.py")],
+    "aiokafka": [sys.executable, str(CLIENTS / "txn_copier_aiokafka.py")],
+    "kafkajs": ["node", str(Path(__file__).resolve().parents[1] / "js" / "txn_copier.js")],
+}
 # The exactly-once copy: records, input partitions, records per transaction.
 COPY_RECORDS = 100_000
 COPY_PARTITIONS = 2
 COPY_BATCH = 300
 COPY_KILLS = 3
-# The copy on a cluster moves fewer records (each kill costs an election).
+# The copy on a cluster moves fewer records (each kill costs an election),
+# and so does the copy by the other clients (slower than librdkafka).
 CLUSTER_COPY_RECORDS = 30_000
+OTHER_CLIENT_COPY_RECORDS = 20_000
 WAIT_S = 60
 
 
@@ -199,9 +209,11 @@ def test_transactional_offsets_commit_with_their_transaction(broker):
     consumer.close()
 
 
-def run_exactly_once_copy(bootstrap: str, tmp_path, records: int, kill_brokers, create_topic) -> None:
+def run_exactly_once_copy(
+    bootstrap: str, tmp_path, records: int, kill_brokers, create_topic, client: str = "confluent-kafka"
+) -> None:
     """The exactly-once copy: `records` numbered records in COPY_PARTITIONS
-    input partitions, copied by 2 copiers (confluent-kafka, read_committed,
+    input partitions, copied by 2 copiers (`client`'s, read_committed,
     `send_offsets_to_transaction`, COPY_BATCH records per transaction)
     while a read_committed reader follows the output. COPY_KILLS times, once
     the copy has moved on, `kill_brokers(kill)` kills (and restarts)
@@ -220,7 +232,7 @@ def run_exactly_once_copy(bootstrap: str, tmp_path, records: int, kill_brokers, 
     def start_copier(n: int) -> subprocess.Popen:
         with open(tmp_path / f"copier-{n}.log", "a") as log:
             return subprocess.Popen(
-                [sys.executable, str(COPIER), bootstrap, f"{group}-tid-{n}", group, source, sink, str(COPY_BATCH)],
+                [*COPIERS[client], bootstrap, f"{group}-tid-{n}", group, source, sink, str(COPY_BATCH)],
                 stdout=log,
                 stderr=log,
             )
@@ -314,6 +326,27 @@ def test_exactly_once_copy_survives_kills_of_the_broker_and_the_copiers(broker, 
         COPY_RECORDS,
         kill_brokers,
         lambda name, partitions: create_topic_confluent(broker.bootstrap, name, partitions),
+    )
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "aiokafka", "kafkajs"])
+def test_exactly_once_copy_by_other_clients_survives_kills(broker, tmp_path, client):
+    """The same copy with kafka-python's, aiokafka's and kafkajs's
+    transactional producers and read_committed consumers, at their
+    defaults (kafkajs's transactional producer must be idempotent with one
+    request in flight)."""
+
+    def kill_brokers(_kill: int) -> None:
+        broker.kill9()
+        broker.start()
+
+    run_exactly_once_copy(
+        broker.bootstrap,
+        tmp_path,
+        OTHER_CLIENT_COPY_RECORDS,
+        kill_brokers,
+        lambda name, partitions: create_topic_confluent(broker.bootstrap, name, partitions),
+        client,
     )
 
 
