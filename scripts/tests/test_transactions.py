@@ -10,6 +10,7 @@ transaction ends and polls go through scripts/txn_history_check.py.
 
 from __future__ import annotations
 
+import random
 import signal
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from test_replication import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from txn_history_check import READ_COMMITTED, READ_UNCOMMITTED, TxnHistory  # noqa: E402
+from txn_history_check import READ_COMMITTED, READ_UNCOMMITTED, EndTxn, TxnHistory  # noqa: E402
 
 CLIENTS = Path(__file__).resolve().parent / "clients"
 # The copier of each client, by name: a command that takes
@@ -424,3 +425,179 @@ def test_exactly_once_copy_survives_kills_of_leaders_in_a_cluster(cluster_factor
             wait_for_full_isr(bootstrap, name, 3)
 
     run_exactly_once_copy(bootstrap, tmp_path, CLUSTER_COPY_RECORDS, kill_brokers, create_topic)
+
+
+# ---------------------------------------------------------------------------
+# A mixed history through leader kills, checked for Jepsen's anomalies
+
+MIXED_PARTITIONS = 3
+MIXED_KILLS = 3
+
+
+class TxnWriter(threading.Thread):
+    """A transactional producer (confluent-kafka at its defaults) that sends
+    2-8 values per transaction to random partitions and commits about two
+    transactions of three, aborting the rest. An abortable error aborts; any
+    other error starts a new instance with the same transactional id, which
+    fences the old one and ends its open transaction."""
+
+    def __init__(self, name: str, bootstrap: str, topic: str, history: TxnHistory, seed: int) -> None:
+        super().__init__(daemon=True)
+        self.name, self.bootstrap, self.topic, self.history = name, bootstrap, topic, history
+        self.rng = random.Random(seed)
+        self.halt = threading.Event()
+        self.transactional_id = unique_name(f"mixed-{name}")
+
+    def new_producer(self) -> Producer:
+        while not self.halt.is_set():
+            try:
+                return txn_producer(self.bootstrap, self.transactional_id)
+            except KafkaException:
+                time.sleep(0.5)
+        raise SystemExit
+
+    def end(self, producer: Producer, txn: str, end: str) -> bool:
+        invoked = self.history.clock()
+        try:
+            (producer.commit_transaction if end == "commit" else producer.abort_transaction)(30)
+        except KafkaException:
+            # Committed or not: the broker decided, all or nothing.
+            self.history.end_txn(self.name, txn, end=end, outcome="info", invoke_ns=invoked)
+            return False
+        self.history.end_txn(self.name, txn, end=end, outcome="ok", invoke_ns=invoked)
+        return True
+
+    def run(self) -> None:
+        producer = self.new_producer()
+        count = 0
+        while not self.halt.is_set():
+            txn = f"{self.name}-t{count}"
+            count += 1
+            sent: dict[str, tuple[int, list]] = {}
+
+            def delivered(err, message, value=None):
+                sent[value][1].append(None if err else message.offset())
+
+            try:
+                producer.begin_transaction()
+                for i in range(self.rng.randrange(2, 9)):
+                    value, partition = f"{txn}-{i}", self.rng.randrange(MIXED_PARTITIONS)
+                    sent[value] = (partition, [])
+                    producer.produce(
+                        self.topic, value=value.encode(), partition=partition,
+                        on_delivery=lambda err, msg, value=value: delivered(err, msg, value),
+                    )
+                producer.flush(30)
+                ended = self.end(producer, txn, "commit" if self.rng.random() < 0.67 else "abort")
+            except KafkaException as e:
+                ended = e.args[0].txn_requires_abort() and self.end(producer, txn, "abort")
+            for value, (partition, outcome) in sent.items():
+                offset = outcome[0] if outcome else None
+                self.history.send(
+                    self.name, value, partition, outcome="ok" if offset is not None else "info", txn=txn,
+                    offset=offset,
+                )
+            if not ended:
+                producer = self.new_producer()
+
+
+class PlainWriter(threading.Thread):
+    """An idempotent producer without transactions (confluent-kafka's
+    defaults plus enable.idempotence: without it a send retried after a
+    leader's kill may be written twice, as Kafka allows)."""
+
+    def __init__(self, name: str, bootstrap: str, topic: str, history: TxnHistory) -> None:
+        super().__init__(daemon=True)
+        self.name, self.topic, self.history = name, topic, history
+        self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        count = 0
+        while not self.halt.is_set():
+            value, partition = f"{self.name}-{count}", count % MIXED_PARTITIONS
+            count += 1
+
+            def delivered(err, message, value=value, partition=partition):
+                offset = None if err else message.offset()
+                outcome = "ok" if offset is not None else "info"
+                self.history.send(self.name, value, partition, outcome=outcome, offset=offset)
+
+            self.producer.produce(self.topic, value=value.encode(), partition=partition, on_delivery=delivered)
+            self.producer.poll(0.01)
+        self.producer.flush(60)
+
+
+class Reader(threading.Thread):
+    """A consumer at confluent-kafka's defaults with one isolation level,
+    assigned every partition from offset 0, recording each poll (one
+    session for its whole run)."""
+
+    def __init__(self, name: str, bootstrap: str, topic: str, history: TxnHistory, isolation: str) -> None:
+        super().__init__(daemon=True)
+        self.name, self.topic, self.history, self.isolation = name, topic, history, isolation
+        self.consumer = confluent_consumer(bootstrap, **{"isolation.level": isolation, "enable.partition.eof": False})
+        self.consumer.assign([TopicPartition(topic, p, 0) for p in range(MIXED_PARTITIONS)])
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            invoked = self.history.clock()
+            messages = self.consumer.consume(100, 0.5)
+            records = [(m.partition(), m.offset(), m.value().decode()) for m in messages if not m.error()]
+            if records:
+                self.history.poll(
+                    self.name, f"{self.name}-s1", records, isolation=self.isolation, invoke_ns=invoked
+                )
+        self.consumer.close()
+
+
+def test_a_mixed_history_through_leader_kills_has_no_anomalies(cluster_factory, tmp_path):
+    """5 processes on 3 brokers (replication factor 3, min.insync.replicas
+    2): 2 transactional producers committing and aborting, an idempotent
+    producer, a read_committed and a read_uncommitted reader; kill -9 of a
+    partition leader, then of the metadata quorum's leader, then of a
+    leader again. The history (written to the test's directory) must have
+    no anomaly."""
+    brokers = txn_cluster(cluster_factory)
+    bootstrap = ",".join(b.bootstrap for b in brokers)
+    topic = unique_name("mixed")
+    create_replicated(bootstrap, topic, MIXED_PARTITIONS, 3, {"min.insync.replicas": "2"})
+    wait_for_full_isr(bootstrap, topic, 3)
+    history = TxnHistory()
+    rng = random.Random(18)
+    writers = [TxnWriter(f"t{n}", bootstrap, topic, history, seed=n) for n in (1, 2)]
+    threads = [
+        *writers,
+        PlainWriter("p1", bootstrap, topic, history),
+        Reader("c1", bootstrap, topic, history, READ_COMMITTED),
+        Reader("c2", bootstrap, topic, history, READ_UNCOMMITTED),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for kill in range(MIXED_KILLS):
+            time.sleep(2.0)
+            if kill == 1:
+                leader = wait_for_one_leader(brokers)
+            else:
+                leader = partition_state(bootstrap, topic)[rng.randrange(MIXED_PARTITIONS)][0]
+            victim = next(b for b in brokers if b.node_id == leader)
+            victim.kill9()
+            time.sleep(1.0)
+            victim.start()
+            wait_for_full_isr(bootstrap, topic, 3)
+        time.sleep(2.0)
+    finally:
+        for thread in threads:
+            thread.halt.set()
+        for thread in threads:
+            thread.join(90)
+    history.final(read_all(bootstrap, topic, MIXED_PARTITIONS, READ_COMMITTED), isolation=READ_COMMITTED)
+    history.final(read_all(bootstrap, topic, MIXED_PARTITIONS, READ_UNCOMMITTED), isolation=READ_UNCOMMITTED)
+    history.write_jsonl(tmp_path / "history.jsonl")
+    report = history.check()
+    ends = [e for e in history.events if isinstance(e, EndTxn)]
+    print(f"mixed history: {len(history.events)} events, {len(ends)} transaction ends; {report.summary()}")
+    assert sum(1 for e in ends if e.end == "commit" and e.outcome == "ok") > 0
+    assert report.ok(), "\n".join(report.details())
