@@ -366,7 +366,8 @@ def txn_cluster(cluster_factory):
 def test_a_transaction_spans_partitions_led_by_every_broker(cluster_factory):
     """Markers go to partitions other brokers lead (WriteTxnMarkers) and
     each leader verifies batches with a coordinator on another broker
-    (AddPartitionsToTxn v4): an abort and a commit across 3 leaders."""
+    (AddPartitionsToTxn v4): aborts and commits across 3 leaders; the
+    transactions are listed and described meanwhile."""
     brokers = txn_cluster(cluster_factory)
     bootstrap = ",".join(b.bootstrap for b in brokers)
     topic = unique_name("spread")
@@ -375,7 +376,8 @@ def test_a_transaction_spans_partitions_led_by_every_broker(cluster_factory):
     leaders = {leader for leader, _, _ in partition_state(bootstrap, topic).values()}
     assert len(leaders) == 3, f"partitions led by {leaders}: not spread over the brokers"
     history = TxnHistory()
-    producer = txn_producer(bootstrap, unique_name("tid"))
+    tid = unique_name("tid")
+    producer = txn_producer(bootstrap, tid)
     for txn, end in (("t1", "abort"), ("t2", "commit"), ("t3", "abort"), ("t4", "commit")):
         producer.begin_transaction()
         values = [f"{txn}-{p}-{i}" for p in range(3) for i in range(5)]
@@ -387,9 +389,39 @@ def test_a_transaction_spans_partitions_led_by_every_broker(cluster_factory):
         invoked = history.clock()
         (producer.commit_transaction if end == "commit" else producer.abort_transaction)(30)
         history.end_txn("p1", txn, end=end, outcome="ok", invoke_ns=invoked)
+    # ListTransactions (every broker's coordinators) and DescribeTransactions
+    # (the id's coordinator), with kafka-python's admin client: an open
+    # transaction over the 3 partitions, then its commit.
+    from kafka import KafkaAdminClient, TopicPartition as KafkaTopicPartition
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    producer.begin_transaction()
+    for p in range(3):
+        producer.produce(topic, value=f"t5-{p}".encode(), partition=p)
+    producer.flush(30)
+
+    def listed(**filters) -> dict[str, tuple[int, str]]:
+        by_broker = admin.list_transactions(**filters)
+        return {t.transactional_id: (t.producer_id, str(t.state.value)) for ts in by_broker.values() for t in ts}
+
+    described = admin.describe_transactions([tid])[tid]
+    assert str(described.state.value) == "Ongoing"
+    assert described.topic_partitions == {KafkaTopicPartition(topic, p) for p in range(3)}
+    assert described.transaction_start_time_ms > 0
+    assert listed()[tid] == (described.producer_id, "Ongoing")
+    assert tid in listed(state_filters=["Ongoing"])
+    assert tid not in listed(state_filters=["CompleteCommit"])
+    assert tid in listed(producer_id_filters=[described.producer_id])
+    producer.commit_transaction(30)
+    history.end_txn("p1", "t5", end="commit", outcome="ok")
+    for p in range(3):
+        history.send("p1", f"t5-{p}", p, outcome="ok", txn="t5")
+    wait_until(lambda: listed().get(tid, (0, ""))[1] == "CompleteCommit", WAIT_S, "the commit completes")
+    assert str(admin.describe_transactions([tid])[tid].state.value) == "CompleteCommit"
+    admin.close()
     committed = read_all(bootstrap, topic, 3, READ_COMMITTED)
     assert sorted(v for _, _, v in committed) == sorted(
-        f"{txn}-{p}-{i}" for txn in ("t2", "t4") for p in range(3) for i in range(5)
+        [f"{txn}-{p}-{i}" for txn in ("t2", "t4") for p in range(3) for i in range(5)] + [f"t5-{p}" for p in range(3)]
     )
     history.final(committed, isolation=READ_COMMITTED)
     history.final(read_all(bootstrap, topic, 3, READ_UNCOMMITTED), isolation=READ_UNCOMMITTED)

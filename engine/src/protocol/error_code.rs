@@ -79,6 +79,8 @@ pub const INVALID_TRANSACTION_TIMEOUT: ErrorCode = 50;
 pub const CONCURRENT_TRANSACTIONS: ErrorCode = 51;
 /// A partition of a request that failed for another partition's reason.
 pub const OPERATION_NOT_ATTEMPTED: ErrorCode = 55;
+/// DescribeTransactions of an id its coordinator does not know.
+pub const TRANSACTIONAL_ID_NOT_FOUND: ErrorCode = 105;
 /// OffsetFetch with `require_stable`: a transaction holds an offset of the
 /// partition that its marker has not settled yet; the client retries.
 pub const UNSTABLE_OFFSET_COMMIT: ErrorCode = 88;

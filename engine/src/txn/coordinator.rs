@@ -74,6 +74,28 @@ impl TxnState {
         }
     }
 
+    /// Kafka's name of the state, as DescribeTransactions and
+    /// ListTransactions show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TxnState::Empty => "Empty",
+            TxnState::Ongoing => "Ongoing",
+            TxnState::PrepareCommit => "PrepareCommit",
+            TxnState::PrepareAbort => "PrepareAbort",
+            TxnState::CompleteCommit => "CompleteCommit",
+            TxnState::CompleteAbort => "CompleteAbort",
+            TxnState::Dead => "Dead",
+            TxnState::PrepareEpochFence => "PrepareEpochFence",
+        }
+    }
+
+    /// The state Kafka names `name` (None for a name it does not use).
+    pub fn from_name(name: &str) -> Option<TxnState> {
+        (0..=7)
+            .filter_map(TxnState::from_id)
+            .find(|state| state.name() == name)
+    }
+
     pub fn from_id(id: i8) -> Option<TxnState> {
         Some(match id {
             0 => TxnState::Empty,
@@ -350,6 +372,14 @@ impl TxnCoordinator {
             .get(transactional_id)
             .filter(|e| e.durable)
             .map(|e| &e.record)
+    }
+
+    /// Every id's durable state, in no particular order.
+    pub fn records(&self) -> impl Iterator<Item = (&str, &TxnRecord)> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.durable)
+            .map(|(id, e)| (id.as_str(), &e.record))
     }
 
     pub fn len(&self) -> usize {
@@ -1395,5 +1425,15 @@ mod tests {
         assert!(!TxnState::PrepareCommit.may_follow(TxnState::Empty));
         assert!(!TxnState::CompleteCommit.may_follow(TxnState::PrepareAbort));
         assert!(!TxnState::Ongoing.may_follow(TxnState::PrepareCommit));
+    }
+
+    #[test]
+    fn state_names_are_kafkas_and_round_trip() {
+        for id in 0..=7 {
+            let state = TxnState::from_id(id).unwrap();
+            assert_eq!(TxnState::from_name(state.name()), Some(state));
+        }
+        assert_eq!(TxnState::Ongoing.name(), "Ongoing");
+        assert_eq!(TxnState::from_name("ongoing"), None);
     }
 }

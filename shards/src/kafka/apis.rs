@@ -98,6 +98,9 @@ pub static APIS: &[Api] = &[
     api(K::AddOffsetsToTxn, (0, 4), "AddOffsetsToTxn", Answer(|c, f| answer(c, f, transactions::add_offsets_to_txn))),
     // v5 is transactions v2 (KIP-890 part 2): not advertised before it works.
     api(K::EndTxn, (0, 4), "EndTxn", Answer(|c, f| answer(c, f, transactions::end_txn))),
+    api(K::DescribeTransactions, (0, 0), "DescribeTransactions", Answer(|c, f| answer(c, f, transactions::describe_transactions))),
+    // v2 filters by a transactional id pattern (a regex): not yet.
+    api(K::ListTransactions, (0, 1), "ListTransactions", Answer(|c, f| answer(c, f, transactions::list_transactions))),
     api(K::WriteTxnMarkers, (1, 1), "WriteTxnMarkers", Answer(|c, f| answer(c, f, transactions::write_txn_markers))),
     // v4 is transactions v2's implicit add (KIP-890 part 2): not advertised yet.
     api(K::TxnOffsetCommit, (0, 3), "TxnOffsetCommit", Answer(|c, f| answer(c, f, transactions::txn_offset_commit))),

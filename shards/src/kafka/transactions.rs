@@ -13,7 +13,7 @@ use engine::protocol::kafka_protocol::messages::{self as km};
 use engine::protocol::kafka_protocol::protocol::StrBytes;
 use engine::protocol::{self as codes, ErrorCode};
 use engine::record::TxnMarker;
-use engine::txn::{ProducerIdEpoch, TxnPartition, TxnVersion};
+use engine::txn::{ProducerIdEpoch, TxnPartition, TxnState, TxnVersion};
 use tracing::debug;
 
 use super::dispatch::RequestContext;
@@ -21,7 +21,7 @@ use super::groups::committed_offset;
 use crate::clock::steady_ms;
 use crate::groups::coordinator_route as group_coordinator_route;
 use crate::mesh::groups::CommitTxnOffsets;
-use crate::mesh::txns::{AddTxnPartitions, EndTxn, InitTxnProducer};
+use crate::mesh::txns::{AddTxnPartitions, DescribeTxn, EndTxn, InitTxnProducer, ListTxns};
 use crate::mesh::Call;
 use crate::shard::Shard;
 use crate::txns::{coordinator_address, coordinator_route, MARKER_WRITE_TIMEOUT_MS};
@@ -467,6 +467,112 @@ pub async fn txn_offset_commit(
                 .with_name(topic.name.clone())
                 .with_partitions(partitions),
         );
+    }
+    response
+}
+
+/// DescribeTransactions: each id's state at its coordinator (here; a
+/// client asks the coordinator FindCoordinator named).
+pub async fn describe_transactions(
+    ctx: RequestContext,
+    request: km::DescribeTransactionsRequest,
+) -> km::DescribeTransactionsResponse {
+    let shard = &ctx.shard;
+    let described = request.transactional_ids.iter().map(|id| {
+        let op = DescribeTxn {
+            transactional_id: id.to_string(),
+        };
+        call_coordinator(shard, id.as_str(), op)
+    });
+    let results = futures::future::join_all(described).await;
+    let mut response = km::DescribeTransactionsResponse::default();
+    for (id, result) in request.transactional_ids.iter().zip(results) {
+        let mut state = km::describe_transactions_response::TransactionState::default()
+            .with_transactional_id(id.clone())
+            .with_producer_id(km::ProducerId(-1))
+            .with_producer_epoch(-1)
+            .with_transaction_start_time_ms(-1);
+        match result {
+            Ok(record) => {
+                let mut topics: Vec<km::describe_transactions_response::TopicData> = Vec::new();
+                for (topic, partition) in &record.partitions {
+                    match topics.last_mut() {
+                        Some(t) if t.topic.as_str() == topic.as_str() => {
+                            t.partitions.push(*partition)
+                        }
+                        _ => topics.push(
+                            km::describe_transactions_response::TopicData::default()
+                                .with_topic(km::TopicName(StrBytes::from_string(topic.clone())))
+                                .with_partitions(vec![*partition]),
+                        ),
+                    }
+                }
+                state = state
+                    .with_transaction_state(StrBytes::from_static_str(record.state.name()))
+                    .with_transaction_timeout_ms(record.timeout_ms)
+                    .with_transaction_start_time_ms(record.start_ms)
+                    .with_producer_id(km::ProducerId(record.producer_id))
+                    .with_producer_epoch(record.producer_epoch)
+                    .with_topics(topics);
+            }
+            Err(code) => state.error_code = code,
+        }
+        response.transaction_states.push(state);
+    }
+    response
+}
+
+/// ListTransactions: the transactions this broker coordinates (every
+/// shard's), filtered by state, producer id and (v1) how long they run.
+pub async fn list_transactions(
+    ctx: RequestContext,
+    request: km::ListTransactionsRequest,
+) -> km::ListTransactionsResponse {
+    let shard = &ctx.shard;
+    let mut response = km::ListTransactionsResponse::default();
+    let mut states = Vec::new();
+    for name in &request.state_filters {
+        match TxnState::from_name(name.as_str()) {
+            Some(state) => states.push(state),
+            None => response.unknown_state_filters.push(name.clone()),
+        }
+    }
+    if !request.state_filters.is_empty() && states.is_empty() {
+        // Only unknown states asked for: nothing can match.
+        return response;
+    }
+    let producer_ids: Vec<i64> = request.producer_id_filters.iter().map(|p| p.0).collect();
+    let running_longer_than_ms = if ctx.version >= 1 {
+        request.duration_filter
+    } else {
+        -1
+    };
+    let calls = (0..shard.count).map(|target| {
+        let op = ListTxns {
+            states: states.clone(),
+            producer_ids: producer_ids.clone(),
+            running_longer_than_ms,
+        };
+        shard.call(target, op)
+    });
+    for listed in futures::future::join_all(calls).await {
+        match listed {
+            Ok(listings) => {
+                for listing in listings {
+                    response.transaction_states.push(
+                        km::list_transactions_response::TransactionState::default()
+                            .with_transactional_id(km::TransactionalId(StrBytes::from_string(
+                                listing.transactional_id,
+                            )))
+                            .with_producer_id(km::ProducerId(listing.producer_id))
+                            .with_transaction_state(StrBytes::from_static_str(
+                                listing.state.name(),
+                            )),
+                    );
+                }
+            }
+            Err(code) => response.error_code = code,
+        }
     }
     response
 }

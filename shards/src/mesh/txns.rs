@@ -4,7 +4,7 @@
 //! PRODUCER_FENCED, ...).
 
 use engine::protocol::{self as codes, ErrorCode};
-use engine::txn::{ProducerIdEpoch, TxnPartition, TxnVersion};
+use engine::txn::{ProducerIdEpoch, TxnPartition, TxnRecord, TxnState, TxnVersion};
 
 use super::subsystem;
 
@@ -12,6 +12,8 @@ subsystem!(Txn, TxnRequest, TxnReply {
     InitTxnProducer => Result<ProducerIdEpoch, ErrorCode>,
     AddTxnPartitions => Result<(), ErrorCode>,
     EndTxn => Result<ProducerIdEpoch, ErrorCode>,
+    DescribeTxn => Result<TxnRecord, ErrorCode>,
+    ListTxns => Result<Vec<TxnListing>, ErrorCode>,
 });
 
 /// InitProducerId with a transactional id.
@@ -59,4 +61,39 @@ impl EndTxn {
     fn undelivered_reply(&self) -> Result<ProducerIdEpoch, ErrorCode> {
         Err(codes::COORDINATOR_NOT_AVAILABLE)
     }
+}
+
+/// DescribeTransactions of one id, at its coordinator.
+#[derive(Debug)]
+pub struct DescribeTxn {
+    pub transactional_id: String,
+}
+
+impl DescribeTxn {
+    fn undelivered_reply(&self) -> Result<TxnRecord, ErrorCode> {
+        Err(codes::COORDINATOR_NOT_AVAILABLE)
+    }
+}
+
+/// ListTransactions at one shard: the ids it coordinates that pass every
+/// filter given (an empty list filters nothing; `running_longer_than_ms`
+/// -1 neither).
+#[derive(Debug)]
+pub struct ListTxns {
+    pub states: Vec<TxnState>,
+    pub producer_ids: Vec<i64>,
+    pub running_longer_than_ms: i64,
+}
+
+impl ListTxns {
+    fn undelivered_reply(&self) -> Result<Vec<TxnListing>, ErrorCode> {
+        Err(codes::COORDINATOR_NOT_AVAILABLE)
+    }
+}
+
+#[derive(Debug)]
+pub struct TxnListing {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub state: TxnState,
 }

@@ -29,7 +29,9 @@ use tracing::{info, warn};
 
 use crate::clock::now_ms;
 use crate::controller::Backend;
-use crate::mesh::txns::{AddTxnPartitions, EndTxn, InitTxnProducer, TxnRequest};
+use crate::mesh::txns::{
+    AddTxnPartitions, DescribeTxn, EndTxn, InitTxnProducer, ListTxns, TxnListing, TxnRequest,
+};
 use crate::mesh::{Call, Reply};
 use crate::partition::Partition;
 use crate::stop::StopFlag;
@@ -172,7 +174,43 @@ impl TxnHost {
                 AddTxnPartitions::wrap_reply(self.add_partitions(op).await)
             }
             TxnRequest::EndTxn(op) => EndTxn::wrap_reply(self.end_txn(op).await),
+            TxnRequest::DescribeTxn(op) => DescribeTxn::wrap_reply(self.describe(&op)),
+            TxnRequest::ListTxns(op) => ListTxns::wrap_reply(self.list(&op)),
         }
+    }
+
+    /// DescribeTransactions: the id's durable state.
+    fn describe(&self, op: &DescribeTxn) -> Result<TxnRecord, ErrorCode> {
+        self.begin_op(&op.transactional_id)?;
+        self.coordinator
+            .borrow()
+            .record(&op.transactional_id)
+            .cloned()
+            .ok_or(codes::TRANSACTIONAL_ID_NOT_FOUND)
+    }
+
+    /// ListTransactions: the ids this shard coordinates, filtered.
+    fn list(&self, op: &ListTxns) -> Result<Vec<TxnListing>, ErrorCode> {
+        if !self.loading_partitions.borrow().is_empty() {
+            return Err(codes::COORDINATOR_LOAD_IN_PROGRESS);
+        }
+        let now = now_ms();
+        let coordinator = self.coordinator.borrow();
+        let listed = coordinator
+            .records()
+            .filter(|(_, r)| op.states.is_empty() || op.states.contains(&r.state))
+            .filter(|(_, r)| op.producer_ids.is_empty() || op.producer_ids.contains(&r.producer_id))
+            .filter(|(_, r)| {
+                op.running_longer_than_ms < 0
+                    || (r.start_ms >= 0 && now - r.start_ms > op.running_longer_than_ms)
+            })
+            .map(|(id, r)| TxnListing {
+                transactional_id: id.to_string(),
+                producer_id: r.producer_id,
+                state: r.state,
+            })
+            .collect();
+        Ok(listed)
     }
 
     /// Before any operation on `transactional_id`: this shard must lead
