@@ -316,7 +316,9 @@ def run_exactly_once_copy(
         print(f"reader: partition {p}: {len(unique)} records read while copying")
 
 
-def test_exactly_once_copy_survives_kills_of_the_broker_and_the_copiers(broker, tmp_path):
+def copy_on_one_broker(broker, tmp_path, records: int, client: str) -> None:
+    """The copy on a single broker, killed with -9 and restarted each round."""
+
     def kill_brokers(_kill: int) -> None:
         broker.kill9()
         broker.start()
@@ -324,10 +326,15 @@ def test_exactly_once_copy_survives_kills_of_the_broker_and_the_copiers(broker, 
     run_exactly_once_copy(
         broker.bootstrap,
         tmp_path,
-        COPY_RECORDS,
+        records,
         kill_brokers,
         lambda name, partitions: create_topic_confluent(broker.bootstrap, name, partitions),
+        client,
     )
+
+
+def test_exactly_once_copy_survives_kills_of_the_broker_and_the_copiers(broker, tmp_path):
+    copy_on_one_broker(broker, tmp_path, COPY_RECORDS, "confluent-kafka")
 
 
 @pytest.mark.parametrize("client", ["kafka-python", "aiokafka", "kafkajs"])
@@ -336,19 +343,7 @@ def test_exactly_once_copy_by_other_clients_survives_kills(broker, tmp_path, cli
     transactional producers and read_committed consumers, at their
     defaults (kafkajs's transactional producer must be idempotent with one
     request in flight)."""
-
-    def kill_brokers(_kill: int) -> None:
-        broker.kill9()
-        broker.start()
-
-    run_exactly_once_copy(
-        broker.bootstrap,
-        tmp_path,
-        OTHER_CLIENT_COPY_RECORDS,
-        kill_brokers,
-        lambda name, partitions: create_topic_confluent(broker.bootstrap, name, partitions),
-        client,
-    )
+    copy_on_one_broker(broker, tmp_path, OTHER_CLIENT_COPY_RECORDS, client)
 
 
 def txn_cluster(cluster_factory):
